@@ -1,0 +1,37 @@
+"""Task families: the single source of truth for each family of MDPs (see :mod:`lit_offmeta.tasks.base`)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit
+from lit_offmeta.tasks.grid_navi import GridNavi
+from lit_offmeta.tasks.point_robot import PointRobot, PointRobotSparse
+
+FAMILIES: dict[str, type[TaskFamily]] = {
+    cls.name: cls
+    for cls in (PointRobot, PointRobotSparse, GridNavi)
+}
+
+
+def get_family(name: str | TaskFamily) -> TaskFamily:
+    """The task family registered under ``name`` (an instance passes through)."""
+    if isinstance(name, TaskFamily):
+        return name
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; available: {sorted(FAMILIES)}")
+    return FAMILIES[name]()
+
+
+def _register(env_id: str, entry_point: str, horizon: int, **kwargs) -> None:
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=horizon, kwargs=kwargs)
+
+
+_register(PointRobot.env_id, "lit_offmeta.tasks.point_robot:PointRobotEnv", PointRobot.horizon, sparse=False)
+_register(
+    PointRobotSparse.env_id, "lit_offmeta.tasks.point_robot:PointRobotEnv", PointRobotSparse.horizon, sparse=True
+)
+_register(GridNavi.env_id, "lit_offmeta.tasks.grid_navi:GridNaviEnv", GridNavi.horizon)
+
+__all__ = ["FAMILIES", "GridNavi", "PointRobot", "PointRobotSparse", "Task", "TaskFamily", "TaskSplit", "get_family"]
