@@ -5,12 +5,13 @@ from __future__ import annotations
 import gymnasium as gym
 
 from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit
+from lit_offmeta.tasks.cheetah import HalfCheetahDir, HalfCheetahVel
 from lit_offmeta.tasks.grid_navi import GridNavi
 from lit_offmeta.tasks.point_robot import PointRobot, PointRobotSparse
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
-    for cls in (PointRobot, PointRobotSparse, GridNavi)
+    for cls in (PointRobot, PointRobotSparse, GridNavi, HalfCheetahVel, HalfCheetahDir)
 }
 
 
@@ -33,5 +34,11 @@ _register(
     PointRobotSparse.env_id, "lit_offmeta.tasks.point_robot:PointRobotEnv", PointRobotSparse.horizon, sparse=True
 )
 _register(GridNavi.env_id, "lit_offmeta.tasks.grid_navi:GridNaviEnv", GridNavi.horizon)
+_register(HalfCheetahVel.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahVelEnv", HalfCheetahVel.horizon)
+_register(HalfCheetahDir.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahDirEnv", HalfCheetahDir.horizon)
 
-__all__ = ["FAMILIES", "GridNavi", "PointRobot", "PointRobotSparse", "Task", "TaskFamily", "TaskSplit", "get_family"]
+__all__ = [
+    "FAMILIES",
+    "GridNavi",
+    "HalfCheetahDir",
+    "HalfCheetahVel", "PointRobot", "PointRobotSparse", "Task", "TaskFamily", "TaskSplit", "get_family"]

@@ -29,16 +29,19 @@ class TaskSplit:
         train: task indices used for meta-training.
         test: held-out task indices (never seen in meta-training).
         description: where the split comes from.
+        allow_overlap: ``True`` only for protocols that evaluate on the training tasks themselves
+            (Cheetah-Dir in PEARL/MACAW has two tasks and "train = test"); otherwise overlap is an error.
     """
 
     name: str
     train: tuple[int, ...]
     test: tuple[int, ...]
     description: str = ""
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         overlap = set(self.train) & set(self.test)
-        if overlap:
+        if overlap and not self.allow_overlap:
             raise ValueError(f"split {self.name!r}: train and test share task ids {sorted(overlap)}")
         if not self.train:
             raise ValueError(f"split {self.name!r} has no training tasks")
