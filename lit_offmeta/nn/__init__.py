@@ -1,1 +1,35 @@
-"""lit_offmeta.nn"""
+"""Networks for gradient-based meta-RL: weight/bias-transform layers, MACAW's policy and value MLPs."""
+
+from lit_offmeta.nn.layers import (
+    LAYER_TYPES,
+    BiasTransformLinear,
+    PlainLinear,
+    WeightTransformLinear,
+    make_layer,
+)
+from lit_offmeta.nn.networks import (
+    POLICY_STD,
+    MetaMLP,
+    PolicyNetwork,
+    ValueNetwork,
+    Weights,
+    gaussian_log_prob,
+    layer_preset,
+    num_parameters,
+)
+
+__all__ = [
+    "LAYER_TYPES",
+    "POLICY_STD",
+    "BiasTransformLinear",
+    "MetaMLP",
+    "PlainLinear",
+    "PolicyNetwork",
+    "ValueNetwork",
+    "WeightTransformLinear",
+    "Weights",
+    "gaussian_log_prob",
+    "layer_preset",
+    "make_layer",
+    "num_parameters",
+]

@@ -1,0 +1,186 @@
+"""The VariBAD belief networks: a recurrent encoder q(m | tau_{:t}) and reward decoders p(r | m, ...).
+
+Sizes follow the VariBAD / BOReL reference (REFERENCE_NOTES, "VAE"): per-input Linear+ReLU embeddings of
+``s_{t+1}``, ``a_t`` and ``r_{t+1}`` (32/16/16; GridNavi 32/0/8, where 0 drops the input), one GRU layer
+(128; GridNavi 64), linear heads for the Gaussian's mean and log-variance, latent size 5. The prior ``q_0`` is
+the heads applied to the zero hidden state.
+
+The encoder is stepped one transition at a time by ONE function (:meth:`BeliefEncoder.step`), used by VAE
+training, state relabelling and the online evaluation policy alike, and its hidden state is reset only at the
+start of a trial (reference bug 4 reset it by three different rules).
+
+References:
+    Zintgraf et al. 2020, "VariBAD", arXiv:1910.08348; Dorfman, Shenfeld & Tamar 2021, "Offline Meta
+    Reinforcement Learning -- Identifiability Challenges and Effective Data Collection Strategies" (BOReL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    """``Linear -> ReLU`` for every hidden size, then a linear output layer."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class BeliefEncoder(nn.Module):
+    """GRU over ``(a_t, s_{t+1}, r_{t+1})`` -> Gaussian belief ``N(mu_t, exp(logvar_t))`` over the task latent.
+
+    Args:
+        obs_dim: observation size.
+        action_dim: action size (continuous) or number of actions (discrete, one-hot encoded).
+        discrete_actions: whether actions are integer indices.
+        state_embed_dim: embedding size of ``s_{t+1}`` (0: not used).
+        action_embed_dim: embedding size of ``a_t`` (0: not used).
+        reward_embed_dim: embedding size of ``r_{t+1}`` (0: not used).
+        hidden_dim: GRU hidden size.
+        latent_dim: size of the task latent ``m``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete_actions: bool,
+        state_embed_dim: int = 32,
+        action_embed_dim: int = 16,
+        reward_embed_dim: int = 16,
+        hidden_dim: int = 128,
+        latent_dim: int = 5,
+    ) -> None:
+        super().__init__()
+        if state_embed_dim + action_embed_dim + reward_embed_dim <= 0:
+            raise ValueError("BeliefEncoder: at least one of the state/action/reward embeddings must be > 0")
+        self.obs_dim, self.action_dim, self.discrete_actions = obs_dim, action_dim, discrete_actions
+        self.hidden_dim, self.latent_dim = hidden_dim, latent_dim
+
+        def embed(n_in: int, n_out: int) -> nn.Module | None:
+            return nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU()) if n_out > 0 else None
+
+        self.embed_state = embed(obs_dim, state_embed_dim)
+        self.embed_action = embed(action_dim, action_embed_dim)
+        self.embed_reward = embed(1, reward_embed_dim)
+        self.gru = nn.GRUCell(state_embed_dim + action_embed_dim + reward_embed_dim, hidden_dim)
+        self.head_mu = nn.Linear(hidden_dim, latent_dim)
+        self.head_logvar = nn.Linear(hidden_dim, latent_dim)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+        """The hidden state at the start of a trial: zeros ``[B, hidden_dim]`` (the only reset)."""
+        return torch.zeros(batch_size, self.hidden_dim, device=device)
+
+    def belief(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, each ``[..., latent_dim]``, of hidden states ``[..., hidden_dim]``."""
+        return self.head_mu(h), self.head_logvar(h)
+
+    def step(
+        self,
+        h: torch.Tensor,
+        action: torch.Tensor,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fold one transition into the hidden state.
+
+        Args:
+            h: ``[B, hidden_dim]``.
+            action: ``[B, action_dim]`` float or ``[B]`` int (discrete).
+            next_obs: ``[B, obs_dim]``, ``s_{t+1}``.
+            reward: ``[B]``, ``r_{t+1}``.
+            valid: ``[B]`` bool; where False (padding) the hidden state is carried over unchanged.
+
+        Returns:
+            The new hidden state ``[B, hidden_dim]``.
+        """
+        parts = []
+        if self.embed_state is not None:
+            parts.append(self.embed_state(next_obs.float()))
+        if self.embed_action is not None:
+            if self.discrete_actions:
+                action = F.one_hot(action.long().reshape(-1), self.action_dim).float()
+            parts.append(self.embed_action(action.float().reshape(action.shape[0], -1)))
+        if self.embed_reward is not None:
+            parts.append(self.embed_reward(reward.float().reshape(-1, 1)))
+        h_new = self.gru(torch.cat(parts, dim=-1), h)
+        if valid is not None:
+            h_new = torch.where(valid.reshape(-1, 1), h_new, h)
+        return h_new
+
+    def forward(
+        self,
+        actions: torch.Tensor,
+        next_obs: torch.Tensor,
+        rewards: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beliefs along whole trials, starting from the prior.
+
+        Args:
+            actions: ``[L, B, action_dim]`` or ``[L, B]`` (discrete).
+            next_obs: ``[L, B, obs_dim]``.
+            rewards: ``[L, B]``.
+            valid: ``[L, B]`` bool or ``None``.
+
+        Returns:
+            ``mu``, ``logvar``: ``[L + 1, B, latent_dim]``; index ``t`` is the belief after ``t`` transitions
+            (index 0 is the prior ``q_0``).
+        """
+        length, batch = rewards.shape
+        h = self.initial_state(batch, rewards.device)
+        hs = [h]
+        for t in range(length):
+            h = self.step(h, actions[t], next_obs[t], rewards[t], None if valid is None else valid[t])
+            hs.append(h)
+        return self.belief(torch.stack(hs))
+
+
+class CellRewardDecoder(nn.Module):
+    """Bernoulli multi-head reward decoder for grid worlds: ``p(goal at cell c | m)`` for every cell.
+
+    The latent alone is decoded (REFERENCE_NOTES: "Grid: Bernoulli multi-head, one output per cell, latent
+    only"); a transition's likelihood reads the head of the cell it arrived in.
+
+    Args:
+        latent_dim: latent size.
+        num_cells: number of cells (heads).
+        hidden: hidden layer sizes (reference ``[32, 32]``).
+    """
+
+    def __init__(self, latent_dim: int, num_cells: int, hidden: Sequence[int] = (32, 32)) -> None:
+        super().__init__()
+        self.net = mlp(latent_dim, hidden, num_cells)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., num_cells]`` of latents ``[..., latent_dim]``."""
+        return self.net(z)
+
+
+class MLPRewardDecoder(nn.Module):
+    """Gaussian (MSE) reward decoder ``r(m, x)`` where ``x`` is ``s_{t+1}`` or ``(s_{t+1}, s_t, a_t)``.
+
+    Args:
+        latent_dim: latent size.
+        input_dim: size of the transition features ``x``.
+        hidden: hidden layer sizes (reference ``[32, 32]``).
+    """
+
+    def __init__(self, latent_dim: int, input_dim: int, hidden: Sequence[int] = (32, 32)) -> None:
+        super().__init__()
+        self.net = mlp(latent_dim + input_dim, hidden, 1)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Predicted rewards ``[...]`` for broadcastable ``z [..., latent_dim]`` and ``x [..., input_dim]``."""
+        shape = torch.broadcast_shapes(z.shape[:-1], x.shape[:-1])
+        z = z.expand(*shape, z.shape[-1])
+        x = x.expand(*shape, x.shape[-1])
+        return self.net(torch.cat([z, x], dim=-1)).squeeze(-1)
