@@ -1,0 +1,159 @@
+"""Collection presets: how much behaviour data to record for each task family, and with which agent.
+
+A preset is a :class:`CollectConfig`, a frozen record of every setting the ``collect`` command uses. Three
+sizes exist for every family:
+
+* ``tiny``: a few tasks and a few seconds of work; used by the tests.
+* ``small``: sized for a 2-core CPU (PointRobot in under a minute, Cheetah-Vel 40 tasks in under 45 minutes).
+* ``paper``: the sizes of the source documents, for a big machine. MACAW (arXiv:2008.06043, App. D) saved
+  each task's whole replay buffer: 2.5M steps for Cheetah-Vel and Cheetah-Dir, 2M for Ant-Dir, 1M for
+  Walker-Params. BOReL trains one agent per task and keeps its entire replay history.
+
+A config file (YAML) names a family and a preset and may override any field under ``settings``
+(see ``configs/collect/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+AGENTS = ("goal_seeker", "q_learning", "sac")
+"""Behaviour agents: scripted annealed goal seeker (PointRobot), tabular Q-learning (GridNavi), SAC (MuJoCo)."""
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Every setting of one collection run. Fields not used by the chosen agent are ignored.
+
+    Attributes:
+        family: task-family name (``lit_offmeta.tasks.FAMILIES``).
+        preset: the preset this config came from (recorded in each dataset's metadata).
+        agent: one of :data:`AGENTS`.
+        num_tasks: collect the first ``num_tasks`` of the family's ``default_tasks()`` (the tasks that its
+            named splits index into), unless the user lists task indices explicitly.
+        episodes_per_task: lifetime of a per-task agent (goal seeker, Q-learning), in episodes.
+        episodes_per_trial: episodes of one multi-episode trial (BOReL: 4 for GridNavi, 2 for PointRobot
+            sparse); 1 records no trial structure. Per-episode metadata holds ``trial_index`` and
+            ``episode_in_trial`` when this is above 1.
+        env_kwargs: keyword arguments of ``family.make_env`` (e.g. ``random_start`` for PointRobot).
+        agent_kwargs: the agent's own hyperparameters (see the agent's config class).
+        env_steps: total environment steps of the task-conditioned SAC agent, summed over all tasks.
+        num_envs: SAC: environments stepped in parallel, each on a task drawn in turn from the task list.
+    """
+
+    family: str
+    preset: str
+    agent: str
+    num_tasks: int
+    episodes_per_task: int = 0
+    episodes_per_trial: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_steps: int = 0
+    num_envs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.agent not in AGENTS:
+            raise ValueError(f"collect config: agent must be one of {AGENTS}, got {self.agent!r}")
+        if self.num_tasks < 1:
+            raise ValueError(f"collect config: num_tasks must be >= 1, got {self.num_tasks}")
+        if self.episodes_per_trial < 1:
+            raise ValueError(f"collect config: episodes_per_trial must be >= 1, got {self.episodes_per_trial}")
+        if self.agent == "sac":
+            if self.env_steps < 1 or self.num_envs < 1:
+                raise ValueError(
+                    f"collect config: the sac agent needs env_steps >= 1 and num_envs >= 1, "
+                    f"got env_steps={self.env_steps}, num_envs={self.num_envs}"
+                )
+        elif self.episodes_per_task < 1:
+            raise ValueError(
+                f"collect config: agent {self.agent!r} needs episodes_per_task >= 1, got {self.episodes_per_task}"
+            )
+        if self.episodes_per_task % self.episodes_per_trial:
+            raise ValueError(
+                f"collect config: episodes_per_task={self.episodes_per_task} must be a multiple of "
+                f"episodes_per_trial={self.episodes_per_trial}"
+            )
+
+    def replace(self, **changes: Any) -> CollectConfig:
+        """A copy with ``changes`` applied; unknown field names raise ``ValueError`` listing the known ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"collect config: unknown setting(s) {unknown}; known settings: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _point_robot(name: str, preset: str, **kw: Any) -> CollectConfig:
+    return CollectConfig(family=name, preset=preset, agent="goal_seeker", **kw)
+
+
+def _sac(family: str, preset: str, **kw: Any) -> CollectConfig:
+    return CollectConfig(family=family, preset=preset, agent="sac", **kw)
+
+
+# SAC settings. tiny: small networks, updates start almost at once, so a few thousand steps run in seconds.
+_SAC_TINY = {"hidden": [64, 64], "batch_size": 64, "learning_starts": 200, "updates_per_step": 0.25}
+# small/paper: the task-conditioned agent of REFERENCE_NOTES (256x256, 0.5 updates per env step).
+_SAC_FULL = {"hidden": [256, 256], "batch_size": 256, "learning_starts": 5000, "updates_per_step": 0.5}
+
+PRESETS: dict[str, dict[str, CollectConfig]] = {
+    "point_robot": {
+        "tiny": _point_robot("point_robot", "tiny", num_tasks=3, episodes_per_task=20),
+        # MACAW demo: 40 tasks x 200 episodes x 20 steps = 4000 transitions per task.
+        "small": _point_robot("point_robot", "small", num_tasks=40, episodes_per_task=200),
+        "paper": _point_robot("point_robot", "paper", num_tasks=40, episodes_per_task=2500),
+    },
+    "point_robot_sparse": {
+        # BOReL: 2-episode trials, data collected from random starts in [-1.5, 1.5] x [-0.5, 1.5].
+        "tiny": _point_robot(
+            "point_robot_sparse", "tiny", num_tasks=3, episodes_per_task=20, episodes_per_trial=2,
+            env_kwargs={"random_start": True},
+        ),
+        "small": _point_robot(
+            "point_robot_sparse", "small", num_tasks=100, episodes_per_task=100, episodes_per_trial=2,
+            env_kwargs={"random_start": True},
+        ),
+        "paper": _point_robot(
+            "point_robot_sparse", "paper", num_tasks=100, episodes_per_task=1000, episodes_per_trial=2,
+            env_kwargs={"random_start": True},
+        ),
+    },
+    "grid_navi": {
+        "tiny": CollectConfig("grid_navi", "tiny", "q_learning", num_tasks=3, episodes_per_task=80,
+                              episodes_per_trial=4),
+        "small": CollectConfig("grid_navi", "small", "q_learning", num_tasks=21, episodes_per_task=400,
+                               episodes_per_trial=4),
+        "paper": CollectConfig("grid_navi", "paper", "q_learning", num_tasks=21, episodes_per_task=4000,
+                               episodes_per_trial=4),
+    },
+    "cheetah_vel": {
+        "tiny": _sac("cheetah_vel", "tiny", num_tasks=2, env_steps=3000, num_envs=2, agent_kwargs=_SAC_TINY),
+        # 240k steps over 40 tasks = 6000 steps (30 episodes of 200) per task.
+        "small": _sac("cheetah_vel", "small", num_tasks=40, env_steps=240_000, num_envs=8, agent_kwargs=_SAC_FULL),
+        # MACAW App. D: 2.5M steps per task (100M in all).
+        "paper": _sac("cheetah_vel", "paper", num_tasks=40, env_steps=100_000_000, num_envs=40,
+                      agent_kwargs=_SAC_FULL),
+    },
+}
+
+
+def available_presets() -> dict[str, list[str]]:
+    """Family name -> preset names."""
+    return {family: sorted(presets) for family, presets in PRESETS.items()}
+
+
+def get_preset(family: str, preset: str) -> CollectConfig:
+    """The preset ``preset`` of ``family``; ``ValueError`` listing what exists otherwise."""
+    if family not in PRESETS:
+        raise ValueError(
+            f"--family: no collection presets for family {family!r}; families with presets: {sorted(PRESETS)}"
+        )
+    if preset not in PRESETS[family]:
+        raise ValueError(f"--preset: family {family!r} has no preset {preset!r}; available: {sorted(PRESETS[family])}")
+    return PRESETS[family][preset]
