@@ -1,0 +1,465 @@
+"""On-disk task datasets: one Minari dataset per task, grouped by family, with a fast packed cache.
+
+Layout under a data root ``ROOT`` (a valid ``MINARI_DATASETS_PATH``; the family is a Minari namespace)::
+
+    ROOT/<family>/namespace_metadata.json             Minari namespace file
+    ROOT/<family>/task_0007-v0/data/metadata.json     Minari metadata; our fields under "lit_offmeta"
+    ROOT/<family>/task_0007-v0/data/main_data.hdf5    Minari episodes (observations [T+1], actions, ...)
+    ROOT/<family>/task_0007-v0/packed.npz             lit-offmeta cache (rebuilt when the source changes)
+
+so ``MINARI_DATASETS_PATH=ROOT python -c "import minari; minari.load_dataset('point_robot/task_0007-v0')"``
+opens a task's data with plain Minari. Writing never touches ``~/.minari``: the Minari root is pointed at
+a temporary folder inside ``ROOT/<family>`` for the duration of one write, then the finished dataset is
+renamed into place, so a killed run leaves at most a hidden ``.tmp-*`` folder that nothing ever loads.
+
+Reading goes through Minari's storage once per source version and packs the task into one ``.npz``
+(``allow_pickle=False``) keyed by the source files' inode, size and modification time; later loads read that
+file directly (Minari's episode iteration runs ~180k steps/s, too slow for tens of millions of steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import threading
+import uuid
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from lit_offmeta.data.buffer import TaskBuffer, check_episode
+from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks.base import TaskFamily
+
+FORMAT_VERSION = 1
+"""Version of the ``lit_offmeta`` metadata block and of the packed cache layout."""
+METADATA_KEY = "lit_offmeta"
+CACHE_NAME = "packed.npz"
+_DIR_RE = re.compile(r"^task_(\d{4,})-v0$")
+_WRITE_LOCK = threading.Lock()  # MINARI_DATASETS_PATH is process-global: one write at a time per process
+
+
+class MissingDatasetError(FileNotFoundError, ValueError):
+    """A task dataset the user asked for is not on disk (also a ``ValueError``: it is bad input)."""
+
+
+def collect_command(family: str, root: str | os.PathLike) -> str:
+    """The command that produces the missing data, for error messages."""
+    return f"lit-offmeta collect --family {family} --preset small --out {root}"
+
+
+def dataset_id(family: str, task_index: int) -> str:
+    """Minari dataset id of a task: ``"<family>/task_<index:04d>-v0"`` (namespace = family)."""
+    return f"{family}/{_dir_name(task_index)}"
+
+
+def dataset_path(root: str | os.PathLike, family: str, task_index: int) -> Path:
+    """Folder of one task's Minari dataset: ``ROOT/<family>/task_<index:04d>-v0``."""
+    return Path(root) / _family_name(family) / _dir_name(task_index)
+
+
+def _dir_name(task_index: int) -> str:
+    if int(task_index) < 0:
+        raise ValueError(f"task_index must be >= 0, got {task_index}")
+    return f"task_{int(task_index):04d}-v0"
+
+
+def _family_name(family: str | TaskFamily) -> str:
+    return family.name if isinstance(family, TaskFamily) else str(family)
+
+
+@contextlib.contextmanager
+def minari_root(path: str | os.PathLike) -> Iterator[Path]:
+    """Point Minari's dataset root (``MINARI_DATASETS_PATH``) at ``path`` inside the block, then restore it."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield Path(path)
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def write_task_dataset(
+    root: str | os.PathLike,
+    family: str | TaskFamily,
+    task_index: int,
+    task: dict[str, Any],
+    episodes: Sequence[dict[str, Any]],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write one task's episodes as a Minari dataset, atomically; replace an existing one.
+
+    Args:
+        root: the data root (``--out`` of ``lit-offmeta collect``).
+        family: the task family (registry name or instance); fixes the observation and action spaces.
+        task_index: the task's index in the family's ``default_tasks()`` (or the imported dataset's index).
+        task: the task's parameters; validated by the family and stored in the metadata and the env spec.
+        episodes: Minari-style dicts in recording order: ``observations [T+1, obs_dim]``, ``actions [T, ...]``,
+            ``rewards [T]``, ``terminations [T]``, ``truncations [T]``, optionally the scalars
+            ``behaviour_step`` (the behaviour agent's env-step count when the episode began), ``trial_index``
+            and ``episode_in_trial``.
+        metadata: extra JSON-serialisable facts (behaviour agent, preset, seed...), stored verbatim.
+
+    Returns:
+        The dataset folder, ``dataset_path(root, family, task_index)``.
+
+    Raises:
+        ValueError: on an unknown family, an invalid task, malformed or non-finite episodes, observation or
+            action sizes that differ from the family's, or metadata that is not JSON-serialisable.
+    """
+    fam = get_family(family)
+    task = fam.validate_task(task)
+    episodes = list(episodes)
+    _check_episodes(fam, episodes, task_index)
+    extra = dict(metadata or {})
+    try:
+        json.dumps(extra)
+    except TypeError as err:
+        raise ValueError(f"metadata for task {task_index} must be JSON-serialisable: {err}") from None
+
+    def per_episode(key: str) -> list[int] | None:
+        present = [key in ep for ep in episodes]
+        if not any(present):
+            return None
+        if not all(present):
+            raise ValueError(f"task {task_index}: {key!r} is given for some episodes but not all")
+        return [int(ep[key]) for ep in episodes]
+
+    behaviour_steps = per_episode("behaviour_step")
+    block = {
+        "format_version": FORMAT_VERSION,
+        "family": fam.name,
+        "task_index": int(task_index),
+        "task": task,
+        "num_episodes": len(episodes),
+        "total_steps": int(sum(len(ep["rewards"]) for ep in episodes)),
+        "behaviour_steps": behaviour_steps if behaviour_steps is not None else [-1] * len(episodes),
+        "trial_index": per_episode("trial_index"),
+        "episode_in_trial": per_episode("episode_in_trial"),
+        "metadata": extra,
+    }
+
+    final = dataset_path(root, fam.name, task_index)
+    family_dir = final.parent
+    family_dir.mkdir(parents=True, exist_ok=True)
+    tmp_root = family_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with _WRITE_LOCK, minari_root(tmp_root):
+            _create_minari_dataset(fam, task_index, task, episodes, extra, block)
+        _publish(tmp_root / fam.name / final.name, final)
+        _ensure_namespace_file(tmp_root / fam.name, family_dir)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return final
+
+
+def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index: int) -> None:
+    if not episodes:
+        raise ValueError(
+            f"task {task_index}: no episodes to write; a task dataset needs at least one episode"
+        )
+    for e, ep in enumerate(episodes):
+        where = f"task {task_index}, episode {e}"
+        check_episode(ep, where)
+        obs = np.asarray(ep["observations"])
+        if obs.shape[1] != fam.obs_dim:
+            raise ValueError(
+                f"{where}: observations have {obs.shape[1]} columns, family {fam.name!r} has {fam.obs_dim}"
+            )
+        actions = np.asarray(ep["actions"])
+        if fam.discrete_actions:
+            if actions.ndim != 1 or not np.issubdtype(actions.dtype, np.integer):
+                raise ValueError(
+                    f"{where}: family {fam.name!r} has discrete actions; pass 'actions' as [T] integers"
+                )
+            if actions.min() < 0 or actions.max() >= fam.action_dim:
+                raise ValueError(
+                    f"{where}: discrete actions must lie in [0, {fam.action_dim}), got {actions.min()}..{actions.max()}"
+                )
+        elif actions.ndim != 2 or actions.shape[1] != fam.action_dim:
+            raise ValueError(
+                f"{where}: 'actions' must be [T, {fam.action_dim}] for family {fam.name!r}, got {actions.shape}"
+            )
+        for key in ("observations", "actions", "rewards"):
+            values = np.asarray(ep[key])
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise ValueError(
+                    f"{where}: field {key!r} holds NaN or inf; drop or fix the episode before writing"
+                )
+
+
+def _create_minari_dataset(
+    fam: TaskFamily,
+    task_index: int,
+    task: dict[str, Any],
+    episodes: list[dict[str, Any]],
+    extra: dict[str, Any],
+    block: dict[str, Any],
+) -> None:
+    """Write the dataset through Minari under the current ``MINARI_DATASETS_PATH`` (a private temp root)."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    action_dtype = np.int64 if fam.discrete_actions else np.float32
+    buffers = [
+        EpisodeBuffer(
+            id=e,
+            observations=np.asarray(ep["observations"], dtype=np.float32),
+            actions=np.asarray(ep["actions"], dtype=action_dtype),
+            rewards=np.asarray(ep["rewards"], dtype=np.float32).reshape(-1),
+            terminations=np.asarray(ep["terminations"], dtype=bool).reshape(-1),
+            truncations=np.asarray(ep["truncations"], dtype=bool).reshape(-1),
+        )
+        for e, ep in enumerate(episodes)
+    ]
+    # The env spec carries the task, so ``dataset.recover_environment()`` rebuilds this task's environment.
+    base_spec = gym.spec(fam.env_id)
+    spec = dataclasses.replace(base_spec, kwargs={**base_spec.kwargs, "task": task})
+    with warnings.catch_warnings():
+        # Minari nags about unset author e-mail / permalink; they have no meaning for generated data.
+        warnings.filterwarnings("ignore", message=r".*is set to None.*")
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id=dataset_id(fam.name, task_index),
+            buffer=buffers,
+            env=spec,
+            algorithm_name=str(extra.get("behaviour_agent", extra.get("algorithm", "unknown"))),
+            author="lit-offmeta",
+            description=f"lit-offmeta offline data for {fam.name} task {task_index}: {json.dumps(task)}",
+            observation_space=fam.observation_space,
+            action_space=fam.action_space,
+        )
+    # Our block goes in last: a dataset whose metadata lacks it was never finished and is never listed.
+    dataset.storage.update_metadata({METADATA_KEY: block})
+
+
+def _publish(built: Path, final: Path) -> None:
+    """Move a finished dataset folder into place with renames only (atomic on one file system)."""
+    if not (built / "data" / "metadata.json").is_file():
+        raise RuntimeError(f"Minari wrote no dataset at {built}; nothing was published")
+    if final.exists():
+        retired = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, retired)
+        os.replace(built, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(built, final)
+
+
+def _ensure_namespace_file(built_namespace: Path, family_dir: Path) -> None:
+    """Copy Minari's namespace file next to the datasets once, so ``minari.load_dataset`` sees the namespace."""
+    from minari.namespace import NAMESPACE_METADATA_FILENAME
+
+    target = family_dir / NAMESPACE_METADATA_FILENAME
+    source = built_namespace / NAMESPACE_METADATA_FILENAME
+    if target.exists() or not source.exists():
+        return
+    tmp = family_dir / f".{NAMESPACE_METADATA_FILENAME}.{uuid.uuid4().hex[:8]}"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+# --- listing and reading -----------------------------------------------------------------------------------
+
+
+def list_task_datasets(root: str | os.PathLike, family: str | TaskFamily) -> dict[int, Path]:
+    """Finished task datasets of a family under ``root``: ``{task_index: folder}``, sorted by index.
+
+    Hidden folders (unfinished writes) and datasets whose metadata lacks the ``lit_offmeta`` block are skipped.
+    """
+    family_dir = Path(root) / _family_name(family)
+    found: dict[int, Path] = {}
+    if not family_dir.is_dir():
+        return found
+    for child in family_dir.iterdir():
+        match = _DIR_RE.match(child.name)
+        if match and child.is_dir() and _is_finished(child):
+            found[int(match.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def _is_finished(folder: Path) -> bool:
+    try:
+        with open(folder / "data" / "metadata.json") as f:
+            return METADATA_KEY in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def load_task_buffers(
+    root: str | os.PathLike,
+    family: str | TaskFamily,
+    task_indices: Sequence[int] | None = None,
+    use_cache: bool = True,
+) -> list[TaskBuffer]:
+    """Load task datasets as :class:`TaskBuffer` objects, through the packed cache.
+
+    Args:
+        root: the data root.
+        family: the family's name (or instance).
+        task_indices: which tasks, in this order; ``None`` loads every finished dataset of the family.
+        use_cache: read and refresh the packed ``.npz`` cache (off: always read through Minari).
+
+    Returns:
+        One buffer per requested task.
+
+    Raises:
+        MissingDatasetError: when a requested task (or the whole family) has no dataset; the message gives
+            the ``lit-offmeta collect`` command that produces it.
+        ValueError: when a dataset is truncated or corrupt, belongs to another family or task, or holds
+            NaN/inf or fewer than two transitions.
+    """
+    name = _family_name(family)
+    available = list_task_datasets(root, name)
+    if task_indices is None:
+        if not available:
+            raise MissingDatasetError(
+                f"no {name!r} datasets under {Path(root) / name}; create them with `{collect_command(name, root)}`"
+            )
+        task_indices = list(available)
+    missing = [int(i) for i in task_indices if int(i) not in available]
+    if missing:
+        have = sorted(available) if available else "none"
+        raise MissingDatasetError(
+            f"no dataset for {name!r} task(s) {missing} under {Path(root) / name} (found task indices: {have}); "
+            f"create them with `{collect_command(name, root)}`"
+        )
+    return [
+        read_task_dataset(available[int(i)], expected_family=name, use_cache=use_cache) for i in task_indices
+    ]
+
+
+def read_task_dataset(
+    folder: str | os.PathLike, expected_family: str | None = None, use_cache: bool = True
+) -> TaskBuffer:
+    """Read one task dataset folder (``dataset_path(...)``) into a :class:`TaskBuffer`."""
+    folder = Path(folder)
+    data_dir = folder / "data"
+    meta_file, main_file = data_dir / "metadata.json", data_dir / "main_data.hdf5"
+    for f in (meta_file, main_file):
+        if not f.is_file():
+            raise ValueError(
+                f"{folder} is not a complete task dataset: {f.name} is missing; delete the folder and re-collect"
+            )
+    try:
+        with open(meta_file) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{meta_file} is unreadable or truncated ({err}); delete {folder} and re-collect"
+        ) from None
+    block = meta.get(METADATA_KEY)
+    if not isinstance(block, dict) or block.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_file}: no '{METADATA_KEY}' block of format version {FORMAT_VERSION}; "
+            "this is not a finished lit-offmeta task dataset (re-collect or re-import it)"
+        )
+    if expected_family is not None and block["family"] != expected_family:
+        raise ValueError(f"{folder} holds family {block['family']!r}, expected {expected_family!r}")
+    if _DIR_RE.match(folder.name) and int(_DIR_RE.match(folder.name).group(1)) != block["task_index"]:
+        raise ValueError(
+            f"{folder}: folder name disagrees with task_index {block['task_index']} in its metadata"
+        )
+
+    signature = _source_signature(meta_file, main_file)
+    cache = folder / CACHE_NAME
+    if use_cache:
+        buffer = _read_cache(cache, signature, block, str(folder))
+        if buffer is not None:
+            return buffer
+    buffer = _read_minari(data_dir, block, str(folder))
+    if use_cache:
+        _write_cache(cache, buffer, signature)
+    return buffer
+
+
+def _source_signature(*files: Path) -> np.ndarray:
+    """Inode, size and mtime (ns) of each source file plus the cache format: any rewrite changes it."""
+    values = [FORMAT_VERSION]
+    for f in files:
+        st = f.stat()
+        values += [st.st_ino, st.st_size, st.st_mtime_ns]
+    return np.asarray(values, dtype=np.int64)
+
+
+def _read_minari(data_dir: Path, block: dict[str, Any], source: str) -> TaskBuffer:
+    from minari.dataset.minari_storage import MinariStorage
+
+    try:
+        storage = MinariStorage.read(data_dir)
+        episodes = list(storage.get_episodes(range(storage.total_episodes)))
+    except (OSError, KeyError, ValueError, AssertionError) as err:
+        raise ValueError(
+            f"{data_dir / 'main_data.hdf5'} is truncated or corrupt ({type(err).__name__}: {err}); "
+            f"delete {Path(source)} and re-collect that task"
+        ) from None
+    if len(episodes) != block["num_episodes"]:
+        raise ValueError(
+            f"{source}: holds {len(episodes)} episodes but its metadata says {block['num_episodes']}; "
+            "the file is incomplete: delete it and re-collect"
+        )
+    return TaskBuffer.from_episodes(
+        episodes,
+        task=block["task"],
+        task_index=block["task_index"],
+        family=block["family"],
+        behaviour_steps=block["behaviour_steps"],
+        trial_index=block.get("trial_index"),
+        episode_in_trial=block.get("episode_in_trial"),
+        source=source,
+    )
+
+
+_CACHE_ARRAYS = (
+    "obs",
+    "actions",
+    "rewards",
+    "next_obs",
+    "terminals",
+    "truncations",
+    "episode_starts",
+    "behaviour_steps",
+    "trial_index",
+    "episode_in_trial",
+)
+
+
+def _write_cache(cache: Path, buffer: TaskBuffer, signature: np.ndarray) -> None:
+    arrays = {name: getattr(buffer, name) for name in _CACHE_ARRAYS}
+    tmp = cache.parent / f".{cache.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.npz"
+    try:
+        np.savez(tmp, signature=signature, **arrays)
+        os.replace(tmp, cache)
+    except OSError as err:  # a read-only data folder still loads, just without the speed-up
+        warnings.warn(f"could not write the packed cache {cache}: {err}", RuntimeWarning, stacklevel=3)
+        tmp.unlink(missing_ok=True)
+
+
+def _read_cache(cache: Path, signature: np.ndarray, block: dict[str, Any], source: str) -> TaskBuffer | None:
+    """The cached buffer if the cache matches the current source files, else ``None`` (stale or broken)."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as packed:
+            if not np.array_equal(packed["signature"], signature):
+                return None
+            arrays = {name: packed[name] for name in _CACHE_ARRAYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None  # a broken cache is rebuilt from the source, never trusted
+    return TaskBuffer(
+        **arrays, task=block["task"], task_index=block["task_index"], family=block["family"], source=source
+    )
