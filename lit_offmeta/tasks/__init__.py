@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from lit_offmeta.tasks.ant import AntDir, AntSemiCircle, AntSemiCircleSparse
 from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit
 from lit_offmeta.tasks.cheetah import HalfCheetahDir, HalfCheetahVel
 from lit_offmeta.tasks.grid_navi import GridNavi
 from lit_offmeta.tasks.point_robot import PointRobot, PointRobotSparse
+from lit_offmeta.tasks.walker import Walker2dParams
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
-    for cls in (PointRobot, PointRobotSparse, GridNavi, HalfCheetahVel, HalfCheetahDir)
+    for cls in (
+        PointRobot,
+        PointRobotSparse,
+        GridNavi,
+        HalfCheetahVel,
+        HalfCheetahDir,
+        AntDir,
+        AntSemiCircle,
+        AntSemiCircleSparse,
+        Walker2dParams,
+    )
 }
 
 
@@ -36,9 +48,26 @@ _register(
 _register(GridNavi.env_id, "lit_offmeta.tasks.grid_navi:GridNaviEnv", GridNavi.horizon)
 _register(HalfCheetahVel.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahVelEnv", HalfCheetahVel.horizon)
 _register(HalfCheetahDir.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahDirEnv", HalfCheetahDir.horizon)
+_register(AntDir.env_id, "lit_offmeta.tasks.ant:AntDirEnv", AntDir.horizon)
+_register(AntSemiCircle.env_id, "lit_offmeta.tasks.ant:AntSemiCircleEnv", AntSemiCircle.horizon)
+_register(Walker2dParams.env_id, "lit_offmeta.tasks.walker:Walker2dParamsEnv", Walker2dParams.horizon)
+_register(
+    AntSemiCircleSparse.env_id, "lit_offmeta.tasks.ant:AntSemiCircleSparseEnv", AntSemiCircleSparse.horizon
+)
 
 __all__ = [
     "FAMILIES",
+    "AntDir",
+    "AntSemiCircle",
+    "AntSemiCircleSparse",
     "GridNavi",
     "HalfCheetahDir",
-    "HalfCheetahVel", "PointRobot", "PointRobotSparse", "Task", "TaskFamily", "TaskSplit", "get_family"]
+    "HalfCheetahVel",
+    "PointRobot",
+    "PointRobotSparse",
+    "Task",
+    "TaskFamily",
+    "TaskSplit",
+    "Walker2dParams",
+    "get_family",
+]
