@@ -54,7 +54,7 @@ class LineFamily(TaskFamily):
         self.with_success = with_success
 
     def sample_tasks(self, n: int, seed: int) -> list[Task]:
-        return [{"goal": float(g)} for g in np.linspace(1.0, 3.0, n)]
+        return [{"goal": float(g)} for g in np.linspace(4.0, 6.0, n)]
 
     def validate_task(self, task: Task) -> Task:
         return require_keys(self.name, task, ["goal"])

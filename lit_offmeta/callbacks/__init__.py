@@ -1,1 +1,29 @@
-"""lit_offmeta.callbacks"""
+"""Evaluation of adapted policies: batched rollouts, the AdaptationEvaluator callback, plots and reports."""
+
+from lit_offmeta.callbacks.evaluator import AdaptationEvaluator, adapt_and_rollout, random_policy_returns
+from lit_offmeta.callbacks.plots import plot_adaptation_curve
+from lit_offmeta.callbacks.report import write_report
+from lit_offmeta.callbacks.rollout import (
+    ModulePolicy,
+    PerTaskPolicy,
+    RandomPolicy,
+    RolloutResult,
+    as_rollout_policy,
+    rollout,
+)
+from lit_offmeta.callbacks.scoring import normalised_score
+
+__all__ = [
+    "AdaptationEvaluator",
+    "ModulePolicy",
+    "PerTaskPolicy",
+    "RandomPolicy",
+    "RolloutResult",
+    "adapt_and_rollout",
+    "as_rollout_policy",
+    "normalised_score",
+    "plot_adaptation_curve",
+    "random_policy_returns",
+    "rollout",
+    "write_report",
+]

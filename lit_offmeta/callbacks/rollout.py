@@ -136,6 +136,36 @@ class RandomPolicy:
         pass
 
 
+class PerTaskPolicy:
+    """One batched :class:`RolloutPolicy` from one policy per environment (e.g. one adapted policy per task).
+
+    Row ``i`` of every batch goes to policy ``i``; each sub-policy sees a batch of one environment.
+
+    Args:
+        policies: one :class:`RolloutPolicy` (or mean-action ``nn.Module``) per environment.
+        action_space: the environments' action space (for wrapping modules).
+    """
+
+    def __init__(self, policies: Sequence[Any], action_space: gym.Space) -> None:
+        if len(policies) == 0:
+            raise ValueError("PerTaskPolicy: policies is empty; pass one policy per environment")
+        self.policies = [as_rollout_policy(p, action_space) for p in policies]
+
+    def reset(self, num_envs: int) -> None:
+        if num_envs != len(self.policies):
+            raise ValueError(f"PerTaskPolicy holds {len(self.policies)} policies but got num_envs={num_envs}")
+        for p in self.policies:
+            p.reset(1)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(p.act(obs[i : i + 1])) for i, p in enumerate(self.policies)])
+
+    def observe(self, obs, actions, rewards, next_obs, dones) -> None:
+        for i, p in enumerate(self.policies):
+            s = slice(i, i + 1)
+            p.observe(obs[s], actions[s], rewards[s], next_obs[s], dones[s])
+
+
 def as_rollout_policy(obj: Any, action_space: gym.Space) -> RolloutPolicy:
     """What ``adapt`` returned, as a :class:`RolloutPolicy`.
 
@@ -162,7 +192,7 @@ def rollout(
     family: TaskFamily,
     tasks: Sequence[Task],
     episodes: int = 1,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     record: bool = False,
     envs: Sequence[gym.Env] | None = None,
 ) -> RolloutResult:
@@ -173,7 +203,9 @@ def rollout(
         family: the task family (environments, horizon, success indicator).
         tasks: the tasks to evaluate, one environment each.
         episodes: consecutive episodes per task (one trial; the policy is reset once, before the first).
-        seed: environment ``i`` is reset with seed ``seed + i`` before its first episode.
+        seed: environment ``i`` is reset with seed ``seed + i`` before its first episode; or a sequence of
+            one seed per environment (e.g. derived from task ids, so that results do not depend on which other
+            tasks share the batch).
         record: keep every transition (``RolloutResult.episodes``), e.g. for online fine-tuning.
         envs: environments to reuse (one per task, already built for those tasks); built with
             ``family.make_env`` when ``None``. They are not closed here.
@@ -192,8 +224,11 @@ def rollout(
     envs = [family.make_env(task) for task in tasks] if envs is None else list(envs)
     if len(envs) != len(tasks):
         raise ValueError(f"rollout: got {len(envs)} envs for {len(tasks)} tasks; pass one env per task")
+    seeds = [int(seed) + i for i in range(len(tasks))] if np.ndim(seed) == 0 else [int(s) for s in seed]
+    if len(seeds) != len(tasks):
+        raise ValueError(f"rollout: got {len(seeds)} seeds for {len(tasks)} tasks; pass one seed per task")
     try:
-        return _rollout(as_rollout_policy(policy, envs[0].action_space), family, tasks, envs, episodes, seed, record)
+        return _rollout(as_rollout_policy(policy, envs[0].action_space), family, tasks, envs, episodes, seeds, record)
     finally:
         if own_envs:
             for env in envs:
@@ -206,7 +241,7 @@ def _rollout(
     tasks: Sequence[Task],
     envs: Sequence[gym.Env],
     episodes: int,
-    seed: int,
+    seeds: list[int],
     record: bool,
 ) -> RolloutResult:
     n, horizon = len(envs), int(family.horizon)
@@ -217,7 +252,7 @@ def _rollout(
     recorded: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
     traces: list[dict[str, list]] = [{} for _ in range(n)]
 
-    obs = np.stack([np.asarray(env.reset(seed=seed + i)[0], dtype=np.float32) for i, env in enumerate(envs)])
+    obs = np.stack([np.asarray(env.reset(seed=seeds[i])[0], dtype=np.float32) for i, env in enumerate(envs)])
     episode = np.zeros(n, dtype=np.int64)  # index of the episode each env is playing
     t = np.zeros(n, dtype=np.int64)  # step inside the current episode
     active = np.ones(n, dtype=bool)  # False once an env has played all its episodes

@@ -1,0 +1,400 @@
+"""AdaptationEvaluator: adapt on held-out tasks' OFFLINE data, roll out in the real environments, log returns.
+
+This is the paper's meta-test protocol (Algorithm 2, Mitchell et al. 2021, arXiv:2008.06043; REFERENCE_NOTES
+"Evaluation"): for each held-out task, take a batch of that task's offline data (256 transitions by default,
+optionally from a quality window), call ``pl_module.adapt(batch, steps)``, and roll the adapted policy out
+deterministically (mean action, clipped) for the family's horizon. Returns are undiscounted and averaged over
+episodes and tasks. On top of the paper's protocol it logs a normalised score per task (0 = a uniformly random
+policy measured in the environment, 1 = the best episode return in that task's dataset) and an adaptation
+curve (returns after 0, 1, 5, 20 steps by default).
+
+The same code drives belief-based methods: if ``adapt`` returns a :class:`~lit_offmeta.policy.RolloutPolicy`
+it is stepped online through ``reset``/``act``/``observe``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torchmetrics.aggregation import MeanMetric
+
+from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
+from lit_offmeta.callbacks.plots import plot_adaptation_curve
+from lit_offmeta.callbacks.report import write_report
+from lit_offmeta.callbacks.rollout import PerTaskPolicy, RandomPolicy, rollout
+from lit_offmeta.callbacks.scoring import normalised_score
+
+DEFAULT_CURVE_STEPS = (0, 1, 5, 20)
+
+
+def best_behaviour_return(datamodule: Any, task_id: int) -> float:
+    """The best episode return in a task's offline data, from ``datamodule.behaviour_return_range``.
+
+    Accepts what that method returns: a ``(best, mean)`` pair, a mapping with key ``"best"``, or a number.
+    """
+    value = datamodule.behaviour_return_range(task_id)
+    if isinstance(value, dict):
+        value = value["best"]
+    elif isinstance(value, (tuple, list)):
+        value = value[0]
+    return float(value)
+
+
+def random_policy_returns(
+    family: Any, tasks: Sequence[dict], episodes: int = 10, seeds: Sequence[int] | None = None
+) -> np.ndarray:
+    """``[num_tasks]`` mean undiscounted return of a uniformly random policy (the normalised score's 0).
+
+    Each task is rolled out on its own with its own seed (default ``0, 1, ...``), so a task's baseline does
+    not depend on which other tasks are evaluated with it (DDP shards get the same numbers).
+    """
+    seeds = list(range(len(tasks))) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != len(tasks):
+        raise ValueError(f"random_policy_returns: got {len(seeds)} seeds for {len(tasks)} tasks")
+    out = []
+    for task, seed in zip(tasks, seeds):
+        policy = RandomPolicy(family.action_space, seed=seed)
+        out.append(rollout(policy, family, [task], episodes=episodes, seed=seed).task_returns()[0])
+    return np.asarray(out, dtype=np.float64)
+
+
+@torch.no_grad()
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(device) for k, v in batch.items()}
+
+
+def adapt_and_rollout(
+    module: Any,
+    family: Any,
+    tasks: Sequence[dict],
+    contexts: Sequence[dict[str, torch.Tensor]],
+    steps: int | None,
+    episodes: int = 1,
+    seed: int | Sequence[int] = 0,
+):
+    """Adapt ``module`` once per task on its context, then roll all adapted policies out together.
+
+    Adaptation runs with gradients enabled and outside inference mode: Lightning's validation and test loops
+    run under ``torch.inference_mode``, in which gradient-based ``adapt`` could not differentiate.
+
+    Returns:
+        The :class:`~lit_offmeta.callbacks.rollout.RolloutResult` (one row per task).
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        policies = [module.adapt(context, steps=steps) for context in contexts]
+    return rollout(PerTaskPolicy(policies, family.action_space), family, tasks, episodes=episodes, seed=seed)
+
+
+class AdaptationEvaluator(Callback):
+    """Evaluate fast adaptation on held-out tasks during ``fit`` and at ``validate``/``test``.
+
+    For each evaluated task: an adaptation batch from its OFFLINE data ->
+    ``pl_module.adapt(batch, steps)`` -> a batched rollout in one environment per task. Logged (through
+    ``pl_module.log``, so every logger and ``trainer.callback_metrics`` see them):
+
+    * ``rollout/return_mean``, ``rollout/score_mean`` (normalised: 0 random, 1 best dataset trajectory),
+      ``rollout/success_rate`` where the family defines success;
+    * ``rollout/task_{id}/return`` and ``rollout/task_{id}/score`` per task;
+    * ``rollout/curve/return_steps_{k}`` and ``rollout/curve/score_steps_{k}`` for each ``k`` in
+      ``curve_steps``; the curve is also drawn to ``adaptation.png`` in the trainer's log directory.
+
+    At the end of ``test`` it writes ``metrics.json`` and ``report.md`` into the log directory.
+
+    It needs ``trainer.datamodule`` to provide ``family``, ``test_task_ids``/``train_task_ids``,
+    ``task(task_id)``, ``adaptation_batch(task_id, size, window, seed)`` and ``behaviour_return_range(task_id)``
+    (:class:`~lit_offmeta.datamodules.offline_meta.OfflineMetaDataModule` does).
+
+    Under DDP the tasks are split across ranks (every task on exactly one rank) and the results gathered, so
+    every rank logs the same values and no work is duplicated. Sanity checks and ``fast_dev_run`` are skipped.
+
+    Args:
+        every_n_epochs: evaluate after every ``n``-th training epoch during ``fit`` (0 disables it in fit).
+        hook: when to evaluate during fit: ``"validation"`` (at validation epoch end), ``"train"`` (at train
+            epoch end), or ``"auto"`` (validation if the module defines ``validation_step``, else train).
+        batch_size: transitions in each task's adaptation batch (the paper: 256).
+        window: quality window passed to ``adaptation_batch`` (e.g. ``"last"``); ``None`` = the whole buffer.
+        steps: adaptation steps for the headline metrics; ``None`` = the module's own default.
+        episodes: evaluation episodes per task (one trial; belief-based policies keep their belief across it).
+        tasks: ``"test"`` (held-out tasks), ``"train"``, or explicit task ids.
+        curve_steps: adaptation step counts of the curve; empty or ``None`` disables it.
+        curve_every_n_evaluations: draw the curve at every ``n``-th evaluation during fit (always at
+            ``validate``/``test``), since it costs one adaptation and rollout per point.
+        random_episodes: episodes of the random policy per task for the normalised score's 0.
+        seed: seeds adaptation batches (``seed + task_id``), rollouts and the random baseline.
+        plot: draw ``adaptation.png``.
+        report: write ``metrics.json`` and ``report.md`` at the end of ``test``.
+
+    Example::
+
+        trainer = Trainer(callbacks=[AdaptationEvaluator(every_n_epochs=5, curve_steps=[0, 1, 5])])
+        trainer.fit(MACAW(...), datamodule=OfflineMetaDataModule(...))
+        trainer.test(ckpt_path="last", datamodule=dm)  # metrics.json + report.md in trainer.log_dir
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        hook: Literal["auto", "validation", "train"] = "auto",
+        batch_size: int = 256,
+        window: str | None = None,
+        steps: int | None = None,
+        episodes: int = 1,
+        tasks: Literal["test", "train"] | list[int] = "test",
+        curve_steps: list[int] | None = list(DEFAULT_CURVE_STEPS),  # noqa: B006 (jsonargparse shows it)
+        curve_every_n_evaluations: int = 1,
+        random_episodes: int = 10,
+        seed: int = 0,
+        plot: bool = True,
+        report: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value, low in [
+            ("every_n_epochs", every_n_epochs, 0), ("batch_size", batch_size, 1), ("episodes", episodes, 1),
+            ("curve_every_n_evaluations", curve_every_n_evaluations, 1), ("random_episodes", random_episodes, 1),
+        ]:
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"AdaptationEvaluator: {name} must be an integer >= {low}, got {value!r}")
+        if hook not in ("auto", "validation", "train"):
+            raise ValueError(f"AdaptationEvaluator: hook must be 'auto', 'validation' or 'train', got {hook!r}")
+        if steps is not None and (not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"AdaptationEvaluator: steps must be None or an integer >= 0, got {steps!r}")
+        if isinstance(tasks, str):
+            if tasks not in ("test", "train"):
+                raise ValueError(f"AdaptationEvaluator: tasks must be 'test', 'train' or a list of ids, got {tasks!r}")
+        elif not tasks or not all(isinstance(t, int) and t >= 0 for t in tasks):
+            raise ValueError(f"AdaptationEvaluator: tasks must be a non-empty list of task ids, got {tasks!r}")
+        curve_steps = sorted({int(s) for s in (curve_steps or [])})
+        if any(s < 0 for s in curve_steps):
+            raise ValueError(f"AdaptationEvaluator: curve_steps must be >= 0, got {curve_steps}")
+        self.every_n_epochs = every_n_epochs
+        self.hook = hook
+        self.batch_size = batch_size
+        self.window = window
+        self.steps = steps
+        self.episodes = episodes
+        self.tasks = tasks if isinstance(tasks, str) else [int(t) for t in tasks]
+        self.curve_steps = curve_steps
+        self.curve_every_n_evaluations = curve_every_n_evaluations
+        self.random_episodes = random_episodes
+        self.seed = seed
+        self.plot = plot
+        self.report = report
+        # resumable state (state_dict)
+        self.num_evaluations = 0
+        self.random_returns: dict[int, float] = {}
+        self.history: list[dict[str, float]] = []
+        self.last_evaluation: dict[str, Any] | None = None
+        self._fit_hook: str = "validation"
+
+    # --- Lightning hooks -------------------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not callable(getattr(pl_module, "adapt", None)):
+            raise ValueError(
+                f"AdaptationEvaluator: {type(pl_module).__name__} has no adapt(context, steps) method; "
+                "the evaluator needs an algorithm module such as lit_offmeta.algorithms.MACAW"
+            )
+        if self.hook == "auto":
+            self._fit_hook = "validation" if is_overridden("validation_step", pl_module) else "train"
+        else:
+            self._fit_hook = self.hook
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._fit_hook == "train" and self._due(trainer):
+            self._evaluate(trainer, pl_module, stage="fit")
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        if trainer.state.fn == "validate":
+            self._evaluate(trainer, pl_module, stage="validate")
+        elif self._fit_hook == "validation" and self._due(trainer):
+            self._evaluate(trainer, pl_module, stage="fit")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
+        self._evaluate(trainer, pl_module, stage="test")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.report or trainer.fast_dev_run or self.last_evaluation is None:
+            return
+        log_dir = self._log_dir(trainer)  # every rank calls it: log_dir broadcasts
+        if trainer.is_global_zero:
+            metrics_path, report_path = write_report(
+                log_dir, self.last_evaluation, title=f"{type(pl_module).__name__} evaluation report"
+            )
+            rank_zero_info(f"AdaptationEvaluator: wrote {metrics_path} and {report_path}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_evaluations": self.num_evaluations,
+            "random_returns": dict(self.random_returns),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.num_evaluations = int(state_dict["num_evaluations"])
+        self.random_returns = {int(k): float(v) for k, v in state_dict["random_returns"].items()}
+        self.history = list(state_dict["history"])
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+    def _due(self, trainer: Trainer) -> bool:
+        if trainer.sanity_checking or trainer.fast_dev_run or self.every_n_epochs == 0:
+            return False
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _task_ids(self, datamodule: Any) -> list[int]:
+        if self.tasks == "test":
+            return [int(t) for t in datamodule.test_task_ids]
+        if self.tasks == "train":
+            return [int(t) for t in datamodule.train_task_ids]
+        return list(self.tasks)
+
+    @staticmethod
+    def _datamodule(trainer: Trainer) -> Any:
+        dm = getattr(trainer, "datamodule", None)
+        needed = ("family", "task", "adaptation_batch", "behaviour_return_range")
+        if dm is None or not all(hasattr(dm, name) for name in needed):
+            raise ValueError(
+                "AdaptationEvaluator needs the trainer's datamodule to provide "
+                f"{', '.join(needed)} (e.g. lit_offmeta.datamodules.OfflineMetaDataModule); pass it as "
+                "trainer.fit(model, datamodule=dm)"
+            )
+        return dm
+
+    def _log_dir(self, trainer: Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def evaluate_tasks(self, pl_module: Any, datamodule: Any, task_ids: Sequence[int], with_curve: bool) -> dict:
+        """Evaluate ``task_ids`` on this process (no logging); ``{task_id: per-task results}``."""
+        if not task_ids:
+            return {}
+        family = datamodule.family
+        tasks = [datamodule.task(t) for t in task_ids]
+        with torch.inference_mode(False):
+            contexts = [
+                _to_device(datamodule.adaptation_batch(t, size=self.batch_size, window=self.window, seed=self.seed + t),
+                           pl_module.device)
+                for t in task_ids
+            ]
+        missing = [t for t in task_ids if t not in self.random_returns]
+        if missing:
+            rand = random_policy_returns(family, [datamodule.task(t) for t in missing], self.random_episodes,
+                                         seeds=[self.seed + 7919 * (t + 1) for t in missing])
+            self.random_returns.update({t: float(r) for t, r in zip(missing, rand)})
+        random = np.array([self.random_returns[t] for t in task_ids])
+        best = np.array([best_behaviour_return(datamodule, t) for t in task_ids])
+        seeds = [self.seed + t for t in task_ids]  # per task, so DDP shards see the same environments
+        main = adapt_and_rollout(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds)
+        returns = main.task_returns()
+        scores = normalised_score(returns, random, best)
+        success = main.task_success()
+        curve: dict[int, np.ndarray] = {}
+        if with_curve:
+            for k in self.curve_steps:
+                if self.steps is not None and k == self.steps:
+                    curve[k] = returns  # the headline run is this curve point
+                else:
+                    curve[k] = adapt_and_rollout(pl_module, family, tasks, contexts, k, self.episodes, seeds)
+                    curve[k] = curve[k].task_returns()
+        out = {}
+        for i, t in enumerate(task_ids):
+            out[int(t)] = {
+                "task_id": int(t),
+                "task": tasks[i],
+                "return": float(returns[i]),
+                "episode_returns": main.returns[i].tolist(),
+                "random_return": float(random[i]),
+                "best_behaviour_return": float(best[i]),
+                "score": float(scores[i]),
+                "success": None if success is None else float(success[i]),
+                "curve": {int(k): float(v[i]) for k, v in curve.items()},
+            }
+        return out
+
+    def _evaluate(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> dict[str, Any]:
+        datamodule = self._datamodule(trainer)
+        task_ids = self._task_ids(datamodule)
+        with_curve = bool(self.curve_steps) and (
+            stage != "fit" or self.num_evaluations % self.curve_every_n_evaluations == 0
+        )
+        local = shard_tasks(task_ids, trainer.global_rank, trainer.world_size)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            shard = self.evaluate_tasks(pl_module, datamodule, local, with_curve)
+        finally:
+            pl_module.train(was_training)
+        per_task = merge_task_results(gather_objects(shard, trainer.world_size), task_ids)
+        # the random baselines computed on other ranks, so that a resumed run on any rank reuses them
+        self.random_returns.update({t: r["random_return"] for t, r in per_task.items()})
+        evaluation = self._summarise(per_task, with_curve)
+        evaluation["settings"] = {
+            "stage": stage, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+            "adaptation_batch_size": self.batch_size, "window": self.window, "adaptation_steps": self.steps,
+            "episodes_per_task": self.episodes, "random_episodes": self.random_episodes, "seed": self.seed,
+            "num_tasks": len(task_ids),
+        }
+        self._log(pl_module, evaluation, per_task)
+        self.num_evaluations += 1
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **evaluation["summary"]})
+        self.last_evaluation = evaluation
+        if with_curve and self.plot and evaluation["curve"]:
+            log_dir = self._log_dir(trainer)
+            if trainer.is_global_zero:
+                self._plot(log_dir / "adaptation.png", per_task)
+        return evaluation
+
+    def _summarise(self, per_task: dict[int, dict], with_curve: bool) -> dict[str, Any]:
+        rows = list(per_task.values())
+
+        def mean(values: Sequence[float]) -> float:
+            metric = MeanMetric(sync_on_compute=False)  # values are already gathered from every rank
+            metric.update(torch.tensor(values, dtype=torch.float64))
+            return float(metric.compute())
+
+        summary = {"return_mean": mean([r["return"] for r in rows]), "score_mean": mean([r["score"] for r in rows])}
+        if rows[0]["success"] is not None:
+            summary["success_rate"] = mean([r["success"] for r in rows])
+        curve = {}
+        if with_curve:
+            for k in self.curve_steps:
+                returns = [r["curve"][k] for r in rows]
+                scores = normalised_score(returns, [r["random_return"] for r in rows],
+                                          [r["best_behaviour_return"] for r in rows])
+                curve[k] = {"return": mean(returns), "score": mean(list(scores))}
+        return {"summary": summary, "tasks": rows, "curve": curve}
+
+    def _log(self, pl_module: LightningModule, evaluation: dict, per_task: dict[int, dict]) -> None:
+        # identical values on every rank (gathered), so no sync_dist reduction is needed
+        def log(name: str, value: float) -> None:
+            if value is not None and math.isfinite(value):
+                pl_module.log(name, float(value), batch_size=1, sync_dist=False)
+
+        for key, value in evaluation["summary"].items():
+            log(f"rollout/{key}", value)
+        for t, r in per_task.items():
+            log(f"rollout/task_{t}/return", r["return"])
+            log(f"rollout/task_{t}/score", r["score"])
+        for k, v in evaluation["curve"].items():
+            log(f"rollout/curve/return_steps_{k}", v["return"])
+            log(f"rollout/curve/score_steps_{k}", v["score"])
+
+    def _plot(self, path: Path, per_task: dict[int, dict]) -> None:
+        rows = list(per_task.values())
+        curve = {k: np.array([r["curve"][k] for r in rows]) for k in self.curve_steps}
+        scores = {
+            k: normalised_score(v, [r["random_return"] for r in rows], [r["best_behaviour_return"] for r in rows])
+            for k, v in curve.items()
+        }
+        plot_adaptation_curve(scores, path, ylabel="normalised score (0 random, 1 best behaviour)",
+                              reference={"random policy": 0.0, "best behaviour trajectory": 1.0})
+        plot_adaptation_curve(curve, path.with_name("adaptation_returns.png"), ylabel="return")

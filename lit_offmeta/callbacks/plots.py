@@ -1,0 +1,71 @@
+"""Pictures of evaluation results (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: evaluation runs on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_adaptation_curve(
+    curve: Mapping[int, np.ndarray],
+    path: str | os.PathLike,
+    ylabel: str = "return",
+    title: str = "Held-out return after k adaptation steps",
+    reference: Mapping[str, float] | None = None,
+) -> Path:
+    """Draw per-task values (thin lines) and their mean (thick) against the number of adaptation steps.
+
+    Args:
+        curve: ``{steps: [num_tasks] values}`` (e.g. returns after 0, 1, 5, 20 steps).
+        path: the PNG to write; written to a temporary name first, then renamed (never half-written).
+        ylabel: the y axis label.
+        title: the figure title.
+        reference: horizontal reference lines, ``{label: value}`` (e.g. random policy, best behaviour).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: an empty curve or per-step arrays of different lengths.
+    """
+    if not curve:
+        raise ValueError("plot_adaptation_curve: curve is empty; pass {steps: values}")
+    steps = sorted(int(s) for s in curve)
+    values = np.stack([np.asarray(curve[s], dtype=np.float64).reshape(-1) for s in steps], axis=1)  # [task, k]
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    try:
+        for row in values:
+            ax.plot(steps, row, color="tab:blue", alpha=0.25, linewidth=1)
+        ax.plot(steps, values.mean(axis=0), color="tab:blue", marker="o", linewidth=2.5, label="mean over tasks")
+        for i, (label, value) in enumerate((reference or {}).items()):
+            ax.axhline(value, linestyle="--", color=f"C{i + 1}", label=label)
+        ax.set_xscale("symlog", linthresh=1)  # 0 steps (the meta-policy) stays on the axis
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.set_xlabel("adaptation steps")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+    return path
