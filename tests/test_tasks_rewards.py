@@ -107,3 +107,15 @@ def test_missing_task_parameter_is_a_clear_error(name):
         family.make_env({"not_a_parameter": 1.0})
     with pytest.raises(ValueError, match="must be a dict"):
         family.validate_task([1.0, 2.0])
+
+
+@pytest.mark.parametrize("name", ["ant_dir", "walker_params", "cheetah_vel"])
+def test_vectorised_termination_equals_step_termination(name):
+    """family.terminated(...) over a rollout reproduces step()'s terminated flags (relabelling needs it)."""
+    family = get_family(name)
+    task = family.default_tasks()[0]
+    data = rollout(family, task, steps=400, seed=2)
+    flags = family.terminated(task, data["obs"], data["actions"], data["next_obs"])
+    np.testing.assert_array_equal(flags, data["terminated"])
+    if name != "cheetah_vel":
+        assert data["terminated"].any()  # random actions topple the ant/walker: the True branch is covered
