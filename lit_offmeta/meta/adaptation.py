@@ -1,10 +1,12 @@
 r"""The functional inner loop: a few SGD steps with learned per-tensor learning rates, for a batch of tasks.
 
 ``adapt(net, meta_params, lrs, loss_fn, data, steps, ...)`` returns every task's adapted *effective* weights
-(``(W [K, out, in], b [K, out])`` per layer), which is all the outer loss and ``materialise`` need.
+(``(W [K, out, in], b [K, out])`` per layer) after each step, which is all the outer loss, the next
+network's inner loss and ``materialise`` need.
 
-``loss_fn(weights, task_data) -> scalar`` is one task's inner loss written against effective weights and
-unbatched data ``[B, ...]``; the caller's closures (e.g. the learned lambda) stay differentiable.
+``loss_fn(weights, task_data, step) -> scalar`` is one task's inner loss at inner step ``step`` (0-based),
+written against effective weights and unbatched data ``[B, ...]``; the caller's closures (e.g. the learned
+lambda) stay differentiable.
 
 Three modes compute the same function (tests prove it):
 
@@ -42,7 +44,7 @@ from torch.func import grad_and_value, vmap
 from lit_offmeta.nn.layers import BiasTransformLinear, PlainLinear, WeightTransformLinear
 from lit_offmeta.nn.networks import MetaMLP, Weights
 
-LossFn = Callable[[Weights, dict[str, Tensor]], Tensor]
+LossFn = Callable[[Weights, dict[str, Tensor], int], Tensor]
 Mode = Literal["closed_form", "vmap", "loop"]
 MODES: tuple[str, ...] = ("closed_form", "vmap", "loop")
 
@@ -56,22 +58,24 @@ def adapt(
     steps: int,
     first_order: bool = False,
     mode: Mode = "closed_form",
-) -> tuple[Weights, list[Tensor]]:
+) -> tuple[list[Weights], list[Tensor]]:
     """Adapt ``net`` on each task's ``data`` with ``steps`` SGD steps of ``loss_fn``.
 
     Args:
         net: the network whose layers define the parameterisation.
         meta_params: ``{name: tensor}`` meta-parameters (shared by all tasks), keyed like ``named_parameters()``.
         lrs: ``{name: scalar}`` inner learning rate of every parameter tensor.
-        loss_fn: one task's inner loss ``(weights, task_data) -> scalar``.
+        loss_fn: one task's inner loss ``(weights, task_data, step) -> scalar``.
         data: ``{key: [K, B, ...]}`` per-task inner-loop data.
         steps: number of inner SGD steps (0 returns the meta-parameters' weights for every task).
         first_order: detach inner gradients (no second-order terms).
         mode: ``closed_form | vmap | loop`` (see the module docstring).
 
     Returns:
-        ``(weights, inner_losses)``: adapted effective weights per layer with a leading task axis ``K``, and
-        the inner loss ``[K]`` before each step.
+        ``(trajectory, inner_losses)``: ``trajectory[t]`` holds the effective weights per layer, with a
+        leading task axis ``K``, after step ``t + 1`` (``trajectory[-1]`` is the adapted network; with
+        ``steps == 0`` the single entry is the meta-parameters' weights), and ``inner_losses[t]`` ``[K]`` is
+        the inner loss before step ``t + 1``.
 
     Raises:
         ValueError: for a bad ``mode`` or ``steps``, or missing learning rates.
@@ -86,24 +90,28 @@ def adapt(
     if mode == "closed_form":
         return _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order)
 
-    def one_task(params: dict[str, Tensor], task_data: dict[str, Tensor]) -> tuple[Weights, list[Tensor]]:
-        losses = []
-        for _ in range(steps):
-            grads, loss = grad_and_value(lambda p: loss_fn(net.effective_weights(p), task_data))(params)
+    def one_task(params: dict[str, Tensor], task_data: dict[str, Tensor]) -> tuple[list[Weights], list[Tensor]]:
+        trajectory, losses = [], []
+        for step in range(steps):
+            grads, loss = grad_and_value(lambda p, s=step: loss_fn(net.effective_weights(p), task_data, s))(params)
             if first_order:
                 grads = {k: g.detach() for k, g in grads.items()}
             params = {k: params[k] - lrs[k] * grads[k] for k in params}
+            trajectory.append(net.effective_weights(params))
             losses.append(loss)
-        return net.effective_weights(params), losses
+        return trajectory or [net.effective_weights(params)], losses
 
     if mode == "vmap":
         return vmap(one_task, in_dims=(None, 0))(meta_params, data)
     num_tasks = next(iter(data.values())).shape[0]
     per_task = [one_task(meta_params, {k: v[i] for k, v in data.items()}) for i in range(num_tasks)]
-    weights = [tuple(torch.stack([t[0][layer][j] for t in per_task]) for j in range(2))
-               for layer in range(len(per_task[0][0]))]
-    losses = [torch.stack([t[1][s] for t in per_task]) for s in range(steps)]
-    return weights, losses
+    trajectory = [
+        [tuple(torch.stack([task[0][t][layer][j] for task in per_task]) for j in range(2))
+         for layer in range(len(net.layers))]
+        for t in range(len(per_task[0][0]))
+    ]
+    losses = [torch.stack([task[1][s] for task in per_task]) for s in range(steps)]
+    return trajectory, losses
 
 
 def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order):
@@ -116,18 +124,17 @@ def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order)
         layer_lrs = {k[len(prefix) :]: v for k, v in lrs.items() if k.startswith(prefix)}
         layers.append(_LAYER_RULES[type(layer)](layer, params, layer_lrs, cut))
     weights = [rule.weights() for rule in layers]
-    losses = []
-    batched = False
-    step_grad = vmap(grad_and_value(loss_fn), in_dims=(0, 0))
-    first_grad = vmap(grad_and_value(loss_fn), in_dims=(None, 0))
-    for _ in range(steps):
-        grads, loss = (step_grad if batched else first_grad)(weights, data)
+    trajectory, losses = [], []
+    for step in range(steps):
+        # Step 0: shared meta-weights, per-task data (in_dims None, 0); later steps: per-task weights.
+        in_dims = (0, 0, None) if step else (None, 0, None)
+        grads, loss = vmap(grad_and_value(loss_fn), in_dims=in_dims)(weights, data, step)
         weights = [rule.step(g_weight, g_bias) for rule, (g_weight, g_bias) in zip(layers, grads)]
+        trajectory.append(weights)
         losses.append(loss)
-        batched = True
-    if not batched:  # steps == 0: every task keeps the meta-parameters' weights
-        weights = [(w.expand(num_tasks, *w.shape), b.expand(num_tasks, *b.shape)) for w, b in weights]
-    return weights, losses
+    if not steps:  # every task keeps the meta-parameters' weights
+        trajectory = [[(w.expand(num_tasks, *w.shape), b.expand(num_tasks, *b.shape)) for w, b in weights]]
+    return trajectory, losses
 
 
 class _PlainRule:

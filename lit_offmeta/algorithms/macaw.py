@@ -1,0 +1,372 @@
+r"""MACAW: Meta-Actor-Critic with Advantage Weighting (Mitchell et al. 2021, arXiv:2008.06043).
+
+``training_step`` is Algorithm 1 for a task minibatch, ``adapt`` is Algorithm 2. The inner loop is the
+functional, task-batched one of :mod:`lit_offmeta.meta` (closed-form weight-transform update by default);
+the losses are the pure functions of :mod:`lit_offmeta.algorithms.losses`.
+
+Where we knowingly differ from the paper or the reference code (see docs/MACAW.md):
+
+* Several inner steps follow Algorithm 2 in training too: policy step ``t`` uses the value function after value
+  step ``t + 1`` (the paper writes one step; with the default single step this is identical).
+* Value targets bootstrap where a stored trajectory was cut (``TaskBatch``'s ``bootstrap_*`` fields). Inner
+  loop: with the value parameters of the current step, detached. Outer loop: with a slow copy
+  :math:`\bar\phi \leftarrow 0.9 \bar\phi + 0.1 \phi` of the meta-parameters (``target_update_rate``), detached.
+* Learned rates are initialised with the exact inverse softplus, so ``softplus(raw) == inner_lr`` at start.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.func import vmap
+from torch.nn import functional as F
+
+from lit_offmeta.algorithms.losses import (
+    advantage_regression_loss,
+    awr_loss,
+    awr_weights,
+    inner_policy_loss,
+    mc_value_loss,
+    mc_value_target,
+)
+from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
+from lit_offmeta.meta import MODES, InnerLearningRates, adapt, inverse_softplus
+from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, ValueNetwork, Weights, gaussian_log_prob, layer_preset
+
+_value = vmap(ValueNetwork.value_from_weights)  # per-task weights [K, ...], per-task data [K, B, ...]
+
+
+class MACAW(LightningModule):
+    """Offline meta-RL by MAML on an advantage-weighted actor-critic (Algorithms 1 and 2).
+
+    Args:
+        obs_dim: observation size (must match the datamodule's ``obs_dim``; checked in ``setup``).
+        action_dim: action size (continuous actions only).
+        width: hidden width of the policy and value MLPs (paper: 100).
+        depth: number of hidden layers (paper: 3).
+        layer: ``weight_transform`` (MACAW), ``bias_transform`` (the reference's "no WT") or ``linear``.
+        equal_params: for a non-weight-transform ``layer``, widen each network until it has as many parameters
+            as its weight-transform version ("No WT-Equal Params", Fig. 4 centre); default: equal width.
+        latent_size: weight-transform latent size (paper: 100).
+        inner_steps: inner SGD steps in meta-training (paper: 1).
+        test_inner_steps: adaptation steps of ``adapt`` / validation / test when none are given (paper: 1).
+        first_order: drop second-order terms of the meta-gradient (for large models).
+        inner_lr_value: initial inner learning rate :math:`\\eta_1` of every value tensor (paper: 1e-3).
+        inner_lr_policy: initial inner learning rate :math:`\\alpha_1` of every policy tensor (paper: 1e-3).
+        learn_inner_lrs: meta-learn the per-tensor inner learning rates and lambda (paper: yes).
+        lr_inner_lrs: Adam learning rate of the learned rates and lambda (reference: 1e-3).
+        lr_value: outer Adam learning rate :math:`\\eta_2` (paper: 1e-5).
+        lr_policy: outer Adam learning rate :math:`\\alpha_2` (paper: 1e-4).
+        lambda_init: initial advantage-regression coefficient :math:`\\lambda` (reference: 0.01).
+        enriched_policy_loss: inner policy loss AWR + lambda ADV (Eq. 3); off = MAML+AWR ablation (Eq. 1).
+        temperature: AWR temperature :math:`T` (paper: 1).
+        max_weight: AWR weight clip (paper: 20).
+        bootstrap: bootstrap value targets where trajectories were cut (off: pure Monte-Carlo returns).
+        target_update_rate: slow value target rate, :math:`\\bar\\phi \\leftarrow (1-\\tau)\\bar\\phi + \\tau\\phi`.
+        adaptation_mode: ``closed_form`` (fast, exact), ``vmap`` (plain torch.func) or ``loop`` (per task).
+
+    Example::
+
+        model = MACAW(obs_dim=20, action_dim=6)
+        trainer = Trainer(max_steps=1000)
+        trainer.fit(model, datamodule=OfflineMetaDataModule(family="cheetah_vel", data_dir="data/"))
+        policy = model.adapt(context)  # plain nn.Sequential: obs [N, 20] -> mean action [N, 6]
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        width: int = 100,
+        depth: int = 3,
+        layer: str = "weight_transform",
+        equal_params: bool = False,
+        latent_size: int = 100,
+        inner_steps: int = 1,
+        test_inner_steps: int = 1,
+        first_order: bool = False,
+        inner_lr_value: float = 1e-3,
+        inner_lr_policy: float = 1e-3,
+        learn_inner_lrs: bool = True,
+        lr_inner_lrs: float = 1e-3,
+        lr_value: float = 1e-5,
+        lr_policy: float = 1e-4,
+        lambda_init: float = 0.01,
+        enriched_policy_loss: bool = True,
+        temperature: float = 1.0,
+        max_weight: float = 20.0,
+        bootstrap: bool = True,
+        target_update_rate: float = 0.1,
+        adaptation_mode: str = "closed_form",
+    ) -> None:
+        super().__init__()
+        _check_args(locals())
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        policy_width = value_width = width
+        if equal_params and layer != "weight_transform":
+            _, policy_width, value_width = layer_preset("equal_params", obs_dim, action_dim, width, depth, latent_size)
+        self.policy = PolicyNetwork(obs_dim, action_dim, policy_width, depth, layer, latent_size)
+        self.value = ValueNetwork(obs_dim, value_width, depth, layer, latent_size)
+        self.value_target = copy.deepcopy(self.value).requires_grad_(False)
+        self.policy_lrs = InnerLearningRates(dict(self.policy.named_parameters()), inner_lr_policy)
+        self.value_lrs = InnerLearningRates(dict(self.value.named_parameters()), inner_lr_value)
+        self.raw_lambda = nn.Parameter(torch.tensor(inverse_softplus(lambda_init)))
+        if not learn_inner_lrs:
+            for p in self.meta_lr_parameters():
+                p.requires_grad_(False)
+
+    # --- the paper's steps ------------------------------------------------------------------------------------
+    def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
+        """One meta-update on a minibatch of K tasks (Algorithm 1, lines 5-10)."""
+        support, query = batch.support, batch.query  # Alg. 1, l. 6: disjoint D_tr, D_ts; [K, B, ...]
+        steps, first_order = self.hparams.inner_steps, self.hparams.first_order
+        value_trajectory, inner_value = self.adapt_value(support, steps, first_order)  # Alg. 1, l. 7
+        policy_weights, inner_policy = self.adapt_policy(support, value_trajectory, steps, first_order)  # l. 8
+        value_weights = value_trajectory[-1]
+        loss_value = self.outer_value_loss(value_weights, query)  # Alg. 1, l. 9 (summed over tasks)
+        loss_policy, weights = self.outer_policy_loss(policy_weights, value_weights, query)  # Alg. 1, l. 10
+        self.meta_update(loss_value + loss_policy)  # Alg. 1, l. 9-10: the gradient steps
+        self._log_train(loss_value, loss_policy, inner_value, inner_policy, weights, batch.num_tasks)
+        return loss_value + loss_policy
+
+    def adapt_value(self, support: dict[str, Tensor], steps: int, first_order: bool) -> tuple[list[Weights], list]:
+        r"""Inner value steps :math:`\phi_i = \phi - \eta_1 \nabla_\phi \mathcal{L}_V(\phi, D^{tr}_i)` (Eq. 2).
+
+        Returns:
+            ``(trajectory, inner_losses)`` from :func:`lit_offmeta.meta.adapt`.
+        """
+
+        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
+            values = ValueNetwork.value_from_weights(weights, data["obs"])
+            bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"]) * self._bootstrap_on
+            return mc_value_loss(values, mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap))
+
+        data = {k: support[k] for k in ("obs", "mc_returns", "bootstrap_obs", "bootstrap_discounts")}
+        return adapt(self.value, dict(self.value.named_parameters()), self.value_lrs(), loss_fn, data, steps,
+                     first_order, self.hparams.adaptation_mode)
+
+    def adapt_policy(self, support: dict[str, Tensor], value_trajectory: list[Weights], steps: int,
+                     first_order: bool) -> tuple[Weights, list]:
+        r"""Inner policy steps :math:`\theta_i = \theta - \alpha_1 \nabla_\theta \mathcal{L}_\pi(\theta, \phi_i,
+        D^{tr}_i)`, with :math:`\mathcal{L}_\pi` = AWR + :math:`\lambda` ADV (Eq. 3) or AWR alone.
+
+        Step ``t`` uses the advantages of the value function after value step ``t + 1`` (Algorithm 2).
+        """
+        advantages = torch.stack([self.advantages(w, support) for w in value_trajectory], dim=1)  # [K, steps, B]
+        lam = self.lam
+        hp = self.hparams
+
+        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
+            adv = data["advantages"][step]
+            mean, predicted = PolicyNetwork.mean_and_advantage_from_weights(
+                weights, data["obs"], data["actions"], self.policy.depth)
+            awr = awr_loss(gaussian_log_prob(mean, data["actions"]), adv, hp.temperature, hp.max_weight)
+            if not hp.enriched_policy_loss:
+                return awr
+            return inner_policy_loss(awr, advantage_regression_loss(predicted, adv), lam)
+
+        data = {"obs": support["obs"], "actions": support["actions"], "advantages": advantages}
+        trajectory, losses = adapt(self.policy, dict(self.policy.named_parameters()), self.policy_lrs(), loss_fn,
+                                   data, steps, first_order, hp.adaptation_mode)
+        return trajectory[-1], losses
+
+    def advantages(self, value_weights: Weights, data: dict[str, Tensor], target_weights: Weights | None = None
+                   ) -> Tensor:
+        r""":math:`R_D(s, a) - V_{\phi_i}(s)`, ``[K, B]``, detached (a constant for the policy).
+
+        The bootstrap value at cuts comes from ``target_weights`` (default: ``value_weights``).
+        """
+        with torch.no_grad():
+            values = _value(value_weights, data["obs"])
+            return self.value_targets(data, target_weights or value_weights) - values
+
+    def value_targets(self, data: dict[str, Tensor], weights: Weights) -> Tensor:
+        """Monte-Carlo targets ``[K, B]`` bootstrapped with ``weights`` (per task or shared), detached."""
+        with torch.no_grad():
+            if weights[0][0].dim() == 2:  # shared weights (the slow target): same network for every task
+                bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
+            else:
+                bootstrap = _value(weights, data["bootstrap_obs"])
+            return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap * self._bootstrap_on)
+
+    def outer_value_loss(self, value_weights: Weights, query: dict[str, Tensor]) -> Tensor:
+        r""":math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)`, targets bootstrapped with the slow target."""
+        targets = self.value_targets(query, self.value_target.current_weights())
+        per_task = vmap(mc_value_loss)(_value(value_weights, query["obs"]), targets)
+        return per_task.sum()
+
+    def outer_policy_loss(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor]
+                          ) -> tuple[Tensor, Tensor]:
+        r""":math:`\sum_i \mathcal{L}^{AWR}(\theta_i, \phi_i, D^{ts}_i)` (Eq. 1) through the adapted policy.
+
+        Returns:
+            ``(loss, awr_weights [K, B])``.
+        """
+        hp = self.hparams
+        advantages = self.advantages(value_weights, query, self.value_target.current_weights())
+
+        def task_loss(weights: Weights, obs: Tensor, actions: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
+            mean, _ = PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, self.policy.depth)
+            log_probs = gaussian_log_prob(mean, actions)
+            return (awr_loss(log_probs, adv, hp.temperature, hp.max_weight),
+                    awr_weights(adv, hp.temperature, hp.max_weight))
+
+        per_task, weights = vmap(task_loss)(policy_weights, query["obs"], query["actions"], advantages)
+        return per_task.sum(), weights
+
+    def meta_update(self, loss: Tensor) -> None:
+        """Backpropagate the summed outer loss through adaptation and step the three optimizers.
+
+        Under DDP the gradient is all-reduced by averaging; scaling by the world size makes the update the
+        SUM over every rank's tasks, i.e. the same as one process seeing all of them.
+        """
+        optimizers = self.optimizers()
+        for opt in optimizers:
+            opt.zero_grad()
+        self.manual_backward(loss * self.trainer.world_size)
+        for opt in optimizers:
+            opt.step()
+        self.update_value_target()
+
+    @torch.no_grad()
+    def update_value_target(self) -> None:
+        r""":math:`\bar\phi \leftarrow (1 - \tau) \bar\phi + \tau \phi` (slow target for outer bootstrapping)."""
+        for target, online in zip(self.value_target.parameters(), self.value.parameters()):
+            target.lerp_(online, self.hparams.target_update_rate)
+
+    # --- Algorithm 2 ----------------------------------------------------------------------------------------
+    def adapt(self, context: dict[str, Tensor], steps: int | None = None) -> nn.Sequential:
+        """Algorithm 2: adapt value then policy on one task's offline ``context``; return the adapted policy.
+
+        Args:
+            context: ``TRANSITION_KEYS`` -> tensors ``[B, ...]`` of ONE task (e.g. 256 uniform transitions).
+            steps: adaptation steps (default ``test_inner_steps``).
+
+        Returns:
+            A plain ``nn.Sequential`` of ``nn.Linear``/``ReLU``/``Tanh`` mapping ``obs [N, obs_dim]`` to the mean
+            action ``[N, action_dim]``; save with ``torch.save(policy.state_dict(), path)`` and load into the
+            same ``nn.Sequential`` built by hand (no lit-offmeta code needed).
+
+        Raises:
+            ValueError: when a context key is missing or has the wrong shape.
+        """
+        steps = self.hparams.test_inner_steps if steps is None else steps
+        _check_context(context, self.hparams.obs_dim, self.hparams.action_dim)
+        task = {k: torch.as_tensor(context[k], device=self.device, dtype=torch.float32).unsqueeze(0)
+                for k in TRANSITION_KEYS if k in context}
+        with torch.inference_mode(False), torch.enable_grad():
+            task = {k: v.clone() for k, v in task.items()}  # leave inference mode's tensors behind
+            policy_weights = self._adapted_policy_weights(task, steps, first_order=True)
+        return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in policy_weights])
+
+    def _adapted_policy_weights(self, support: dict[str, Tensor], steps: int, first_order: bool) -> Weights:
+        value_trajectory, _ = self.adapt_value(support, steps, first_order)
+        policy_weights, _ = self.adapt_policy(support, value_trajectory, steps, first_order)
+        return policy_weights
+
+    # --- validation / test: query losses before and after adaptation on held-out tasks -------------------------
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: TaskBatch, stage: str) -> None:
+        steps = self.hparams.test_inner_steps
+        with torch.inference_mode(False), torch.enable_grad():
+            support = {k: v.clone() for k, v in batch.support.items()}
+            query = {k: v.clone() for k, v in batch.query.items()}
+            for name, n in (("pre", 0), ("post", steps)):
+                value_trajectory, _ = self.adapt_value(support, n, first_order=True)
+                policy_weights, _ = self.adapt_policy(support, value_trajectory, n, first_order=True)
+                loss_value = self.outer_value_loss(value_trajectory[-1], query).detach() / batch.num_tasks
+                loss_policy, _ = self.outer_policy_loss(policy_weights, value_trajectory[-1], query)
+                kwargs = {"batch_size": batch.num_tasks, "sync_dist": True}
+                self.log(f"{stage}/loss_value_{name}", loss_value, **kwargs)
+                self.log(f"{stage}/loss_policy_{name}", loss_policy.detach() / batch.num_tasks, **kwargs)
+
+    # --- Lightning plumbing -----------------------------------------------------------------------------------
+    @property
+    def lam(self) -> Tensor:
+        """The advantage-regression coefficient ``softplus(raw_lambda)``."""
+        return F.softplus(self.raw_lambda)
+
+    @property
+    def _bootstrap_on(self) -> float:
+        return 1.0 if self.hparams.bootstrap else 0.0
+
+    def meta_lr_parameters(self) -> list[nn.Parameter]:
+        return [*self.value_lrs.parameters(), *self.policy_lrs.parameters(), self.raw_lambda]
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        return [
+            torch.optim.Adam(self.value.parameters(), lr=hp.lr_value),
+            torch.optim.Adam(self.policy.parameters(), lr=hp.lr_policy),
+            torch.optim.Adam(self.meta_lr_parameters(), lr=hp.lr_inner_lrs),
+        ]
+
+    def setup(self, stage: str) -> None:
+        """Check ``obs_dim``/``action_dim`` against the datamodule's (when it exposes them)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for name in ("obs_dim", "action_dim"):
+            expected = getattr(datamodule, name, None)
+            if expected is not None and int(expected) != self.hparams[name]:
+                raise ValueError(
+                    f"model.{name}={self.hparams[name]} but the datamodule's family has {name}={expected}; "
+                    f"set `model.init_args.{name}: {expected}` in the config"
+                )
+        if getattr(datamodule, "discrete_actions", False):
+            raise ValueError("MACAW needs continuous actions; the datamodule's family has discrete actions")
+
+    def _log_train(self, loss_value, loss_policy, inner_value, inner_policy, weights, num_tasks) -> None:
+        log = {
+            "train/loss_value": loss_value.detach() / num_tasks,
+            "train/loss_policy": loss_policy.detach() / num_tasks,
+            "train/lambda": self.lam.detach(),
+            "train/awr_weight_mean": weights.mean(),
+            "train/awr_weight_max": weights.max(),
+            "train/awr_weight_clipped_frac": (weights >= self.hparams.max_weight * (1 - 1e-6)).float().mean(),
+        }
+        if inner_value:
+            log["train/inner/loss_value"] = inner_value[0].detach().mean()
+            log["train/inner/loss_policy"] = inner_policy[0].detach().mean()
+        for prefix, lrs in (("value", self.value_lrs), ("policy", self.policy_lrs)):
+            for name, lr in lrs().items():
+                log[f"train/inner_lr/{prefix}.{name}"] = lr.detach()
+        self.log_dict(log, batch_size=num_tasks)
+
+
+def _check_args(args: dict[str, Any]) -> None:
+    if args["layer"] not in LAYER_TYPES:
+        raise ValueError(f"layer must be one of {LAYER_TYPES}, got {args['layer']!r}")
+    if args["adaptation_mode"] not in MODES:
+        raise ValueError(f"adaptation_mode must be one of {MODES}, got {args['adaptation_mode']!r}")
+    for name in ("obs_dim", "action_dim", "width", "depth", "latent_size"):
+        if int(args[name]) < 1:
+            raise ValueError(f"{name} must be >= 1, got {args[name]}")
+    for name in ("inner_steps", "test_inner_steps"):
+        if int(args[name]) < 0:
+            raise ValueError(f"{name} must be >= 0, got {args[name]}")
+    for name in ("inner_lr_value", "inner_lr_policy", "lr_inner_lrs", "lr_value", "lr_policy", "lambda_init",
+                 "temperature", "max_weight"):
+        if not args[name] > 0:
+            raise ValueError(f"{name} must be > 0, got {args[name]}")
+    if not 0.0 <= args["target_update_rate"] <= 1.0:
+        raise ValueError(f"target_update_rate must be in [0, 1], got {args['target_update_rate']}")
+
+
+def _check_context(context: dict[str, Tensor], obs_dim: int, action_dim: int) -> None:
+    missing = [k for k in TRANSITION_KEYS if k not in context]
+    if missing:
+        raise ValueError(f"adapt: context lacks key(s) {missing}; expected the TaskBatch keys {list(TRANSITION_KEYS)}")
+    obs, actions = context["obs"], context["actions"]
+    if obs.dim() != 2 or obs.shape[-1] != obs_dim:
+        raise ValueError(f"adapt: context['obs'] must be [B, {obs_dim}] (one task), got {tuple(obs.shape)}")
+    if actions.shape != (obs.shape[0], action_dim):
+        raise ValueError(f"adapt: context['actions'] must be [B, {action_dim}], got {tuple(actions.shape)}")
