@@ -89,6 +89,8 @@ class HalfCheetahVel(_CheetahFamily):
     name: ClassVar[str] = "cheetah_vel"
     env_id: ClassVar[str] = "lit_offmeta/HalfCheetahVel-v0"
     num_default_tasks: ClassVar[int] = 40
+    episodes_per_trial: ClassVar[int] = 2
+    """BOReL evaluates Cheetah-Vel with 2-episode trials."""
 
     def sample_tasks(self, n: int, seed: int) -> list[Task]:
         if n < 1:
