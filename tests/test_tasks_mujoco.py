@@ -266,3 +266,35 @@ def test_walker_bad_parameters(change, match):
 def test_ant_bad_parameters(name, task, match):
     with pytest.raises(ValueError, match=match):
         get_family(name).make_env(task)
+
+
+def test_cheetah_model_equals_gymnasium_model(tmp_path, monkeypatch):
+    """Our warning-free compilation of half_cheetah.xml gives gymnasium's model and trajectories exactly."""
+    import gymnasium as gym
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning log into the working directory
+    ours = get_family("cheetah_vel").make_env({"velocity": 1.0}).unwrapped.model
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    reference = gym.make("HalfCheetah-v5").unwrapped.model
+    for field in ("body_mass", "body_inertia", "body_subtreemass", "dof_invweight0", "geom_friction"):
+        np.testing.assert_array_equal(getattr(ours, field), getattr(reference, field))
+    data_ours, data_ref = mujoco.MjData(ours), mujoco.MjData(reference)
+    for action in np.random.default_rng(0).uniform(-1, 1, size=(100, 6)):
+        data_ours.ctrl[:] = data_ref.ctrl[:] = action
+        mujoco.mj_step(ours, data_ours)
+        mujoco.mj_step(reference, data_ref)
+    np.testing.assert_array_equal(data_ours.qpos, data_ref.qpos)
+
+
+@pytest.mark.parametrize("name", ["cheetah_vel", "ant_dir", "walker_params"])
+def test_env_pickles_with_its_task(name):
+    """Subprocess vector envs pickle environments: the copy must rebuild the same task and model."""
+    import pickle
+
+    family = get_family(name)
+    task = family.default_tasks()[1]
+    env = family.make_env(task).unwrapped
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.task == env.task
+    np.testing.assert_array_equal(copy.model.body_mass, env.model.body_mass)

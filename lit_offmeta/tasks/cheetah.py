@@ -29,6 +29,7 @@ Rewards, with ``v_x = (next_obs[17] - obs[17]) / dt`` (the simulator's ``(qpos[0
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import mujoco
@@ -183,6 +184,26 @@ class _HalfCheetahTaskEnv(TaskMujocoEnv, HalfCheetahEnv):
         self.task = self.family_class().validate_task(task)
         HalfCheetahEnv.__init__(self, **kwargs)
         self._setup_task(task, **kwargs)
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """Compile the model without MuJoCo's deprecated ``settotalmass`` compiler attribute.
+
+        gymnasium's half_cheetah.xml sets ``settotalmass="14"``; MuJoCo 3 warns about it on every env
+        construction (and writes ``MUJOCO_LOG.TXT`` into the working directory). We drop the attribute and
+        apply ``mj_setTotalmass`` + ``mj_setConst`` to the compiled model instead, as MuJoCo advises; the result
+        is bit-identical (same masses, inertias and trajectories; see the tests).
+        """
+        with open(self.fullpath, encoding="utf-8") as file:
+            xml = file.read()
+        match = re.search(r'\s+settotalmass="([^"]+)"', xml)
+        if match is None:
+            return super()._initialize_simulation()
+        model = mujoco.MjModel.from_xml_string(xml[: match.start()] + xml[match.end() :])
+        mujoco.mj_setTotalmass(model, float(match.group(1)))
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     def _get_obs(self) -> np.ndarray:
         # mj_step leaves body positions from the start of its last substep; recompute them for the current
