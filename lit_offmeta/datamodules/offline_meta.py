@@ -1,0 +1,464 @@
+"""OfflineMetaDataModule: task batches of disjoint support / query sets from per-task offline buffers.
+
+Each training batch is a :class:`~lit_offmeta.data.batch.TaskBatch` of ``K`` tasks. Per task, following MACAW
+(Mitchell et al. 2021, arXiv:2008.06043, App. E): the support (inner-loop) set is a random CONTIGUOUS slice of
+the chronological buffer, the query (outer-loop) set is drawn uniformly without replacement from the rest, so
+the two never share a transition. Validation and test batches cover the held-out tasks: the support set is a
+uniform adaptation batch (as at meta-test time), the query set a disjoint uniform draw from the rest, so a
+module can log its losses before and after adaptation.
+
+Determinism and workers: batch ``i`` of epoch ``e`` is built from ``numpy.random.default_rng([seed, e, i,
+...])`` and nothing else, so the same seed gives the same batches with any ``num_workers`` (workers only
+decide who computes a batch, never what it holds) and after a restart at a given epoch.
+
+DDP: every rank draws the same permutation of the training tasks for step ``i`` and takes its own block of
+``K`` tasks from it, so no two ranks train on the same task in one step (when ``world_size * K`` does not
+exceed the number of training tasks; otherwise each rank draws its own ``K`` tasks with a rank-offset seed and a
+warning says so). The sampler subclasses ``DistributedSampler`` so Lightning keeps it instead of wrapping it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lit_offmeta.data.batch import TaskBatch
+from lit_offmeta.data.buffer import WINDOW_KINDS, TaskBuffer
+from lit_offmeta.data.packed import PackedTasks, check_consistent_dims
+from lit_offmeta.data.storage import (
+    MissingDatasetError,
+    collect_command,
+    list_task_datasets,
+    load_task_buffers,
+)
+from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks.base import TaskFamily
+
+_TRAIN, _EVAL = 0, 1  # stream tags mixed into the seeds so train and eval draws never coincide
+
+
+class ReturnRange(NamedTuple):
+    """Undiscounted episode returns in one task's offline data (for normalised scores)."""
+
+    min: float
+    mean: float
+    max: float
+
+
+class OfflineMetaDataModule(LightningDataModule):
+    """Task batches for offline meta-training from one Minari dataset per task.
+
+    Args:
+        family: task family name (e.g. ``"cheetah_vel"``); tasks are indices into its ``default_tasks()``.
+        data_dir: the data root written by ``lit-offmeta collect --out DIR`` (or the importers).
+        split: a named split of the family (``None``: the family's default split). Ignored when both
+            ``train_ids`` and ``test_ids`` are given.
+        train_ids: explicit meta-training task indices (overrides the split's).
+        test_ids: explicit held-out task indices (overrides the split's).
+        tasks_per_batch: ``K``, tasks per meta-training batch (MACAW: 5).
+        support_size: ``B_in``, transitions per task in the support (inner-loop) set (MACAW: 256).
+        query_size: ``B_out``, transitions per task in the query (outer-loop) set (MACAW: 256).
+        gamma: discount of the Monte-Carlo returns (MACAW: 0.99).
+        batches_per_epoch: training batches per epoch.
+        num_workers: DataLoader workers (batches are identical for any value).
+        seed: base seed of every draw.
+        window: data-quality window of the support / adaptation data: ``"all"``, or the ``"first"``,
+            ``"middle"`` or ``"last"`` ``window_trajectories`` trajectories (bad / medium / good data).
+        window_trajectories: trajectories in the window (MACAW's ablation: 500); needed unless ``"all"``.
+        window_applies_to: ``"support"`` follows the paper (App. D: the *adaptation* data comes from the
+            window; query data from the whole buffer); ``"both"`` restricts query data to the window too, as the
+            authors' code does when it loads only a window of each buffer.
+        max_transitions_per_task: keep only each buffer's first N transitions (a shorter-lived behaviour agent).
+        use_cache: read and refresh the packed per-task cache (see :mod:`lit_offmeta.data.storage`).
+
+    Raises:
+        ValueError: on invalid sizes, an unknown window, overlapping or unknown task ids.
+
+    Example::
+
+        dm = OfflineMetaDataModule("point_robot", "data/", tasks_per_batch=5)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))  # TaskBatch, support [5, 256, ...], query [5, 256, ...]
+    """
+
+    def __init__(
+        self,
+        family: str,
+        data_dir: str | Path,
+        split: str | None = None,
+        train_ids: list[int] | None = None,
+        test_ids: list[int] | None = None,
+        tasks_per_batch: int = 5,
+        support_size: int = 256,
+        query_size: int = 256,
+        gamma: float = 0.99,
+        batches_per_epoch: int = 1000,
+        num_workers: int = 0,
+        seed: int = 0,
+        window: Literal["all", "first", "middle", "last"] = "all",
+        window_trajectories: int | None = None,
+        window_applies_to: Literal["support", "both"] = "support",
+        max_transitions_per_task: int | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in (
+            ("tasks_per_batch", tasks_per_batch),
+            ("support_size", support_size),
+            ("query_size", query_size),
+            ("batches_per_epoch", batches_per_epoch),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        if window not in WINDOW_KINDS:
+            raise ValueError(f"window must be one of {WINDOW_KINDS}, got {window!r}")
+        if window != "all" and (window_trajectories is None or window_trajectories < 1):
+            raise ValueError(f"window={window!r} needs window_trajectories >= 1, got {window_trajectories}")
+        if window_applies_to not in ("support", "both"):
+            raise ValueError(f"window_applies_to must be 'support' or 'both', got {window_applies_to!r}")
+        if max_transitions_per_task is not None and max_transitions_per_task < 2:
+            raise ValueError(f"max_transitions_per_task must be >= 2 or None, got {max_transitions_per_task}")
+
+        self._family = get_family(family)
+        self.data_dir = Path(data_dir)
+        self.tasks_per_batch = int(tasks_per_batch)
+        self.support_size = int(support_size)
+        self.query_size = int(query_size)
+        self.gamma = float(gamma)
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.window = window
+        self.window_trajectories = window_trajectories
+        self.window_applies_to = window_applies_to
+        self.max_transitions_per_task = max_transitions_per_task
+        self.use_cache = use_cache
+        self._train_ids, self._test_ids = self._resolve_ids(split, train_ids, test_ids)
+        self._buffers: dict[int, TaskBuffer] = {}
+        self._train_set: TaskBatchDataset | None = None
+        self._eval_set: TaskBatchDataset | None = None
+
+    # --- public properties ------------------------------------------------------------------------------
+    @property
+    def family(self) -> TaskFamily:
+        return self._family
+
+    @property
+    def obs_dim(self) -> int:
+        return self._family.obs_dim
+
+    @property
+    def action_dim(self) -> int:
+        """Continuous: the action vector's size. Discrete: the number of actions."""
+        return self._family.action_dim
+
+    @property
+    def train_task_ids(self) -> tuple[int, ...]:
+        return self._train_ids
+
+    @property
+    def test_task_ids(self) -> tuple[int, ...]:
+        return self._test_ids
+
+    def _resolve_ids(
+        self, split: str | None, train_ids: Sequence[int] | None, test_ids: Sequence[int] | None
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if train_ids is None or test_ids is None:
+            named = self._family.split(split)
+            train = named.train if train_ids is None else train_ids
+            test = named.test if test_ids is None else test_ids
+        else:
+            train, test = train_ids, test_ids
+        train, test = tuple(int(i) for i in train), tuple(int(i) for i in test)
+        n = self._family.num_default_tasks
+        for name, ids in (("train_ids", train), ("test_ids", test)):
+            bad = [i for i in ids if not 0 <= i < n]
+            if bad:
+                raise ValueError(
+                    f"{name} holds task indices {bad} outside [0, {n}) of family {self._family.name!r}"
+                )
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{name} lists a task twice: {list(ids)}")
+        if not train:
+            raise ValueError("train_ids is empty; meta-training needs at least one task")
+        overlap = sorted(set(train) & set(test))
+        if overlap:
+            raise ValueError(f"train_ids and test_ids share tasks {overlap}; held-out tasks must be unseen")
+        if self.tasks_per_batch > len(train):
+            raise ValueError(
+                f"tasks_per_batch={self.tasks_per_batch} exceeds the {len(train)} training tasks; lower it"
+            )
+        return train, test
+
+    # --- Lightning hooks ----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Only checks that every needed task dataset exists (nothing to download)."""
+        self._check_available(self._train_ids + self._test_ids)
+
+    def _check_available(self, ids: Sequence[int]) -> None:
+        available = list_task_datasets(self.data_dir, self._family.name)
+        missing = sorted(set(ids) - set(available))
+        if missing:
+            raise MissingDatasetError(
+                f"no dataset for {self._family.name!r} task(s) {missing} under {self.data_dir / self._family.name}; "
+                f"create them with `{collect_command(self._family.name, self.data_dir)}`"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the train and held-out buffers, check them, and pack them for sampling (once)."""
+        if self._train_set is not None:
+            return
+        self._check_available(self._train_ids + self._test_ids)
+        self._load(self._train_ids + self._test_ids)
+        buffers = [self._buffers[i] for i in self._train_ids + self._test_ids]
+        check_consistent_dims(buffers)
+        self._check_family_dims(buffers[0])
+        train = [self._buffers[i] for i in self._train_ids]
+        self._train_set = TaskBatchDataset(self, train, mode="train")
+        if self._test_ids:
+            self._eval_set = TaskBatchDataset(self, [self._buffers[i] for i in self._test_ids], mode="eval")
+
+    def _load(self, ids: Sequence[int]) -> None:
+        todo = [i for i in dict.fromkeys(ids) if i not in self._buffers]
+        if not todo:
+            return
+        for buf in load_task_buffers(self.data_dir, self._family.name, todo, use_cache=self.use_cache):
+            if self.max_transitions_per_task is not None:
+                buf = buf.head(self.max_transitions_per_task)
+            self._buffers[buf.task_index] = buf
+
+    def _check_family_dims(self, buf: TaskBuffer) -> None:
+        if buf.obs_dim != self.obs_dim:
+            raise ValueError(
+                f"{buf.source}: observations have {buf.obs_dim} dims but family {self._family.name!r} has "
+                f"{self.obs_dim}; the data was made for another family or version"
+            )
+        expected = 1 if self._family.discrete_actions else self.action_dim
+        if buf.action_dim != expected or (buf.actions.ndim == 1) != self._family.discrete_actions:
+            raise ValueError(
+                f"{buf.source}: actions of shape {buf.actions.shape[1:] or '(discrete)'} do not match family "
+                f"{self._family.name!r} (action_dim {self.action_dim}, discrete={self._family.discrete_actions})"
+            )
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _loader(self, dataset: TaskBatchDataset, sampler: TaskBatchSampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,  # each item already is a whole TaskBatch
+            collate_fn=collate_task_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        rank, world = self._distributed()
+        self._train_set.set_rank(rank, world)
+        sampler = TaskBatchSampler(self.batches_per_epoch, per_epoch=True, rank=rank, world_size=world)
+        return self._loader(self._train_set, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def _eval_loader(self) -> DataLoader:
+        self._require_setup()
+        if self._eval_set is None:
+            raise ValueError("no held-out tasks (test_ids is empty): there is nothing to validate or test on")
+        n_batches = math.ceil(len(self._test_ids) / self.tasks_per_batch)
+        rank, world = self._distributed()
+        return self._loader(
+            self._eval_set, TaskBatchSampler(n_batches, per_epoch=False, rank=rank, world_size=world)
+        )
+
+    def _require_setup(self) -> None:
+        if self._train_set is None:
+            raise RuntimeError("call setup() before asking for a dataloader (the Trainer does this for you)")
+
+    # --- evaluation API ------------------------------------------------------------------------------------
+    def buffer(self, task_id: int) -> TaskBuffer:
+        """The (possibly ``max_transitions_per_task``-cut) buffer of any task of the family, loaded on demand."""
+        self._load([int(task_id)])
+        return self._buffers[int(task_id)]
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        """The parameters of a task, as stored with its data."""
+        return dict(self.buffer(task_id).task)
+
+    def behaviour_return_range(self, task_id: int) -> ReturnRange:
+        """Worst, mean and best undiscounted episode return in the task's offline data."""
+        returns = self.buffer(task_id).episode_returns()
+        return ReturnRange(float(returns.min()), float(returns.mean()), float(returns.max()))
+
+    def adaptation_batch(
+        self,
+        task_id: int,
+        size: int = 256,
+        window: str | None = None,
+        seed: int = 0,
+        num_trajectories: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """A uniform batch of one task's offline data for test-time adaptation (MACAW App. E).
+
+        Args:
+            task_id: any task of the family with data on disk (usually a held-out one).
+            size: transitions in the batch (MACAW: 256).
+            window: ``"all"``, ``"first"``, ``"middle"`` or ``"last"`` (``None``: the datamodule's window).
+            seed: seed of the draw (same seed, same batch).
+            num_trajectories: trajectories in the window (``None``: ``window_trajectories``).
+
+        Returns:
+            ``TRANSITION_KEYS`` -> tensors ``[size, ...]`` with Monte-Carlo targets for ``gamma``.
+
+        Raises:
+            ValueError: if ``size`` exceeds the transitions in the window.
+        """
+        buf = self.buffer(task_id)
+        kind = self.window if window is None else window
+        n_traj = self.window_trajectories if num_trajectories is None else num_trajectories
+        lo, hi = buf.window_range(kind, n_traj)  # type: ignore[arg-type]
+        rows = buf.uniform_indices(
+            size, np.random.default_rng([self.seed, _EVAL, 7, int(task_id), seed]), lo, hi
+        )
+        packed = PackedTasks([buf], self.gamma)
+        return {k: v[0] for k, v in packed.gather([0], rows[None, :]).items()}
+
+
+class TaskBatchDataset(Dataset):
+    """Map-style dataset whose item ``key`` is a whole :class:`TaskBatch`, drawn from ``key`` alone.
+
+    Args:
+        dm: the owning datamodule (sizes, window, seed, gamma).
+        buffers: the tasks this dataset draws from.
+        mode: ``"train"`` (K random tasks, contiguous support) or ``"eval"`` (held-out tasks in order, uniform
+            support).
+    """
+
+    def __init__(self, dm: OfflineMetaDataModule, buffers: Sequence[TaskBuffer], mode: str) -> None:
+        self.mode = mode
+        self.task_ids = np.array([b.task_index for b in buffers], dtype=np.int64)
+        self.k = dm.tasks_per_batch
+        self.support_size, self.query_size = dm.support_size, dm.query_size
+        self.seed = dm.seed
+        self.rank, self.world_size = 0, 1
+        self.packed = PackedTasks(buffers, dm.gamma)
+        self.buffers = list(buffers)
+        # Per-task [lo, hi) of the support window and of the query window.
+        self.support_ranges = [b.window_range(dm.window, dm.window_trajectories) for b in buffers]
+        self.query_ranges = (
+            self.support_ranges if dm.window_applies_to == "both" else [(0, len(b)) for b in buffers]
+        )
+        for buf, (lo, hi), (qlo, qhi) in zip(self.buffers, self.support_ranges, self.query_ranges):
+            support_span = hi - lo
+            # The query set is drawn from the query window minus the support rows inside it.
+            query_room = (qhi - qlo) - self.support_size  # the support slice lies inside the query window
+            if self.support_size > support_span or self.query_size > query_room:
+                raise ValueError(
+                    f"{buf.source} (task {buf.task_index}): support_size={self.support_size} + "
+                    f"query_size={self.query_size} need more transitions than the task offers "
+                    f"({support_span} in the support window, {qhi - qlo} for queries); lower the sizes, widen "
+                    "the window, or collect more data"
+                )
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = int(rank), int(world_size)
+        if self.mode == "train" and world_size * self.k > len(self.task_ids):
+            rank_zero_warn(
+                f"{world_size} ranks x {self.k} tasks per batch exceed the {len(self.task_ids)} training tasks: "
+                "ranks draw their tasks independently (rank-offset seeds) and may share tasks in a step",
+                category=UserWarning,
+            )
+
+    def __len__(self) -> int:  # keys are unbounded (epoch * batches_per_epoch + i); the sampler bounds them
+        return np.iinfo(np.int32).max
+
+    def __getitem__(self, key: int) -> TaskBatch:
+        if self.mode == "train":
+            positions = self._train_positions(int(key))
+            rng = np.random.default_rng([self.seed, _TRAIN, 1, int(key), self.rank])
+        else:
+            positions = np.arange(key * self.k, min((key + 1) * self.k, len(self.task_ids)))
+            if len(positions) == 0:
+                raise IndexError(f"eval batch {key} is past the {len(self.task_ids)} held-out tasks")
+            rng = np.random.default_rng([self.seed, _EVAL, 1, int(key)])
+        support_rows = np.empty((len(positions), self.support_size), dtype=np.int64)
+        query_rows = np.empty((len(positions), self.query_size), dtype=np.int64)
+        for j, pos in enumerate(positions):
+            buf = self.buffers[pos]
+            lo, hi = self.support_ranges[pos]
+            if self.mode == "train":
+                support = buf.contiguous_indices(self.support_size, rng, lo, hi)
+            else:
+                support = buf.uniform_indices(self.support_size, rng, lo, hi)
+            qlo, qhi = self.query_ranges[pos]
+            support_rows[j] = support
+            query_rows[j] = buf.uniform_indices(self.query_size, rng, qlo, qhi, exclude=support)
+        return TaskBatch(
+            support=self.packed.gather(positions, support_rows),
+            query=self.packed.gather(positions, query_rows),
+            task_ids=torch.from_numpy(self.task_ids[positions]),
+        )
+
+    def _train_positions(self, key: int) -> np.ndarray:
+        n = len(self.task_ids)
+        if self.world_size * self.k <= n:
+            # One permutation shared by all ranks; each rank takes its own block: disjoint by construction.
+            perm = np.random.default_rng([self.seed, _TRAIN, 0, key]).permutation(n)
+            return perm[self.rank * self.k : (self.rank + 1) * self.k]
+        return np.random.default_rng([self.seed, _TRAIN, 0, key, self.rank]).permutation(n)[: self.k]
+
+
+class TaskBatchSampler(DistributedSampler):
+    """Yields the keys of the batches of one epoch: ``epoch * num_batches + i`` (train) or ``i`` (eval).
+
+    It subclasses ``DistributedSampler`` only so that Lightning recognises it as distribution-aware and neither
+    replaces nor wraps it: rank handling happens in :class:`TaskBatchDataset` (each rank builds its own batches
+    from the same keys). ``set_epoch`` is called by Lightning at every epoch start.
+    """
+
+    def __init__(self, num_batches: int, per_epoch: bool, rank: int = 0, world_size: int = 1) -> None:
+        # DistributedSampler.__init__ is skipped on purpose: it wants a sized dataset and a process group.
+        self.num_batches = int(num_batches)
+        self.per_epoch = per_epoch
+        self.rank, self.num_replicas = rank, world_size
+        self.epoch = 0
+        self.shuffle = False
+        self.seed = 0
+        self.drop_last = False
+
+    def __iter__(self) -> Iterator[int]:
+        base = self.epoch * self.num_batches if self.per_epoch else 0
+        return iter(range(base, base + self.num_batches))
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+def collate_task_batch(item: TaskBatch) -> TaskBatch:
+    """DataLoader collate for ``batch_size=None``: every item already is a :class:`TaskBatch`."""
+    if not isinstance(item, TaskBatch):
+        raise TypeError(f"expected a TaskBatch, got {type(item).__name__}")
+    return item

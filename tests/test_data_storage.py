@@ -1,0 +1,215 @@
+"""Minari task storage: exact round trips, the packed cache and its invalidation, atomic writes, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lit_offmeta.data import storage
+from lit_offmeta.data.storage import (
+    MissingDatasetError,
+    dataset_path,
+    list_task_datasets,
+    load_task_buffers,
+    minari_root,
+    write_task_dataset,
+)
+from lit_offmeta.data.synthetic import synthetic_episodes
+from lit_offmeta.tasks import get_family
+
+FAMILY = "point_robot"
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path, monkeypatch):
+    """Every test gets its own HOME so a stray write to ~/.minari would be caught."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
+
+
+def _task(i):
+    return get_family(FAMILY).default_tasks()[i]
+
+
+def _write(root, i, num_episodes=6, horizon=5, seed=0, **kwargs):
+    eps = synthetic_episodes(i, num_episodes, horizon, seed=seed, terminate_every=3)
+    for e, ep in enumerate(eps):
+        ep["trial_index"], ep["episode_in_trial"] = e // 2, e % 2
+    return write_task_dataset(root, FAMILY, i, _task(i), eps, {"behaviour_agent": "synthetic", **kwargs}), eps
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_round_trip_is_exact(tmp_path, use_cache):
+    path, eps = _write(tmp_path, 7)
+    assert path == dataset_path(tmp_path, FAMILY, 7) == tmp_path / FAMILY / "task_0007-v0"
+    for _ in range(2):  # second pass reads the cache when enabled
+        (buf,) = load_task_buffers(tmp_path, FAMILY, [7], use_cache=use_cache)
+        np.testing.assert_array_equal(buf.obs, np.concatenate([e["observations"][:-1] for e in eps]))
+        np.testing.assert_array_equal(buf.next_obs, np.concatenate([e["observations"][1:] for e in eps]))
+        np.testing.assert_array_equal(buf.actions, np.concatenate([e["actions"] for e in eps]))
+        np.testing.assert_array_equal(buf.rewards, np.concatenate([e["rewards"] for e in eps]))
+        np.testing.assert_array_equal(buf.terminals, np.concatenate([e["terminations"] for e in eps]))
+        np.testing.assert_array_equal(buf.truncations, np.concatenate([e["truncations"] for e in eps]))
+        np.testing.assert_array_equal(buf.behaviour_steps, [e["behaviour_step"] for e in eps])
+        np.testing.assert_array_equal(buf.trial_index, [0, 0, 1, 1, 2, 2])
+        np.testing.assert_array_equal(buf.episode_in_trial, [0, 1, 0, 1, 0, 1])
+        assert buf.task == _task(7) and buf.task_index == 7 and buf.family == FAMILY
+    assert (path / storage.CACHE_NAME).exists() == use_cache
+    assert not (tmp_path / "home" / ".minari").exists()
+    assert "MINARI_DATASETS_PATH" not in os.environ
+
+
+def test_plain_minari_reads_the_dataset_and_metadata(tmp_path):
+    import minari
+
+    _write(tmp_path, 2, seed_note="x")
+    with minari_root(tmp_path):
+        ds = minari.load_dataset(f"{FAMILY}/task_0002-v0")
+        assert ds.total_episodes == 6
+        block = ds.storage.metadata[storage.METADATA_KEY]
+        env = ds.recover_environment()
+    assert block["task"] == _task(2) and block["metadata"]["seed_note"] == "x"
+    assert env.unwrapped.task == _task(2)  # the env spec carries the task
+
+
+def test_list_and_overwrite(tmp_path):
+    _write(tmp_path, 0)
+    _write(tmp_path, 11)
+    assert list(list_task_datasets(tmp_path, FAMILY)) == [0, 11]
+    assert list_task_datasets(tmp_path, "grid_navi") == {}
+    _, eps = _write(tmp_path, 0, seed=5)  # overwrite replaces the old data
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [0])
+    np.testing.assert_array_equal(buf.rewards, np.concatenate([e["rewards"] for e in eps]))
+    assert sorted(p.name for p in (tmp_path / FAMILY).iterdir()) == [
+        "namespace_metadata.json",
+        "task_0000-v0",
+        "task_0011-v0",
+    ]
+
+
+def test_cache_is_rebuilt_when_the_source_changes(tmp_path):
+    path, _ = _write(tmp_path, 1)
+    load_task_buffers(tmp_path, FAMILY, [1])
+    stamp = (path / storage.CACHE_NAME).stat().st_mtime_ns
+    load_task_buffers(tmp_path, FAMILY, [1])
+    assert (path / storage.CACHE_NAME).stat().st_mtime_ns == stamp  # fresh cache reused, not rewritten
+
+    # Edit the source in place (same files, new content): the signature changes, the cache is ignored.
+    import h5py
+
+    with h5py.File(path / "data" / "main_data.hdf5", "r+") as f:
+        f["episode_0/rewards"][0] = 123.0
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [1])
+    assert buf.rewards[0] == 123.0
+
+    # A cache whose signature matches but whose bytes are garbage is rebuilt, never trusted.
+    (path / storage.CACHE_NAME).write_bytes(b"not a zip")
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [1])
+    assert buf.rewards[0] == 123.0
+
+
+def test_a_crash_mid_write_leaves_nothing_loadable(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    # Simulate a kill after Minari has written the temporary dataset but before it is published, and keep
+    # the temporary folder as a SIGKILL would (no cleanup runs).
+    monkeypatch.setattr(storage, "_publish", crash)
+    monkeypatch.setattr(storage.shutil, "rmtree", lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path, 4)
+    leftovers = [p.name for p in (tmp_path / FAMILY).iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-task_0004-v0")
+    assert list_task_datasets(tmp_path, FAMILY) == {}
+    with pytest.raises(MissingDatasetError, match="no dataset for 'point_robot' task"):
+        load_task_buffers(tmp_path, FAMILY, [4])
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path, monkeypatch):
+    _, old = _write(tmp_path, 3, seed=1)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(storage, "_create_minari_dataset", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _write(tmp_path, 3, seed=2)
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [3])
+    np.testing.assert_array_equal(buf.rewards, np.concatenate([e["rewards"] for e in old]))
+    assert [p.name for p in (tmp_path / FAMILY).iterdir() if p.name.startswith(".")] == []
+
+
+def test_unfinished_metadata_is_not_listed(tmp_path):
+    path, _ = _write(tmp_path, 5)
+    meta = json.loads((path / "data" / "metadata.json").read_text())
+    del meta[storage.METADATA_KEY]
+    (path / "data" / "metadata.json").write_text(json.dumps(meta))
+    assert list_task_datasets(tmp_path, FAMILY) == {}
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+def test_missing_dataset_names_the_collect_command(tmp_path):
+    with pytest.raises(
+        MissingDatasetError, match=f"lit-offmeta collect --family {FAMILY} --preset small --out"
+    ):
+        load_task_buffers(tmp_path, FAMILY)
+    _write(tmp_path, 0)
+    with pytest.raises(
+        ValueError, match=r"task\(s\) \[1, 2\] .*found task indices: \[0\].*lit-offmeta collect"
+    ):
+        load_task_buffers(tmp_path, FAMILY, [0, 1, 2])
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path, _ = _write(tmp_path, 6)
+    main = path / "data" / "main_data.hdf5"
+    main.write_bytes(main.read_bytes()[: main.stat().st_size // 2])
+    with pytest.raises(ValueError, match="main_data.hdf5 is truncated or corrupt"):
+        load_task_buffers(tmp_path, FAMILY, [6])
+    (path / "data" / "metadata.json").write_text('{"total_')
+    assert list_task_datasets(tmp_path, FAMILY) == {}
+    with pytest.raises(ValueError, match="metadata.json is unreadable or truncated"):
+        storage.read_task_dataset(path)
+
+
+def test_bad_episodes_are_refused_before_anything_is_written(tmp_path):
+    eps = synthetic_episodes(0, 2, 5, obs_dim=3)
+    with pytest.raises(ValueError, match="observations have 3 columns, family 'point_robot' has 2"):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), eps)
+    eps = synthetic_episodes(0, 2, 5)
+    eps[0]["observations"][1, 1] = np.inf
+    with pytest.raises(ValueError, match="field 'observations' holds NaN or inf"):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), eps)
+    with pytest.raises(ValueError, match="no episodes to write"):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), [])
+    with pytest.raises(ValueError, match="must be JSON-serialisable"):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), synthetic_episodes(0, 2, 5), {"agent": object()})
+    with pytest.raises(ValueError, match="lacks parameter"):
+        write_task_dataset(tmp_path, FAMILY, 0, {"velocity": 1.0}, synthetic_episodes(0, 2, 5))
+    with pytest.raises(ValueError, match="unknown task family"):
+        write_task_dataset(tmp_path, "nope", 0, {}, synthetic_episodes(0, 2, 5))
+    with pytest.raises(ValueError, match=r"discrete actions; pass 'actions' as \[T\] integers"):
+        write_task_dataset(
+            tmp_path, "grid_navi", 0, get_family("grid_navi").default_tasks()[0], synthetic_episodes(0, 2, 5)
+        )
+    assert list_task_datasets(tmp_path, FAMILY) == {}
+
+
+def test_dataset_of_another_family_is_refused(tmp_path):
+    path, _ = _write(tmp_path, 0)
+    with pytest.raises(ValueError, match="holds family 'point_robot', expected 'point_robot_sparse'"):
+        storage.read_task_dataset(path, expected_family="point_robot_sparse")
+
+
+def test_discrete_family_round_trip(tmp_path):
+    fam = get_family("grid_navi")
+    eps = synthetic_episodes(0, 3, 4, obs_dim=fam.obs_dim, discrete_actions=fam.action_dim)
+    write_task_dataset(tmp_path, "grid_navi", 0, fam.default_tasks()[0], eps)
+    (buf,) = load_task_buffers(tmp_path, "grid_navi", [0])
+    assert buf.actions.dtype == np.int64
+    np.testing.assert_array_equal(buf.actions, np.concatenate([e["actions"] for e in eps]))
