@@ -119,3 +119,49 @@ def test_vectorised_termination_equals_step_termination(name):
     np.testing.assert_array_equal(flags, data["terminated"])
     if name != "cheetah_vel":
         assert data["terminated"].any()  # random actions topple the ant/walker: the True branch is covered
+
+
+def test_point_robot_rewards_by_hand():
+    """Dense -||p' - g||; sparse 1 within radius 0.2 (inclusive) of the goal, else 0."""
+    task = {"goal": [0.0, 1.0]}
+    next_obs = np.array([[0.0, 1.0], [0.0, 0.8], [0.3, 1.4], [0.0, 0.0]], dtype=np.float32)
+    obs = np.zeros_like(next_obs)
+    action = np.zeros_like(next_obs)
+    dense = get_family("point_robot").reward(task, obs, action, next_obs)
+    np.testing.assert_allclose(dense, [0.0, -0.2, -0.5, -1.0], atol=1e-6)
+    sparse = get_family("point_robot_sparse").reward(task, obs, action, next_obs)
+    np.testing.assert_array_equal(sparse, [1.0, 1.0, 0.0, 0.0])
+
+
+def test_grid_navi_reward_on_a_scripted_path():
+    """Walk right 4 times then up 4 times to the goal (4, 4): -0.1 per step off the goal, then 1 on it
+    (and the episode goes on); the vectorised reward reproduces every step."""
+    family = get_family("grid_navi")
+    task = {"goal": [4, 4]}
+    env = family.make_env(task)
+    obs, _ = env.reset(seed=0)
+    actions = [2] * 4 + [1] * 4 + [0] * 3
+    rows = []
+    for action in actions:
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        rows.append((obs, action, next_obs, reward))
+        obs = next_obs
+        assert not terminated
+    rewards = np.array([r[3] for r in rows])
+    np.testing.assert_allclose(rewards, [-0.1] * 7 + [1.0] * 4, rtol=1e-6)
+    relabelled = family.reward(task, np.stack([r[0] for r in rows]), np.array(actions), np.stack([r[2] for r in rows]))
+    np.testing.assert_array_equal(relabelled, rewards.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "match"),
+    [
+        ("point_robot", {"goal": [0.0, 1.0, 0.0]}, r"'goal' must have shape \(2,\)"),
+        ("point_robot_sparse", {"goal": [0.0, 11.0]}, "outside"),
+        ("grid_navi", {"goal": [0, 0]}, "not one of the 21 goal cells"),
+        ("grid_navi", {"goal": "corner"}, "must be two integers"),
+    ],
+)
+def test_navigation_bad_parameters(name, task, match):
+    with pytest.raises(ValueError, match=match):
+        get_family(name).make_env(task)
