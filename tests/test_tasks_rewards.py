@@ -109,7 +109,7 @@ def test_missing_task_parameter_is_a_clear_error(name):
         family.validate_task([1.0, 2.0])
 
 
-@pytest.mark.parametrize("name", ["ant_dir", "walker_params", "cheetah_vel"])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_vectorised_termination_equals_step_termination(name):
     """family.terminated(...) over a rollout reproduces step()'s terminated flags (relabelling needs it)."""
     family = get_family(name)
@@ -117,7 +117,7 @@ def test_vectorised_termination_equals_step_termination(name):
     data = rollout(family, task, steps=400, seed=2)
     flags = family.terminated(task, data["obs"], data["actions"], data["next_obs"])
     np.testing.assert_array_equal(flags, data["terminated"])
-    if name != "cheetah_vel":
+    if name in {"ant_dir", "walker_params"}:
         assert data["terminated"].any()  # random actions topple the ant/walker: the True branch is covered
 
 

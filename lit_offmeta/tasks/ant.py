@@ -20,8 +20,8 @@ index    content
 
 gymnasium's default layout drops the torso x, y; we keep them (``qpos[0:3]`` is exactly the torso position
 for a free joint) because the reward's velocity is computed from them, and the contact forces because the
-contact cost is. The reference code measured the velocity with ``get_body_com`` after ``mj_step``, which is
-one 0.01 s substep stale; ours is the exact ``(qpos[0:2]' - qpos[0:2]) / dt``. The survival bonus is a
+contact cost is. The velocity is the exact ``(qpos[0:2]' - qpos[0:2]) / dt`` (body positions read straight
+after ``mj_step``, as ``get_body_com`` does, date from the start of its last substep). The survival bonus is a
 constant 1 as in PEARL/MACAW (gymnasium's ``Ant-v5`` pays it only while healthy).
 
 Ant-SemiCircle (BOReL; Dorfman et al. 2021): goals on the upper unit semicircle, angle U(0, pi). Dense

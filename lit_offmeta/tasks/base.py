@@ -89,6 +89,14 @@ class TaskFamily(ABC):
     def reward(self, task: Task, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Vectorised reward: arrays with any leading batch shape -> rewards of that shape (float32/64)."""
 
+    def terminated(self, task: Task, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        """Vectorised true-termination flag (no bootstrapping past it), the one ``env.step()`` reports.
+
+        Default: the family never terminates (only the time limit ends episodes). Families that end episodes
+        early (Ant-Dir, Walker2d-Params) override it.
+        """
+        return np.zeros(np.asarray(next_obs).shape[:-1], dtype=bool)
+
     def success(self, task: Task, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray | None:
         """Per-transition success indicator, or ``None`` where the family defines no success."""
         return None
