@@ -9,6 +9,7 @@ from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit
 from lit_offmeta.tasks.cheetah import HalfCheetahDir, HalfCheetahVel
 from lit_offmeta.tasks.grid_navi import GridNavi
 from lit_offmeta.tasks.point_robot import PointRobot, PointRobotSparse
+from lit_offmeta.tasks.trial import TrialWrapper, make_trial_env
 from lit_offmeta.tasks.walker import Walker2dParams
 
 FAMILIES: dict[str, type[TaskFamily]] = {
@@ -68,6 +69,8 @@ __all__ = [
     "Task",
     "TaskFamily",
     "TaskSplit",
+    "TrialWrapper",
     "Walker2dParams",
     "get_family",
+    "make_trial_env",
 ]
