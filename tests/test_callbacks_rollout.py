@@ -152,3 +152,8 @@ def test_normalised_score_by_hand():
     np.testing.assert_allclose(normalised_score([-30.0, -5.0, 0.0], [-30.0, -30.0, -30.0], -5.0), [0.0, 1.0, 1.2])
     with pytest.raises(ValueError, match="best behaviour return must exceed"):
         normalised_score([1.0, 1.0], [-3.0, 2.0], [0.0, 2.0])
+
+
+def test_non_finite_actions_are_refused():
+    with pytest.raises(ValueError, match="non-finite actions"):
+        rollout(ConstantModule(float("nan")), LineFamily(), [{"goal": 1.0}])

@@ -97,6 +97,11 @@ class ModulePolicy:
         dtype = param.dtype if param is not None else torch.float32
         out = self.module(torch.as_tensor(np.asarray(obs), dtype=dtype, device=device))
         out = out.detach().cpu().numpy()
+        if not np.all(np.isfinite(out)):
+            raise ValueError(
+                f"{type(self.module).__name__} produced non-finite actions (NaN/inf) for finite observations; "
+                "the adapted policy diverged (lower the inner or fine-tuning learning rates)"
+            )
         if isinstance(self.action_space, gym.spaces.Discrete):
             return out.argmax(axis=-1).astype(np.int64)
         if self.noise_std > 0:

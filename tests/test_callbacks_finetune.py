@@ -1,0 +1,83 @@
+"""Online fine-tuning (paper App. C.2): the fine-tuner continues exactly the adaptation MACAW's adapt performs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lit_offmeta.algorithms.macaw import MACAW
+from lit_offmeta.callbacks.finetune import GradientFineTuner, episodes_to_transitions, online_finetune
+from lit_offmeta.callbacks.rollout import rollout
+from lit_offmeta.tasks import get_family
+
+
+def tiny_macaw(inner_lr: float = 0.05) -> MACAW:
+    torch.manual_seed(0)
+    return MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8, inner_lr_value=inner_lr,
+                 inner_lr_policy=inner_lr)
+
+
+def context(n: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(n, 2, generator=g), "actions": torch.rand(n, 2, generator=g) * 2 - 1,
+        "rewards": torch.randn(n, generator=g), "next_obs": torch.randn(n, 2, generator=g),
+        "terminals": torch.zeros(n), "mc_returns": torch.randn(n, generator=g),
+        "bootstrap_obs": torch.randn(n, 2, generator=g), "bootstrap_discounts": torch.full((n,), 0.5),
+    }
+
+
+def test_fine_tuner_steps_equal_adapt_and_leave_the_module_alone():
+    """k fine-tuning steps on the same batch == adapt(batch, steps=k): the same update, continued."""
+    model, ctx, x = tiny_macaw(), context(), torch.randn(7, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuner = GradientFineTuner(model)
+    torch.testing.assert_close(tuner.policy()(x), model.adapt(ctx, steps=0)(x))
+    tuner.step(ctx)
+    torch.testing.assert_close(tuner.policy()(x), model.adapt(ctx, steps=1)(x), atol=1e-5, rtol=1e-5)
+    tuner.step(ctx)
+    torch.testing.assert_close(tuner.policy()(x), model.adapt(ctx, steps=2)(x), atol=1e-5, rtol=1e-5)
+    assert (model.adapt(ctx, 2)(x) - model.adapt(ctx, 0)(x)).abs().max() > 1e-3  # the steps did move it
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert tuner.num_steps == 2
+
+
+def test_episodes_to_transitions_monte_carlo_targets_by_hand():
+    """Rewards 1, 2, 3 with discount 0.5: reward-to-go 2.75, 3.5, 3; bootstrap gamma^(T-t) only where cut."""
+    obs = np.arange(8, dtype=np.float32).reshape(4, 2)
+    cut = {"observations": obs, "actions": np.zeros((3, 2), np.float32), "rewards": np.array([1, 2, 3], np.float32),
+           "terminations": np.array([False, False, False]), "truncations": np.array([False, False, True])}
+    ended = {**cut, "terminations": np.array([False, False, True]), "truncations": np.array([False] * 3)}
+    out = episodes_to_transitions([cut, ended], {"goal": [0.0, 1.0]}, "point_robot", discount=0.5)
+    np.testing.assert_allclose(out["mc_returns"].numpy(), [2.75, 3.5, 3.0] * 2)
+    np.testing.assert_allclose(out["bootstrap_discounts"].numpy(), [0.125, 0.25, 0.5, 0, 0, 0])
+    np.testing.assert_allclose(out["bootstrap_obs"].numpy(), np.tile(obs[3], (6, 1)))
+    np.testing.assert_allclose(out["terminals"].numpy(), [0, 0, 0, 0, 0, 1])
+    np.testing.assert_allclose(out["next_obs"][:3].numpy(), obs[1:])
+
+
+def test_online_finetune_schedule_and_offline_point():
+    """20-step episodes, 2 gradient steps per rollout, reports at 20 and 60 env steps.
+
+    The 0-step point is the offline adaptation alone (== a rollout of adapt(batch, 1)); one rollout reaches 20
+    steps after 1 + 2 gradient steps; three rollouts reach 60 after 1 + 6.
+    """
+    family, model, ctx = get_family("point_robot"), tiny_macaw(inner_lr=1e-3), context()
+    task = {"goal": [0.0, 1.0]}
+    result = online_finetune(model, family, task, ctx, [20, 60], gradient_steps_per_rollout=2, batch_size=16,
+                             seed=3)
+    assert result.env_steps == [0, 20, 60]
+    assert result.gradient_steps == [1, 3, 7]
+    offline_only = rollout(model.adapt(ctx, steps=1), family, [task], seed=3 + 10_000).task_returns()[0]
+    assert result.returns[0] == pytest.approx(offline_only, abs=1e-4)
+    assert all(np.isfinite(result.returns))
+
+
+def test_bad_arguments():
+    family, model, ctx = get_family("point_robot"), tiny_macaw(), context()
+    with pytest.raises(ValueError, match="report_env_steps"):
+        online_finetune(model, family, {"goal": [0.0, 1.0]}, ctx, [0])
+    with pytest.raises(ValueError, match="adapt_value"):
+        GradientFineTuner(torch.nn.Linear(2, 2))
