@@ -62,7 +62,7 @@ def test_cheetah_dir_trains_and_tests_on_both_directions():
 def test_point_robot_sparse_and_walker_paper_splits():
     assert get_family("point_robot_sparse").split("paper").test == tuple(range(80, 100))
     walker = get_family("walker_params").split("paper")
-    assert walker.train == tuple(range(40)) and walker.test == tuple(range(40, 50))
+    assert walker.train == tuple(range(45)) and walker.test == tuple(range(45, 50))
 
 
 def test_unknown_split_is_a_clear_error():
