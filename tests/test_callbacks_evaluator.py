@@ -14,7 +14,8 @@ from test_callbacks_fakes import ConstantModule, LineFamily, line_return
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_offmeta.callbacks.distributed import merge_task_results, shard_tasks
-from lit_offmeta.callbacks.evaluator import AdaptationEvaluator, random_policy_returns
+from lit_offmeta.callbacks.evaluator import AdaptationEvaluator, best_behaviour_return, random_policy_returns
+from lit_offmeta.datamodules.offline_meta import ReturnRange
 
 HORIZON = LineFamily.horizon
 
@@ -44,7 +45,8 @@ class FakeDataModule(LightningDataModule):
 
     def behaviour_return_range(self, task_id):
         goal = self.task(task_id)["goal"]
-        return line_return(1.0, goal, HORIZON), line_return(0.5, goal, HORIZON)
+        return ReturnRange(line_return(0.0, goal, HORIZON), line_return(0.5, goal, HORIZON),
+                           line_return(1.0, goal, HORIZON))
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1)
@@ -87,7 +89,7 @@ class FakeModule(LightningModule):
 
 def expected_scores(dm, task_ids, action, random):
     ret = np.array([line_return(action, dm.task(t)["goal"], HORIZON) for t in task_ids])
-    best = np.array([dm.behaviour_return_range(t)[0] for t in task_ids])
+    best = np.array([dm.behaviour_return_range(t).max for t in task_ids])
     return ret, (ret - random) / (best - random)
 
 
@@ -238,3 +240,18 @@ def test_module_without_adapt_is_refused(tmp_path):
     trainer = make_trainer(tmp_path, AdaptationEvaluator(), max_epochs=1)
     with pytest.raises(ValueError, match="has no adapt"):
         trainer.fit(NoAdapt(), datamodule=FakeDataModule())
+
+
+def test_best_behaviour_return_reads_the_maximum():
+    class DM:
+        def __init__(self, value):
+            self.value = value
+
+        def behaviour_return_range(self, task_id):
+            return self.value
+
+    assert best_behaviour_return(DM(ReturnRange(-9.0, -5.0, -1.0)), 0) == -1.0
+    assert best_behaviour_return(DM({"best": 2.0}), 0) == 2.0
+    assert best_behaviour_return(DM(3), 0) == 3.0
+    with pytest.raises(ValueError, match="expected a ReturnRange"):
+        best_behaviour_return(DM("x"), 0)

@@ -38,14 +38,25 @@ DEFAULT_CURVE_STEPS = (0, 1, 5, 20)
 def best_behaviour_return(datamodule: Any, task_id: int) -> float:
     """The best episode return in a task's offline data, from ``datamodule.behaviour_return_range``.
 
-    Accepts what that method returns: a ``(best, mean)`` pair, a mapping with key ``"best"``, or a number.
+    Accepts a named tuple or object with a ``max`` (or ``best``) field, such as
+    :class:`~lit_offmeta.datamodules.offline_meta.ReturnRange`, a mapping with key ``"max"`` or ``"best"``, or a
+    plain number.
     """
     value = datamodule.behaviour_return_range(task_id)
     if isinstance(value, dict):
-        value = value["best"]
-    elif isinstance(value, (tuple, list)):
-        value = value[0]
-    return float(value)
+        key = "max" if "max" in value else "best"
+        if key not in value:
+            raise ValueError(f"behaviour_return_range({task_id}) returned a dict without 'max'/'best': {value!r}")
+        return float(value[key])
+    for name in ("max", "best"):
+        if hasattr(value, name) and not callable(getattr(value, name)):
+            return float(getattr(value, name))
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise ValueError(
+        f"behaviour_return_range({task_id}) returned {value!r}; expected a ReturnRange(min, mean, max), a dict "
+        "with 'max' or a number"
+    )
 
 
 def random_policy_returns(
