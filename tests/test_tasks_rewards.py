@@ -165,3 +165,22 @@ def test_grid_navi_reward_on_a_scripted_path():
 def test_navigation_bad_parameters(name, task, match):
     with pytest.raises(ValueError, match=match):
         get_family(name).make_env(task)
+
+
+def test_family_table_in_the_package_docstring_is_true():
+    """The obs/action sizes and horizons documented in lit_offmeta.tasks match the families."""
+    import lit_offmeta.tasks as tasks
+
+    for name in FAMILIES:
+        family = get_family(name)
+        act = f"{family.action_dim} (d)" if family.discrete_actions else str(family.action_dim)
+        row = next(line for line in tasks.__doc__.splitlines() if line.startswith(f"``{name}``"))
+        cells = row.split()
+        assert cells[1] == f"``{family.env_id}``", name
+        assert " ".join(cells[2:-2]) == f"{family.obs_dim} / {act}", name
+        assert cells[-2:] == [str(family.horizon), str(family.num_default_tasks)], name
+
+
+def test_gym_make_with_module_prefix():
+    env = gym.make("lit_offmeta.tasks:lit_offmeta/AntSemiCircleSparse-v0", task={"goal": [0.0, 1.0]})
+    assert env.reset(seed=0)[0].shape == (29,)

@@ -1,4 +1,26 @@
-"""Task families: the single source of truth for each family of MDPs (see :mod:`lit_offmeta.tasks.base`)."""
+"""Task families: the single source of truth for each family of MDPs (see :mod:`lit_offmeta.tasks.base`).
+
+Importing this package registers every family's environment with gymnasium, so after
+``import lit_offmeta.tasks`` both ``get_family("cheetah_vel").make_env(task)`` and
+``gym.make("lit_offmeta/HalfCheetahVel-v0", task=task)`` work; without the import, gymnasium's module prefix
+does it: ``gym.make("lit_offmeta.tasks:lit_offmeta/HalfCheetahVel-v0", task=task)``.
+
+=========================  ======================================  =========  =======  =====
+family (``get_family``)    gymnasium id                            obs / act  horizon  tasks
+=========================  ======================================  =========  =======  =====
+``point_robot``            ``lit_offmeta/PointRobot-v0``           2 / 2      20       40
+``point_robot_sparse``     ``lit_offmeta/PointRobotSparse-v0``     2 / 2      60       100
+``grid_navi``              ``lit_offmeta/GridNavi-v0``             2 / 5 (d)  15       21
+``cheetah_vel``            ``lit_offmeta/HalfCheetahVel-v0``       20 / 6     200      40
+``cheetah_dir``            ``lit_offmeta/HalfCheetahDir-v0``       20 / 6     200      2
+``ant_dir``                ``lit_offmeta/AntDir-v0``               107 / 8    200      50
+``ant_semicircle``         ``lit_offmeta/AntSemiCircle-v0``        29 / 8     200      50
+``ant_semicircle_sparse``  ``lit_offmeta/AntSemiCircleSparse-v0``  29 / 8     200      50
+``walker_params``          ``lit_offmeta/Walker2dParams-v0``       18 / 6     200      50
+=========================  ======================================  =========  =======  =====
+
+(d): discrete actions. Multi-episode (BAMDP) trials: :func:`make_trial_env` / :class:`TrialWrapper`.
+"""
 
 from __future__ import annotations
 
