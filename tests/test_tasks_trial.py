@@ -123,3 +123,12 @@ def test_every_trial_observation_lies_in_the_observation_space():
     assert len(steps) == 2 * family.horizon
     for s in steps:
         assert env.observation_space.contains(s["returned"]) and env.observation_space.contains(s["next_obs"])
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import lit_offmeta.tasks.trial as trial
+
+    result = doctest.testmod(trial)
+    assert result.attempted > 0 and result.failed == 0
