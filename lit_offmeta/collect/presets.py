@@ -39,8 +39,10 @@ class CollectConfig:
             ``episode_in_trial`` when this is above 1.
         env_kwargs: keyword arguments of ``family.make_env`` (e.g. ``random_start`` for PointRobot).
         agent_kwargs: the agent's own hyperparameters (see the agent's config class).
-        env_steps: total environment steps of the task-conditioned SAC agent, summed over all tasks.
-        num_envs: SAC: environments stepped in parallel, each on a task drawn in turn from the task list.
+        steps_per_task: SAC: environment steps recorded for each task (the task-conditioned agent runs
+            ``steps_per_task * number of tasks`` steps in all).
+        num_envs: SAC: environments stepped in parallel; each starts every episode on the task that has the
+            fewest steps so far, so all tasks grow at the same pace.
     """
 
     family: str
@@ -51,7 +53,7 @@ class CollectConfig:
     episodes_per_trial: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_steps: int = 0
+    steps_per_task: int = 0
     num_envs: int = 1
 
     def __post_init__(self) -> None:
@@ -62,10 +64,10 @@ class CollectConfig:
         if self.episodes_per_trial < 1:
             raise ValueError(f"collect config: episodes_per_trial must be >= 1, got {self.episodes_per_trial}")
         if self.agent == "sac":
-            if self.env_steps < 1 or self.num_envs < 1:
+            if self.steps_per_task < 1 or self.num_envs < 1:
                 raise ValueError(
-                    f"collect config: the sac agent needs env_steps >= 1 and num_envs >= 1, "
-                    f"got env_steps={self.env_steps}, num_envs={self.num_envs}"
+                    f"collect config: the sac agent needs steps_per_task >= 1 and num_envs >= 1, "
+                    f"got steps_per_task={self.steps_per_task}, num_envs={self.num_envs}"
                 )
         elif self.episodes_per_task < 1:
             raise ValueError(
@@ -98,9 +100,15 @@ def _sac(family: str, preset: str, **kw: Any) -> CollectConfig:
 
 
 # SAC settings. tiny: small networks, updates start almost at once, so a few thousand steps run in seconds.
-_SAC_TINY = {"hidden": [64, 64], "batch_size": 64, "learning_starts": 200, "updates_per_step": 0.25}
-# small/paper: the task-conditioned agent of REFERENCE_NOTES (256x256, 0.5 updates per env step).
-_SAC_FULL = {"hidden": [256, 256], "batch_size": 256, "learning_starts": 5000, "updates_per_step": 0.5}
+# Cheetah: hide the absolute torso x (observation index 17) from the agent; it grows without bound.
+_SAC_TINY = {"hidden": [64, 64], "batch_size": 64, "learning_starts": 200, "updates_per_step": 0.25,
+             "obs_exclude": [17]}
+# small: 128x128 networks, 0.5 updates per env step: 256x256 (REFERENCE_NOTES' agent) ran 2.5x slower per
+# update on the shared 2-core CPU here (16 vs 41 updates/s, /tmp/upd.py-style timing under load 7).
+_SAC_SMALL = {"hidden": [128, 128], "batch_size": 256, "learning_starts": 5000, "updates_per_step": 0.5,
+              "obs_exclude": [17]}
+# paper: 256x256 as in SAC's paper (Haarnoja et al. 2018) and REFERENCE_NOTES' task-conditioned agent.
+_SAC_FULL = {**_SAC_SMALL, "hidden": [256, 256]}
 
 PRESETS: dict[str, dict[str, CollectConfig]] = {
     "point_robot": {
@@ -133,12 +141,18 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
                                episodes_per_trial=4),
     },
     "cheetah_vel": {
-        "tiny": _sac("cheetah_vel", "tiny", num_tasks=2, env_steps=3000, num_envs=2, agent_kwargs=_SAC_TINY),
-        # 240k steps over 40 tasks = 6000 steps (30 episodes of 200) per task.
-        "small": _sac("cheetah_vel", "small", num_tasks=40, env_steps=240_000, num_envs=8, agent_kwargs=_SAC_FULL),
-        # MACAW App. D: 2.5M steps per task (100M in all).
-        "paper": _sac("cheetah_vel", "paper", num_tasks=40, env_steps=100_000_000, num_envs=40,
-                      agent_kwargs=_SAC_FULL),
+        "tiny": _sac("cheetah_vel", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
+        # 40 tasks x 5000 steps (25 episodes of 200) = 200k steps in all.
+        "small": _sac("cheetah_vel", "small", num_tasks=40, steps_per_task=5000, num_envs=8, agent_kwargs=_SAC_SMALL),
+        # MACAW App. D: 2.5M steps per task.
+        "paper": _sac("cheetah_vel", "paper", num_tasks=40, steps_per_task=2_500_000, num_envs=40,
+                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}),
+    },
+    "cheetah_dir": {
+        "tiny": _sac("cheetah_dir", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
+        "small": _sac("cheetah_dir", "small", num_tasks=2, steps_per_task=60_000, num_envs=2, agent_kwargs=_SAC_SMALL),
+        "paper": _sac("cheetah_dir", "paper", num_tasks=2, steps_per_task=2_500_000, num_envs=2,
+                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}),
     },
 }
 

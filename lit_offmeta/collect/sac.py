@@ -1,0 +1,269 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1812.05905), pure torch: the MuJoCo behaviour agent.
+
+The update reads in the paper's order: soft TD target under ``no_grad``, twin-critic regression, actor,
+temperature, Polyak averaging of the target critics. Each loss is a small pure function (tensors in, scalar
+out) so that the tests can check it against a hand computation. MACAW (arXiv:2008.06043, App. D) collected its
+data with per-task SAC (TD3 for Cheetah-Vel); we use SAC throughout, conditioned on the task (see
+:mod:`lit_offmeta.collect.sac_collect`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+"""Range of the actor's log standard deviation (squashed into it with tanh, as CleanRL does)."""
+
+
+# --- losses -----------------------------------------------------------------------------------------------
+
+
+def soft_td_target(
+    rewards: Tensor,
+    terminals: Tensor,
+    next_q1: Tensor,
+    next_q2: Tensor,
+    next_log_pi: Tensor,
+    alpha: float | Tensor,
+    discount: float,
+) -> Tensor:
+    r"""Soft Bellman target :math:`y = r + \gamma (1 - d) (\min_i Q'_i(s', a') - \alpha \log\pi(a'|s'))`.
+
+    Eq. (3) of Haarnoja et al. 2018 with the twin-critic minimum (Fujimoto et al. 2018). ``terminals`` is 1
+    only at a true end of the MDP; a time-limit cut keeps bootstrapping.
+
+    Args:
+        rewards, terminals, next_q1, next_q2, next_log_pi: ``[B]``; ``a' ~ pi(.|s')``.
+        alpha: entropy temperature.
+        discount: gamma.
+
+    Returns:
+        ``[B]`` targets (no gradient is taken through them by the caller).
+    """
+    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_pi
+    return rewards + discount * (1.0 - terminals) * soft_value
+
+
+def critic_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
+    r"""Twin-critic regression :math:`\mathrm{mean}((Q_1 - y)^2) + \mathrm{mean}((Q_2 - y)^2)`; inputs ``[B]``."""
+    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
+
+
+def actor_loss(log_pi: Tensor, q1_pi: Tensor, q2_pi: Tensor, alpha: float | Tensor) -> Tensor:
+    r"""Policy loss :math:`\mathrm{mean}(\alpha \log\pi(a|s) - \min_i Q_i(s, a))`, ``a ~ pi`` reparameterised.
+
+    Eq. (7) of Haarnoja et al. 2018; inputs ``[B]``.
+    """
+    return (alpha * log_pi - torch.minimum(q1_pi, q2_pi)).mean()
+
+
+def temperature_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> Tensor:
+    r"""Temperature loss :math:`\mathrm{mean}(-\alpha (\log\pi(a|s) + \bar{\mathcal{H}}))`, ``alpha = exp(log_alpha)``.
+
+    Eq. (18) of Haarnoja et al. 2018: alpha grows when the policy's entropy falls below the target
+    ``target_entropy`` (``-act_dim`` by default). ``log_pi`` ``[B]`` is treated as a constant.
+    """
+    return -(log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+
+
+# --- networks ---------------------------------------------------------------------------------------------
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    """``Linear -> ReLU`` for each hidden width, then a linear output layer."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class SquashedGaussianActor(nn.Module):
+    """A Gaussian policy squashed by tanh into the action box ``[low, high]``.
+
+    Args:
+        obs_dim: input size.
+        action_dim: action size.
+        hidden: hidden layer widths.
+        action_low, action_high: the action box, ``[action_dim]`` each.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], action_low: Tensor, action_high: Tensor):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 2 * action_dim)
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log standard deviation of the pre-squash Gaussian, ``[B, act_dim]`` each."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        return mean, log_std
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """A reparameterised action ``[B, act_dim]`` and its log-probability ``[B]`` (tanh-corrected)."""
+        mean, log_std = self(obs)
+        normal = torch.distributions.Normal(mean, log_std.exp())
+        pre_tanh = normal.rsample()
+        squashed = torch.tanh(pre_tanh)
+        # Change of variables a = scale * tanh(u) + bias: log pi(a) = log N(u) - sum log(scale * (1 - tanh(u)^2)).
+        log_pi = normal.log_prob(pre_tanh) - torch.log(self.action_scale * (1.0 - squashed.pow(2)) + 1e-6)
+        return squashed * self.action_scale + self.action_bias, log_pi.sum(-1)
+
+    def deterministic(self, obs: Tensor) -> Tensor:
+        """The squashed mean action ``[B, act_dim]``."""
+        mean, _ = self(obs)
+        return torch.tanh(mean) * self.action_scale + self.action_bias
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q-networks ``Q_i(s, a)``, each ``[B]``."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.q1 = mlp(obs_dim + action_dim, hidden, 1)
+        self.q2 = mlp(obs_dim + action_dim, hidden, 1)
+
+    def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([obs, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+# --- agent ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters (defaults: Haarnoja et al. 2018 / CleanRL, 256x256 networks).
+
+    Attributes:
+        hidden: hidden widths of actor and critics.
+        actor_lr, critic_lr, alpha_lr: Adam learning rates.
+        discount: gamma.
+        tau: Polyak coefficient of the target critics.
+        batch_size: transitions per update.
+        learning_starts: environment steps with uniform random actions before the first update.
+        updates_per_step: gradient updates per environment step (0.5: one update every two steps).
+        initial_alpha: starting entropy temperature.
+        autotune_alpha: learn alpha towards ``target_entropy`` (``-act_dim`` when ``None``).
+        target_entropy: see ``autotune_alpha``.
+        replay_capacity: most recent transitions the agent samples its updates from (the recorded datasets
+            keep every transition regardless).
+        obs_exclude: observation indices hidden from the agent (e.g. Cheetah's absolute torso x, which
+            grows without bound and says nothing about the task); the datasets keep them.
+        torch_threads: intra-op threads while collecting (1 suits small networks on a shared CPU).
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    learning_starts: int = 5000
+    updates_per_step: float = 0.5
+    initial_alpha: float = 1.0
+    autotune_alpha: bool = True
+    target_entropy: float | None = None
+    replay_capacity: int = 1_000_000
+    obs_exclude: list[int] = field(default_factory=list)
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(int(w) < 1 for w in self.hidden):
+            raise ValueError(f"SACConfig: hidden must be a non-empty list of positive widths, got {self.hidden}")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha", "updates_per_step"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SACConfig: {name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"SACConfig: need discount in [0, 1] and tau in (0, 1], got {self.discount}, {self.tau}")
+        if self.batch_size < 1 or self.learning_starts < 0 or self.torch_threads < 1 or self.replay_capacity < 1:
+            raise ValueError(
+                f"SACConfig: need batch_size >= 1, learning_starts >= 0, torch_threads >= 1, replay_capacity >= 1, "
+                f"got {self.batch_size}, {self.learning_starts}, {self.torch_threads}, {self.replay_capacity}"
+            )
+
+
+class SAC(nn.Module):
+    """Actor, twin critics with Polyak-averaged targets, and a learned temperature.
+
+    Args:
+        obs_dim: size of the agent's input (observation, plus task features for a task-conditioned agent).
+        action_dim: action size.
+        action_low, action_high: the action box.
+        config: hyperparameters.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, action_low: Sequence[float], action_high: Sequence[float],
+                 config: SACConfig):
+        super().__init__()
+        self.config = config
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.actor = SquashedGaussianActor(obs_dim, action_dim, config.hidden, low, high)
+        self.critic = TwinCritic(obs_dim, action_dim, config.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.initial_alpha)))
+        self.target_entropy = -float(action_dim) if config.target_entropy is None else config.target_entropy
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+
+    @property
+    def alpha(self) -> Tensor:
+        return self.log_alpha.exp().detach()
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Actions ``[B, act_dim]`` for observations ``[B, obs_dim]``."""
+        return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)[0]
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One SAC step on ``batch`` (``obs``, ``actions``, ``rewards``, ``next_obs``, ``terminals``).
+
+        Returns:
+            Float diagnostics keyed ``losses/...`` and ``charts/...``.
+        """
+        alpha = self.alpha
+        with torch.no_grad():  # soft TD target from the target critics
+            next_actions, next_log_pi = self.actor.sample(batch["next_obs"])
+            next_q1, next_q2 = self.critic_target(batch["next_obs"], next_actions)
+            target = soft_td_target(batch["rewards"], batch["terminals"], next_q1, next_q2, next_log_pi, alpha,
+                                    self.config.discount)
+        q1, q2 = self.critic(batch["obs"], batch["actions"])
+        loss_critic = critic_loss(q1, q2, target)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss_critic.backward()
+        self.critic_optimizer.step()
+
+        actions_pi, log_pi = self.actor.sample(batch["obs"])
+        self.critic.requires_grad_(False)  # the actor step must not leave gradients on the critics
+        q1_pi, q2_pi = self.critic(batch["obs"], actions_pi)
+        self.critic.requires_grad_(True)
+        loss_actor = actor_loss(log_pi, q1_pi, q2_pi, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss_actor.backward()
+        self.actor_optimizer.step()
+
+        metrics = {"losses/critic": loss_critic.item(), "losses/actor": loss_actor.item(),
+                   "charts/q_mean": q1.detach().mean().item(), "charts/alpha": alpha.item()}
+        if self.config.autotune_alpha:
+            loss_alpha = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            loss_alpha.backward()
+            self.alpha_optimizer.step()
+            metrics["losses/alpha"] = loss_alpha.item()
+
+        with torch.no_grad():  # Polyak averaging of the target critics
+            for target_param, param in zip(self.critic_target.parameters(), self.critic.parameters()):
+                target_param.lerp_(param, self.config.tau)
+        return metrics

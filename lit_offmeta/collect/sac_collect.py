@@ -1,0 +1,203 @@
+"""Collection with ONE task-conditioned SAC agent whose experience is logged per task.
+
+Design choice (issue 3 allows per-task agents or this): MACAW trained one SAC/TD3 agent per task for millions
+of steps (arXiv:2008.06043, App. D), which a 2-core CPU cannot afford for 40 tasks. Here a single SAC agent sees
+the observation plus the task parameters, and ``num_envs`` environments step in parallel. Every episode starts
+on the task with the fewest recorded steps, so all tasks' buffers grow together. Each task's buffer holds
+exactly the episodes the agent played on that task, in order, from random warm-up actions to late near-expert
+behaviour: a per-task lifetime buffer of a learner that shares what it learns across tasks. Each episode's
+``behaviour_step`` is the agent's total environment-step count when the episode began, so quality windows cut
+by training time are comparable across tasks.
+
+Resuming: a killed run keeps the datasets of tasks already written; the rerun trains a fresh agent on the
+remaining tasks (so their buffers again start from scratch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
+from lit_offmeta.collect.presets import CollectConfig
+from lit_offmeta.collect.sac import SAC, SACConfig
+from lit_offmeta.tasks import Task, TaskFamily
+
+
+def task_features(task: Task) -> np.ndarray:
+    """The task's numeric parameters as a flat ``float32`` vector (keys in sorted order).
+
+    This is what the agent is conditioned on, e.g. ``[v_goal]`` for Cheetah-Vel or ``[dir]`` for Cheetah-Dir.
+
+    Raises:
+        ValueError: a parameter is not numeric.
+    """
+    values: list[float] = []
+    for key in sorted(task):
+        try:
+            values.extend(np.asarray(task[key], dtype=np.float64).reshape(-1).tolist())
+        except (TypeError, ValueError):
+            raise ValueError(f"task_features: task parameter {key!r}={task[key]!r} is not numeric") from None
+    return np.asarray(values, dtype=np.float32)
+
+
+class ReplayBuffer:
+    """A ring buffer of the agent's inputs (observation with task features), uniform sampling."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, rng: np.random.Generator):
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminals = np.zeros(capacity, dtype=np.float32)
+        self.capacity, self.size, self.cursor, self.rng = capacity, 0, 0, rng
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
+        i = self.cursor
+        self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i] = obs, action, reward, next_obs
+        self.terminals[i] = float(terminal)
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return {
+            "obs": torch.from_numpy(self.obs[idx]),
+            "actions": torch.from_numpy(self.actions[idx]),
+            "rewards": torch.from_numpy(self.rewards[idx]),
+            "next_obs": torch.from_numpy(self.next_obs[idx]),
+            "terminals": torch.from_numpy(self.terminals[idx]),
+        }
+
+
+def collect_sac(
+    family: TaskFamily,
+    config: CollectConfig,
+    tasks: dict[int, Task],
+    seed: int,
+    write: Callable[[int, list[Episode]], None],
+    progress: bool = True,
+    on_update: Callable[[int, dict[str, float]], None] | None = None,
+) -> SAC:
+    """Train one task-conditioned SAC agent on ``tasks`` and hand each task's episodes to ``write``.
+
+    Args:
+        family: a continuous-action task family.
+        config: collection settings (``steps_per_task``, ``num_envs``, ``agent_kwargs`` -> :class:`SACConfig`).
+        tasks: task index -> task parameters.
+        seed: seeds torch, the environments and the replay sampling.
+        write: called once per task as soon as its last episode ends, ``write(task_index, episodes)``.
+        progress: show a tqdm bar over environment steps.
+        on_update: optional ``(env_step, metrics)`` hook after each gradient update (diagnostics).
+
+    Returns:
+        The trained agent.
+    """
+    if family.discrete_actions:
+        raise ValueError(f"collect: the sac agent needs continuous actions; family {family.name!r} is discrete")
+    if not tasks:
+        raise ValueError("collect_sac: no tasks to collect")
+    try:
+        sac_config = SACConfig(**config.agent_kwargs)
+    except TypeError as err:
+        raise ValueError(f"collect: bad agent_kwargs {config.agent_kwargs!r} for agent 'sac': {err}") from None
+    obs_dim = family.obs_dim
+    bad = [i for i in sac_config.obs_exclude if not 0 <= i < obs_dim]
+    if bad:
+        raise ValueError(f"collect: agent_kwargs.obs_exclude {bad} outside the {obs_dim}-d observation")
+    keep = np.array([i for i in range(obs_dim) if i not in set(sac_config.obs_exclude)], dtype=np.int64)
+    features = {i: task_features(t) for i, t in tasks.items()}
+    input_dim = len(keep) + len(next(iter(features.values())))
+    space = family.action_space
+    action_dim = int(np.prod(space.shape))
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(sac_config.torch_threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    agent = SAC(input_dim, action_dim, space.low.reshape(-1), space.high.reshape(-1), sac_config)
+    replay = ReplayBuffer(min(sac_config.replay_capacity, config.steps_per_task * len(tasks) + 1), input_dim,
+                          action_dim, rng)
+
+    def agent_input(obs: np.ndarray, task_index: int) -> np.ndarray:
+        return np.concatenate([np.asarray(obs, dtype=np.float32)[keep], features[task_index]])
+
+    task_ids = sorted(tasks)
+    steps_taken = dict.fromkeys(task_ids, 0)  # steps recorded or in progress, per task
+    episodes: dict[int, list[Episode]] = {i: [] for i in task_ids}
+    open_episodes = dict.fromkeys(task_ids, 0)
+    num_envs = min(config.num_envs, len(task_ids))  # a task is never played in two environments at once
+    envs = [None] * num_envs
+    env_task: list[int | None] = [None] * num_envs
+    builders: list[EpisodeBuilder | None] = [None] * num_envs
+    current_obs: list[np.ndarray | None] = [None] * num_envs
+    total_budget = config.steps_per_task * len(task_ids)
+    global_step, updates_owed = 0, 0.0
+    env_by_task: dict[int, Any] = {}
+    bar = tqdm(total=total_budget, desc=f"{family.name} sac", unit="step", disable=not progress)
+
+    def start_episode(slot: int) -> None:
+        # The task with the fewest steps that no other slot is playing (ties: lowest index), if any is short.
+        busy = {t for t in env_task if t is not None}
+        candidates = [t for t in task_ids if steps_taken[t] < config.steps_per_task and t not in busy]
+        if not candidates:
+            env_task[slot] = None
+            return
+        task_index = min(candidates, key=lambda t: (steps_taken[t], t))
+        if task_index not in env_by_task:  # one environment per task, reused across its episodes
+            env_by_task[task_index] = family.make_env(tasks[task_index])
+            obs, _ = env_by_task[task_index].reset(seed=int(rng.integers(2**31)))
+        else:
+            obs, _ = env_by_task[task_index].reset()
+        envs[slot], env_task[slot], current_obs[slot] = env_by_task[task_index], task_index, obs
+        builders[slot] = EpisodeBuilder(obs, global_step)
+        open_episodes[task_index] += 1
+
+    def end_episode(slot: int) -> None:
+        task_index = env_task[slot]
+        episodes[task_index].append(builders[slot].finish())
+        open_episodes[task_index] -= 1
+        env_task[slot] = None
+        if steps_taken[task_index] >= config.steps_per_task and open_episodes[task_index] == 0:
+            write(task_index, episodes.pop(task_index))
+            bar.set_postfix(tasks_done=len(task_ids) - len(episodes))
+
+    try:
+        for slot in range(num_envs):
+            start_episode(slot)
+        while any(t is not None for t in env_task):
+            active = [s for s in range(num_envs) if env_task[s] is not None]
+            inputs = np.stack([agent_input(current_obs[s], env_task[s]) for s in active])
+            if global_step < sac_config.learning_starts:
+                actions = rng.uniform(space.low, space.high, size=(len(active), action_dim)).astype(np.float32)
+            else:
+                actions = agent.act(torch.from_numpy(inputs)).numpy()
+            for row, slot in enumerate(active):
+                task_index = env_task[slot]
+                next_obs, reward, terminated, truncated, _ = envs[slot].step(actions[row])
+                replay.add(inputs[row], actions[row], float(reward), agent_input(next_obs, task_index), terminated)
+                builders[slot].add(actions[row], float(reward), next_obs, terminated, truncated)
+                steps_taken[task_index] += 1
+                global_step += 1
+                current_obs[slot] = next_obs
+                if terminated or truncated:
+                    end_episode(slot)
+                    start_episode(slot)
+            bar.update(len(active))
+            if global_step >= sac_config.learning_starts:
+                updates_owed += sac_config.updates_per_step * len(active)
+                while updates_owed >= 1.0:
+                    metrics = agent.update(replay.sample(sac_config.batch_size))
+                    updates_owed -= 1.0
+                    if on_update is not None:
+                        on_update(global_step, metrics)
+    finally:
+        bar.close()
+        for env in env_by_task.values():
+            env.close()
+        torch.set_num_threads(previous_threads)
+    return agent
