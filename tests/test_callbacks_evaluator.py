@@ -61,14 +61,17 @@ class FakeDataModule(LightningDataModule):
 class FakeModule(LightningModule):
     """adapt() returns a constant mean action 0.25 * steps; it records the grad mode it was called in."""
 
-    def __init__(self, with_validation: bool = True):
+    def __init__(self, with_validation: bool = True, diverge_at: int = 1000):
         super().__init__()
+        self.diverge_at = diverge_at
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.adapt_calls = []
         if not with_validation:
             self.validation_step = None  # is_overridden() then reports False
 
     def adapt(self, context, steps=None):
+        if steps is not None and steps >= self.diverge_at:
+            return ConstantModule(float("nan"))
         x = torch.ones(1, requires_grad=True)
         self.adapt_calls.append((steps, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
                                  (x * 2).requires_grad, context["obs"].shape[0]))
@@ -255,3 +258,15 @@ def test_best_behaviour_return_reads_the_maximum():
     assert best_behaviour_return(DM(3), 0) == 3.0
     with pytest.raises(ValueError, match="expected a ReturnRange"):
         best_behaviour_return(DM("x"), 0)
+
+
+def test_diverged_adaptation_is_reported_as_nan_not_raised(tmp_path):
+    """A curve point whose adapted policy emits NaN actions logs NaN; the other points and the run go on."""
+    dm, module = FakeDataModule(), FakeModule(diverge_at=20)
+    evaluator = AdaptationEvaluator(steps=1, curve_steps=[0, 20], batch_size=4, random_episodes=1)
+    trainer = make_trainer(tmp_path, evaluator, max_epochs=1)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        trainer.fit(module, datamodule=dm)
+    m = trainer.callback_metrics
+    assert np.isnan(float(m["rollout/curve/return_steps_20"]))
+    assert np.isfinite(float(m["rollout/curve/return_steps_0"])) and np.isfinite(float(m["rollout/return_mean"]))

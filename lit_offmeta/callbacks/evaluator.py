@@ -14,7 +14,6 @@ it is stepped online through ``reset``/``act``/``observe``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,14 +21,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics.aggregation import MeanMetric
 
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
 from lit_offmeta.callbacks.plots import plot_adaptation_curve
 from lit_offmeta.callbacks.report import write_report
-from lit_offmeta.callbacks.rollout import PerTaskPolicy, RandomPolicy, rollout
+from lit_offmeta.callbacks.rollout import NonFiniteActionError, PerTaskPolicy, RandomPolicy, RolloutResult, rollout
 from lit_offmeta.callbacks.scoring import normalised_score
 
 DEFAULT_CURVE_STEPS = (0, 1, 5, 20)
@@ -102,6 +101,47 @@ def adapt_and_rollout(
     with torch.inference_mode(False), torch.enable_grad():
         policies = [module.adapt(context, steps=steps) for context in contexts]
     return rollout(PerTaskPolicy(policies, family.action_space), family, tasks, episodes=episodes, seed=seed)
+
+
+def adapt_and_rollout_or_nan(
+    module: Any,
+    family: Any,
+    tasks: Sequence[dict],
+    contexts: Sequence[dict[str, torch.Tensor]],
+    steps: int | None,
+    episodes: int,
+    seeds: Sequence[int],
+) -> RolloutResult:
+    """:func:`adapt_and_rollout`, but a task whose adapted policy emits NaN/inf actions gets NaN returns.
+
+    A diverged adaptation is a result to report (NaN, with a warning), not a reason to abort training.
+    """
+    try:
+        return adapt_and_rollout(module, family, tasks, contexts, steps, episodes, list(seeds))
+    except NonFiniteActionError:
+        pass
+    returns = np.full((len(tasks), episodes), np.nan)
+    lengths = np.zeros((len(tasks), episodes), dtype=np.int64)
+    success = None
+    diverged = []
+    for i in range(len(tasks)):
+        try:
+            one = adapt_and_rollout(module, family, [tasks[i]], [contexts[i]], steps, episodes, [seeds[i]])
+        except NonFiniteActionError:
+            diverged.append(i)
+            continue
+        returns[i], lengths[i] = one.returns[0], one.lengths[0]
+        if one.success is not None:
+            success = np.zeros((len(tasks), episodes)) if success is None else success
+            success[i] = one.success[0]
+    if success is not None:
+        success[diverged] = np.nan
+    rank_zero_warn(
+        f"AdaptationEvaluator: adaptation with steps={steps} diverged (non-finite actions) on {len(diverged)} of "
+        f"{len(tasks)} task(s); their returns are reported as NaN",
+        category=RuntimeWarning,
+    )
+    return RolloutResult(returns, lengths, success)
 
 
 class AdaptationEvaluator(Callback):
@@ -304,7 +344,7 @@ class AdaptationEvaluator(Callback):
         random = np.array([self.random_returns[t] for t in task_ids])
         best = np.array([best_behaviour_return(datamodule, t) for t in task_ids])
         seeds = [self.seed + t for t in task_ids]  # per task, so DDP shards see the same environments
-        main = adapt_and_rollout(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds)
+        main = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds)
         returns = main.task_returns()
         scores = normalised_score(returns, random, best)
         success = main.task_success()
@@ -314,7 +354,7 @@ class AdaptationEvaluator(Callback):
                 if self.steps is not None and k == self.steps:
                     curve[k] = returns  # the headline run is this curve point
                 else:
-                    curve[k] = adapt_and_rollout(pl_module, family, tasks, contexts, k, self.episodes, seeds)
+                    curve[k] = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, k, self.episodes, seeds)
                     curve[k] = curve[k].task_returns()
         out = {}
         for i, t in enumerate(task_ids):
@@ -368,7 +408,8 @@ class AdaptationEvaluator(Callback):
         rows = list(per_task.values())
 
         def mean(values: Sequence[float]) -> float:
-            metric = MeanMetric(sync_on_compute=False)  # values are already gathered from every rank
+            # values are already gathered from every rank; a diverged task (NaN) makes the mean NaN, not hidden
+            metric = MeanMetric(nan_strategy="disable", sync_on_compute=False)
             metric.update(torch.tensor(values, dtype=torch.float64))
             return float(metric.compute())
 
@@ -385,9 +426,10 @@ class AdaptationEvaluator(Callback):
         return {"summary": summary, "tasks": rows, "curve": curve}
 
     def _log(self, pl_module: LightningModule, evaluation: dict, per_task: dict[int, dict]) -> None:
-        # identical values on every rank (gathered), so no sync_dist reduction is needed
-        def log(name: str, value: float) -> None:
-            if value is not None and math.isfinite(value):
+        # identical values on every rank (gathered), so no sync_dist reduction is needed; NaN (a diverged
+        # adaptation) is logged as NaN rather than dropped
+        def log(name: str, value: float | None) -> None:
+            if value is not None:
                 pl_module.log(name, float(value), batch_size=1, sync_dist=False)
 
         for key, value in evaluation["summary"].items():

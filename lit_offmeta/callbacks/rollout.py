@@ -32,6 +32,10 @@ from lit_offmeta.policy import RolloutPolicy
 from lit_offmeta.tasks.base import Task, TaskFamily
 
 
+class NonFiniteActionError(ValueError):
+    """A policy produced NaN/inf actions (e.g. an adaptation that diverged)."""
+
+
 @dataclass
 class RolloutResult:
     """Undiscounted returns (and success) of a batched rollout.
@@ -98,7 +102,7 @@ class ModulePolicy:
         out = self.module(torch.as_tensor(np.asarray(obs), dtype=dtype, device=device))
         out = out.detach().cpu().numpy()
         if not np.all(np.isfinite(out)):
-            raise ValueError(
+            raise NonFiniteActionError(
                 f"{type(self.module).__name__} produced non-finite actions (NaN/inf) for finite observations; "
                 "the adapted policy diverged (lower the inner or fine-tuning learning rates)"
             )
