@@ -127,9 +127,9 @@ class MACAW(LightningModule):
         steps, first_order = self.hparams.inner_steps, self.hparams.first_order
         value_trajectory, inner_value = self.adapt_value(support, steps, first_order)  # Alg. 1, l. 7
         policy_weights, inner_policy = self.adapt_policy(support, value_trajectory, steps, first_order)  # l. 8
-        value_weights = value_trajectory[-1]
-        loss_value = self.outer_value_loss(value_weights, query)  # Alg. 1, l. 9 (summed over tasks)
-        loss_policy, weights = self.outer_policy_loss(policy_weights, value_weights, query)  # Alg. 1, l. 10
+        value_weights, target_weights = value_trajectory[-1], self.value_target.current_weights()
+        loss_value = self.outer_value_loss(value_weights, query, target_weights)  # Alg. 1, l. 9 (sum over tasks)
+        loss_policy, weights = self.outer_policy_loss(policy_weights, value_weights, query, target_weights)  # l. 10
         self.meta_update(loss_value + loss_policy)  # Alg. 1, l. 9-10: the gradient steps
         self._log_train(loss_value, loss_policy, inner_value, inner_policy, weights, batch.num_tasks)
         return loss_value + loss_policy
@@ -194,21 +194,21 @@ class MACAW(LightningModule):
                 bootstrap = _value(weights, data["bootstrap_obs"])
             return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap * self._bootstrap_on)
 
-    def outer_value_loss(self, value_weights: Weights, query: dict[str, Tensor]) -> Tensor:
-        r""":math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)`, targets bootstrapped with the slow target."""
-        targets = self.value_targets(query, self.value_target.current_weights())
+    def outer_value_loss(self, value_weights: Weights, query: dict[str, Tensor], target_weights: Weights) -> Tensor:
+        r""":math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)`, targets bootstrapped with the slow target's weights."""
+        targets = self.value_targets(query, target_weights)
         per_task = vmap(mc_value_loss)(_value(value_weights, query["obs"]), targets)
         return per_task.sum()
 
-    def outer_policy_loss(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor]
-                          ) -> tuple[Tensor, Tensor]:
+    def outer_policy_loss(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor],
+                          target_weights: Weights) -> tuple[Tensor, Tensor]:
         r""":math:`\sum_i \mathcal{L}^{AWR}(\theta_i, \phi_i, D^{ts}_i)` (Eq. 1) through the adapted policy.
 
         Returns:
             ``(loss, awr_weights [K, B])``.
         """
         hp = self.hparams
-        advantages = self.advantages(value_weights, query, self.value_target.current_weights())
+        advantages = self.advantages(value_weights, query, target_weights)
 
         def task_loss(weights: Weights, obs: Tensor, actions: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
             mean, _ = PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, self.policy.depth)
@@ -281,13 +281,14 @@ class MACAW(LightningModule):
         with torch.inference_mode(False), torch.enable_grad():
             support = {k: v.clone() for k, v in batch.support.items()}
             query = {k: v.clone() for k, v in batch.query.items()}
+            target_weights = self.value_target.current_weights()
             for name, n in (("pre", 0), ("post", steps)):
                 value_trajectory, _ = self.adapt_value(support, n, first_order=True)
                 policy_weights, _ = self.adapt_policy(support, value_trajectory, n, first_order=True)
-                loss_value = self.outer_value_loss(value_trajectory[-1], query).detach() / batch.num_tasks
-                loss_policy, _ = self.outer_policy_loss(policy_weights, value_trajectory[-1], query)
+                loss_value = self.outer_value_loss(value_trajectory[-1], query, target_weights).detach()
+                loss_policy, _ = self.outer_policy_loss(policy_weights, value_trajectory[-1], query, target_weights)
                 kwargs = {"batch_size": batch.num_tasks, "sync_dist": True}
-                self.log(f"{stage}/loss_value_{name}", loss_value, **kwargs)
+                self.log(f"{stage}/loss_value_{name}", loss_value / batch.num_tasks, **kwargs)
                 self.log(f"{stage}/loss_policy_{name}", loss_policy.detach() / batch.num_tasks, **kwargs)
 
     # --- Lightning plumbing -----------------------------------------------------------------------------------
@@ -305,10 +306,12 @@ class MACAW(LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
+        # fused: one kernel per step instead of a dozen passes over ~5M parameters (a third of a CPU update).
+        fused = {"fused": True} if torch.device(self.device).type in ("cpu", "cuda") else {}
         return [
-            torch.optim.Adam(self.value.parameters(), lr=hp.lr_value),
-            torch.optim.Adam(self.policy.parameters(), lr=hp.lr_policy),
-            torch.optim.Adam(self.meta_lr_parameters(), lr=hp.lr_inner_lrs),
+            torch.optim.Adam(self.value.parameters(), lr=hp.lr_value, **fused),
+            torch.optim.Adam(self.policy.parameters(), lr=hp.lr_policy, **fused),
+            torch.optim.Adam(self.meta_lr_parameters(), lr=hp.lr_inner_lrs, **fused),
         ]
 
     def setup(self, stage: str) -> None:
