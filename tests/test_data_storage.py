@@ -45,6 +45,8 @@ def _write(root, i, num_episodes=6, horizon=5, seed=0, **kwargs):
 def test_round_trip_is_exact(tmp_path, use_cache):
     path, eps = _write(tmp_path, 7)
     assert path == dataset_path(tmp_path, FAMILY, 7) == tmp_path / FAMILY / "task_0007-v0"
+    if not use_cache:
+        (path / storage.CACHE_NAME).unlink()  # read through Minari's own reader
     for _ in range(2):  # second pass reads the cache when enabled
         (buf,) = load_task_buffers(tmp_path, FAMILY, [7], use_cache=use_cache)
         np.testing.assert_array_equal(buf.obs, np.concatenate([e["observations"][:-1] for e in eps]))
@@ -88,6 +90,17 @@ def test_list_and_overwrite(tmp_path):
         "task_0000-v0",
         "task_0011-v0",
     ]
+
+
+def test_the_cache_written_with_the_dataset_serves_the_first_load(tmp_path, monkeypatch):
+    _, eps = _write(tmp_path, 8)
+
+    def no_minari(*args, **kwargs):
+        raise AssertionError("the first load should come from the cache primed at write time")
+
+    monkeypatch.setattr(storage, "_read_minari", no_minari)
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [8])
+    np.testing.assert_array_equal(buf.rewards, np.concatenate([e["rewards"] for e in eps]))
 
 
 def test_cache_is_rebuilt_when_the_source_changes(tmp_path):

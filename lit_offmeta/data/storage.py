@@ -165,7 +165,33 @@ def write_task_dataset(
         _ensure_namespace_file(tmp_root / fam.name, family_dir)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    _prime_cache(final, episodes, block)
     return final
+
+
+def _prime_cache(final: Path, episodes: list[dict[str, Any]], block: dict[str, Any]) -> None:
+    """Write the packed cache from the episodes in hand, so even the first load skips Minari's reader.
+
+    The signature is taken from the published files (a rename keeps inode and mtime), so the cache is valid
+    exactly as if a first load had built it. Data too small to train on gets no cache; loading it raises.
+    """
+    try:
+        buffer = TaskBuffer.from_episodes(
+            episodes,
+            task=block["task"],
+            task_index=block["task_index"],
+            family=block["family"],
+            behaviour_steps=block["behaviour_steps"],
+            trial_index=block["trial_index"],
+            episode_in_trial=block["episode_in_trial"],
+            source=str(final),
+        )
+    except ValueError:
+        return
+    data_dir = final / "data"
+    _write_cache(
+        final / CACHE_NAME, buffer, _source_signature(data_dir / "metadata.json", data_dir / "main_data.hdf5")
+    )
 
 
 def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index: int) -> None:

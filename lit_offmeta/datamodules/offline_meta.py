@@ -226,10 +226,23 @@ class OfflineMetaDataModule(LightningDataModule):
         buffers = [self._buffers[i] for i in self._train_ids + self._test_ids]
         check_consistent_dims(buffers)
         self._check_family_dims(buffers[0])
-        train = [self._buffers[i] for i in self._train_ids]
-        self._train_set = TaskBatchDataset(self, train, mode="train")
+        self._train_set = self._dataset([self._buffers[i] for i in self._train_ids], "train")
         if self._test_ids:
-            self._eval_set = TaskBatchDataset(self, [self._buffers[i] for i in self._test_ids], mode="eval")
+            self._eval_set = self._dataset([self._buffers[i] for i in self._test_ids], "eval")
+
+    def _dataset(self, buffers: list[TaskBuffer], mode: Literal["train", "eval"]) -> TaskBatchDataset:
+        return TaskBatchDataset(
+            buffers,
+            mode,
+            tasks_per_batch=self.tasks_per_batch,
+            support_size=self.support_size,
+            query_size=self.query_size,
+            gamma=self.gamma,
+            seed=self.seed,
+            window=self.window,
+            window_trajectories=self.window_trajectories,
+            window_applies_to=self.window_applies_to,
+        )
 
     def _load(self, ids: Sequence[int]) -> None:
         todo = [i for i in dict.fromkeys(ids) if i not in self._buffers]
@@ -351,35 +364,49 @@ class TaskBatchDataset(Dataset):
     """Map-style dataset whose item ``key`` is a whole :class:`TaskBatch`, drawn from ``key`` alone.
 
     Args:
-        dm: the owning datamodule (sizes, window, seed, gamma).
         buffers: the tasks this dataset draws from.
-        mode: ``"train"`` (K random tasks, contiguous support) or ``"eval"`` (held-out tasks in order, uniform
-            support).
+        mode: ``"train"`` (K random tasks, contiguous support) or ``"eval"`` (the tasks in order, K at a time,
+            uniform support).
+        tasks_per_batch, support_size, query_size, gamma, seed, window, window_trajectories,
+            window_applies_to: as in :class:`OfflineMetaDataModule`.
+
+    Raises:
+        ValueError: if a task cannot supply disjoint support and query sets of the requested sizes.
     """
 
-    def __init__(self, dm: OfflineMetaDataModule, buffers: Sequence[TaskBuffer], mode: str) -> None:
+    def __init__(
+        self,
+        buffers: Sequence[TaskBuffer],
+        mode: Literal["train", "eval"],
+        tasks_per_batch: int,
+        support_size: int,
+        query_size: int,
+        gamma: float,
+        seed: int = 0,
+        window: Literal["all", "first", "middle", "last"] = "all",
+        window_trajectories: int | None = None,
+        window_applies_to: Literal["support", "both"] = "support",
+    ) -> None:
         self.mode = mode
         self.task_ids = np.array([b.task_index for b in buffers], dtype=np.int64)
-        self.k = dm.tasks_per_batch
-        self.support_size, self.query_size = dm.support_size, dm.query_size
-        self.seed = dm.seed
+        self.k = int(tasks_per_batch)
+        self.support_size, self.query_size = int(support_size), int(query_size)
+        self.seed = int(seed)
         self.rank, self.world_size = 0, 1
-        self.packed = PackedTasks(buffers, dm.gamma)
+        self.packed = PackedTasks(buffers, gamma)
         self.buffers = list(buffers)
         # Per-task [lo, hi) of the support window and of the query window.
-        self.support_ranges = [b.window_range(dm.window, dm.window_trajectories) for b in buffers]
+        self.support_ranges = [b.window_range(window, window_trajectories) for b in buffers]
         self.query_ranges = (
-            self.support_ranges if dm.window_applies_to == "both" else [(0, len(b)) for b in buffers]
+            self.support_ranges if window_applies_to == "both" else [(0, len(b)) for b in buffers]
         )
         for buf, (lo, hi), (qlo, qhi) in zip(self.buffers, self.support_ranges, self.query_ranges):
-            support_span = hi - lo
-            # The query set is drawn from the query window minus the support rows inside it.
             query_room = (qhi - qlo) - self.support_size  # the support slice lies inside the query window
-            if self.support_size > support_span or self.query_size > query_room:
+            if self.support_size > hi - lo or self.query_size > query_room:
                 raise ValueError(
                     f"{buf.source} (task {buf.task_index}): support_size={self.support_size} + "
                     f"query_size={self.query_size} need more transitions than the task offers "
-                    f"({support_span} in the support window, {qhi - qlo} for queries); lower the sizes, widen "
+                    f"({hi - lo} in the support window, {qhi - qlo} for queries); lower the sizes, widen "
                     "the window, or collect more data"
                 )
 
