@@ -15,6 +15,7 @@ remaining tasks (so their buffers again start from scratch).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -157,14 +158,18 @@ def collect_sac(
         builders[slot] = EpisodeBuilder(obs, global_step)
         open_episodes[task_index] += 1
 
+    recent_returns: deque[float] = deque(maxlen=4 * num_envs)  # progress display: the agent's recent returns
+
     def end_episode(slot: int) -> None:
         task_index = env_task[slot]
         episodes[task_index].append(builders[slot].finish())
+        recent_returns.append(float(np.sum(episodes[task_index][-1]["rewards"])))
+        bar.set_postfix(recent_return=f"{np.mean(recent_returns):.2f}", tasks_done=len(task_ids) - len(episodes),
+                        refresh=False)
         open_episodes[task_index] -= 1
         env_task[slot] = None
         if steps_taken[task_index] >= config.steps_per_task and open_episodes[task_index] == 0:
             write(task_index, episodes.pop(task_index))
-            bar.set_postfix(tasks_done=len(task_ids) - len(episodes))
 
     try:
         for slot in range(num_envs):
