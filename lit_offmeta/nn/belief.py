@@ -70,7 +70,8 @@ class BeliefEncoder(nn.Module):
         self.embed_state = embed(obs_dim, state_embed_dim)
         self.embed_action = embed(action_dim, action_embed_dim)
         self.embed_reward = embed(1, reward_embed_dim)
-        self.gru = nn.GRUCell(state_embed_dim + action_embed_dim + reward_embed_dim, hidden_dim)
+        # One nn.GRU serves whole trials (fused loop) and single online steps (a length-1 sequence).
+        self.gru = nn.GRU(state_embed_dim + action_embed_dim + reward_embed_dim, hidden_dim)
         self.head_mu = nn.Linear(hidden_dim, latent_dim)
         self.head_logvar = nn.Linear(hidden_dim, latent_dim)
 
@@ -82,39 +83,42 @@ class BeliefEncoder(nn.Module):
         """``(mu, logvar)``, each ``[..., latent_dim]``, of hidden states ``[..., hidden_dim]``."""
         return self.head_mu(h), self.head_logvar(h)
 
+    def embed(self, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """Per-input embeddings of transitions with any leading shape ``[...]`` -> ``[..., input_size]``."""
+        parts = []
+        if self.embed_state is not None:
+            parts.append(self.embed_state(next_obs.float()))
+        if self.embed_action is not None:
+            if self.discrete_actions:
+                action = F.one_hot(action.long(), self.action_dim).float()
+            else:
+                action = action.float().reshape(*reward.shape, -1)
+            parts.append(self.embed_action(action))
+        if self.embed_reward is not None:
+            parts.append(self.embed_reward(reward.float().unsqueeze(-1)))
+        return torch.cat(parts, dim=-1)
+
     def step(
         self,
         h: torch.Tensor,
         action: torch.Tensor,
         next_obs: torch.Tensor,
         reward: torch.Tensor,
-        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fold one transition into the hidden state.
+        """Fold one transition into the hidden state (the online belief update).
 
         Args:
             h: ``[B, hidden_dim]``.
             action: ``[B, action_dim]`` float or ``[B]`` int (discrete).
             next_obs: ``[B, obs_dim]``, ``s_{t+1}``.
             reward: ``[B]``, ``r_{t+1}``.
-            valid: ``[B]`` bool; where False (padding) the hidden state is carried over unchanged.
 
         Returns:
             The new hidden state ``[B, hidden_dim]``.
         """
-        parts = []
-        if self.embed_state is not None:
-            parts.append(self.embed_state(next_obs.float()))
-        if self.embed_action is not None:
-            if self.discrete_actions:
-                action = F.one_hot(action.long().reshape(-1), self.action_dim).float()
-            parts.append(self.embed_action(action.float().reshape(action.shape[0], -1)))
-        if self.embed_reward is not None:
-            parts.append(self.embed_reward(reward.float().reshape(-1, 1)))
-        h_new = self.gru(torch.cat(parts, dim=-1), h)
-        if valid is not None:
-            h_new = torch.where(valid.reshape(-1, 1), h_new, h)
-        return h_new
+        x = self.embed(action, next_obs, reward)
+        _, h_new = self.gru(x[None], h[None])
+        return h_new[0]
 
     def forward(
         self,
@@ -123,25 +127,36 @@ class BeliefEncoder(nn.Module):
         rewards: torch.Tensor,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Beliefs along whole trials, starting from the prior.
+        """Beliefs along whole trials, starting from the prior (the same recurrence as :meth:`step`).
 
         Args:
             actions: ``[L, B, action_dim]`` or ``[L, B]`` (discrete).
             next_obs: ``[L, B, obs_dim]``.
             rewards: ``[L, B]``.
-            valid: ``[L, B]`` bool or ``None``.
+            valid: ``[L, B]`` bool or ``None``; padding steps (False) leave the belief unchanged.
 
         Returns:
             ``mu``, ``logvar``: ``[L + 1, B, latent_dim]``; index ``t`` is the belief after ``t`` transitions
             (index 0 is the prior ``q_0``).
         """
         length, batch = rewards.shape
-        h = self.initial_state(batch, rewards.device)
-        hs = [h]
-        for t in range(length):
-            h = self.step(h, actions[t], next_obs[t], rewards[t], None if valid is None else valid[t])
-            hs.append(h)
-        return self.belief(torch.stack(hs))
+        x = self.embed(actions, next_obs, rewards)  # [L, B, input]
+        h0 = self.initial_state(batch, x.device)
+        if valid is None or bool(valid.all()):
+            hs, _ = self.gru(x, h0[None])  # [L, B, H]
+        else:
+            # Padding sits inside the trial (after an episode that terminated early): move each trial's valid
+            # steps to the front, run the packed GRU, then read the hidden state after the valid steps so far.
+            order = torch.argsort((~valid).to(torch.int8), dim=0, stable=True)  # [L, B]
+            x_c = x.gather(0, order[..., None].expand_as(x))
+            lengths = valid.sum(0).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x_c, lengths, enforce_sorted=False)
+            out, _ = self.gru(packed, h0[None])
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=length)  # [L, B, H]
+            out = torch.cat([h0[None], out])  # [L + 1, B, H]: state after k valid steps
+            seen = valid.long().cumsum(0)  # [L, B]
+            hs = out.gather(0, seen[..., None].expand(-1, -1, out.shape[-1]))
+        return self.belief(torch.cat([h0[None], hs]))
 
 
 class CellRewardDecoder(nn.Module):

@@ -1,0 +1,145 @@
+"""State relabelling (BOReL step 3): offline trials -> hyper-state transitions ``((s, mu, logvar), a, r, ...)``.
+
+The frozen encoder runs over every logged trial (rewards as logged, NOT reward-relabelled) from the prior at the
+trial's start: the only encoder reset, the same one used in VAE training and online evaluation (reference bug 4).
+Each state ``s_t`` becomes the hyper-state ``s^+_t = (s_t, mu_t, logvar_t)``, where ``(mu_t, logvar_t)`` is the
+belief after the trial's first ``t`` transitions; the belief is detached, so RL never trains the encoder.
+
+The successor of ``s^+_t`` follows the BAMDP: inside an episode it is ``(s_{t+1}, b_{t+1})``; after the last step
+of an episode that is not the trial's last, the agent continues at the NEXT episode's start state with belief
+``b_{t+1}``. Only a true environment termination in the trial's last episode is a terminal; reaching a goal never
+is (reference bug 5), and the trial's time-limit end is a truncation (bootstrapped).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lit_offmeta.data.relabel import TrialArrays
+from lit_offmeta.nn.belief import BeliefEncoder
+
+HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index")
+
+
+def hyper_state(obs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``s^+ = (s, mu, logvar)`` concatenated along the last axis."""
+    return torch.cat([obs.float(), mu, logvar], dim=-1)
+
+
+@dataclass
+class HyperStateTransitions:
+    """Hyper-state transitions of the whole dataset.
+
+    Attributes:
+        obs: ``[M, obs_dim + 2 * latent_dim]``, ``s^+_t``.
+        actions: ``[M, act_dim]`` float or ``[M]`` int64.
+        rewards: ``[M]`` float32, the logged (environment) rewards.
+        next_obs: ``[M, obs_dim + 2 * latent_dim]``, the BAMDP successor ``s^+_{t+1}``.
+        terminals: ``[M]`` float32, 1 only at a true termination in a trial's last episode.
+        task_index: ``[M]`` int64.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminals: torch.Tensor
+    task_index: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def sample(self, tasks_per_batch: int, per_task: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``tasks_per_batch`` tasks (with replacement) x ``per_task`` transitions each, flattened.
+
+        The reference samples 16 tasks x 256 transitions per RL update.
+        """
+        if not hasattr(self, "_by_task"):
+            tasks = torch.unique(self.task_index)
+            self._tasks = tasks
+            self._by_task = [torch.nonzero(self.task_index == t).squeeze(1) for t in tasks]
+        picks = torch.randint(len(self._by_task), (tasks_per_batch,), generator=generator)
+        index = torch.cat(
+            [
+                self._by_task[p][torch.randint(len(self._by_task[p]), (per_task,), generator=generator)]
+                for p in picks.tolist()
+            ]
+        )
+        return {k: getattr(self, k)[index] for k in HYPER_KEYS}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the cache atomically (a temporary name, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({k: v for k, v in asdict(self).items() if k in HYPER_KEYS}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HyperStateTransitions:
+        """Read a cache written by :meth:`save` (tensors only: ``weights_only=True``)."""
+        data = torch.load(path, weights_only=True)
+        missing = [k for k in HYPER_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"{path}: not a hyper-state cache, lacks {missing}; rebuild it with relabel_states")
+        return cls(**{k: data[k] for k in HYPER_KEYS})
+
+
+@torch.no_grad()
+def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int = 512) -> HyperStateTransitions:
+    """Run the frozen ``encoder`` over every trial and build hyper-state transitions.
+
+    Args:
+        encoder: the trained belief encoder (put in eval mode; gradients are not tracked).
+        trials: the logged trials (rewards as the environment gave them).
+        batch_size: trials encoded at once.
+
+    Returns:
+        One hyper-state transition per valid step of every trial.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    n, e_, h = trials.num_trials, trials.episodes_per_trial, trials.horizon
+    length = e_ * h
+    valid = trials.flat("valid")  # [N, L]
+    # Steps whose BAMDP successor is the NEXT episode's start state: the last valid step of every episode but
+    # the trial's last one.
+    ends = valid & ~np.concatenate([valid[:, 1:], np.zeros_like(valid[:, :1])], axis=1)
+    episode_of_step = np.repeat(np.arange(e_), h)[None].repeat(n, 0)  # [N, L]
+    cross = ends & (episode_of_step < e_ - 1)
+    # terminal only in the last episode; an earlier termination hands over to the next episode.
+    terminals = trials.flat("terminals") & (episode_of_step == e_ - 1)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in HYPER_KEYS}
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(n, start + batch_size))
+
+        def tm(key: str, sl: slice = sl) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(np.swapaxes(trials.flat(key)[sl], 0, 1)))
+
+        obs, next_obs = tm("obs"), tm("next_obs")  # [L, B, obs_dim]
+        mu, logvar = encoder(tm("actions"), next_obs, tm("rewards"), tm("valid"))  # [L + 1, B, D]
+        # next episode's start state for the steps that cross an episode boundary
+        cross_b = torch.from_numpy(np.ascontiguousarray(cross[sl].T))  # [L, B]
+        next_start = torch.zeros_like(obs)
+        for e in range(e_ - 1):
+            next_start[e * h : (e + 1) * h] = obs[(e + 1) * h]
+        successor = torch.where(cross_b[..., None], next_start, next_obs)
+        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1])  # [L, B, .]
+        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:])
+        mask = torch.from_numpy(np.ascontiguousarray(valid[sl].T))  # [L, B]
+        parts["obs"].append(hyper_t[mask])
+        parts["next_obs"].append(hyper_tp1[mask])
+        parts["actions"].append(tm("actions")[mask])
+        parts["rewards"].append(tm("rewards")[mask])
+        parts["terminals"].append(torch.from_numpy(np.ascontiguousarray(terminals[sl].T))[mask].float())
+        parts["task_index"].append(
+            torch.from_numpy(trials.task_index[sl])[None].expand(length, -1)[mask]
+        )
+    encoder.train(was_training)
+    return HyperStateTransitions(**{k: torch.cat(v) for k, v in parts.items()})

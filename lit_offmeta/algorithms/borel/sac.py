@@ -1,0 +1,190 @@
+"""SAC on hyper-states (BOReL step 4, continuous actions): twin critics, soft targets, optional CQL penalty.
+
+Actions live in ``[-1, 1]^act_dim`` (a tanh-squashed Gaussian), which is the action space of every continuous
+family here. Reference defaults (REFERENCE_NOTES): PointRobot sparse ``[128, 128]``, fixed alpha 0.01,
+gamma 0.9; Cheetah-Vel ``[256, 256]``, alpha 0.2, gamma 0.99; Adam 3e-4.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.nn import functional as F
+
+from lit_offmeta.algorithms.borel.dqn import soft_update
+from lit_offmeta.nn.belief import mlp
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+# --- pure losses -------------------------------------------------------------------------------------------------
+def sac_critic_target(
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    next_q1: torch.Tensor,
+    next_q2: torch.Tensor,
+    next_log_pi: torch.Tensor,
+    gamma: float,
+    alpha: float,
+) -> torch.Tensor:
+    """``y = r + gamma (1 - d) (min(Q1', Q2') - alpha log pi(a'|s'))`` (Haarnoja et al. 2018, arXiv:1812.05905, Eq. 3/5).
+
+    All inputs ``[B]``; ``d`` is a true terminal only (a goal reached is not one). Returns ``[B]`` (no gradient).
+    """
+    next_v = torch.minimum(next_q1, next_q2) - alpha * next_log_pi
+    return (rewards + gamma * (1.0 - terminals) * next_v).detach()
+
+
+def sac_actor_loss(q1_pi: torch.Tensor, q2_pi: torch.Tensor, log_pi: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``mean(alpha log pi(a~|s) - min(Q1, Q2)(s, a~))`` with ``a~`` reparameterised (Haarnoja et al. 2018, Eq. 7)."""
+    return (alpha * log_pi - torch.minimum(q1_pi, q2_pi)).mean()
+
+
+def cql_uniform_penalty(q_random: torch.Tensor, q_data: torch.Tensor, action_dim: int) -> torch.Tensor:
+    """CQL(H) with uniform proposals: ``mean(logsumexp_k [Q(s, a_k) - log U] - log K - Q(s, a_data))``.
+
+    ``a_k ~ U([-1, 1]^d)``, so ``log U = -d log 2`` (Kumar et al. 2020, arXiv:2006.04779, App. F, with only the
+    uniform half of the importance-sampled estimator).
+
+    Args:
+        q_random: ``[K, B]`` critic values at ``K`` uniform actions; q_data: ``[B]``; action_dim: ``d``.
+    """
+    k = q_random.shape[0]
+    log_density = -action_dim * math.log(2.0)
+    return (torch.logsumexp(q_random - log_density, dim=0) - math.log(k) - q_data).mean()
+
+
+class TanhGaussianActor(nn.Module):
+    """``a = tanh(u)``, ``u ~ N(mean(s), std(s))``, with the tanh change of variables in the log-density."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = mlp(input_dim, hidden, 2 * action_dim)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions ``[B, d]`` and their log-probabilities ``[B]``."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        action = torch.tanh(u)
+        gauss = torch.distributions.Normal(mean, log_std.exp()).log_prob(u).sum(-1)
+        # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
+        log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return action, gauss - log_det
+
+
+class HyperStateSAC(LightningModule):
+    """Soft actor-critic over hyper-states ``(s, mu, logvar)`` with a fixed temperature.
+
+    Args:
+        input_dim: hyper-state size.
+        action_dim: action size (actions in ``[-1, 1]``).
+        hidden: actor and critic hidden sizes.
+        actor_lr, critic_lr: Adam learning rates.
+        gamma: discount.
+        tau: soft target rate.
+        alpha: entropy temperature (fixed, as in the reference's PointRobot runs).
+        cql_alpha: weight of the CQL penalty on each critic (0 disables it).
+        cql_samples: uniform actions per state for the penalty.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        alpha: float = 0.2,
+        cql_alpha: float = 0.0,
+        cql_samples: int = 10,
+    ) -> None:
+        super().__init__()
+        for name, value in (("gamma", gamma), ("tau", tau)):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"HyperStateSAC: {name} must be in (0, 1], got {value}")
+        if alpha < 0 or cql_alpha < 0:
+            raise ValueError(f"HyperStateSAC: alpha and cql_alpha must be >= 0, got {alpha}, {cql_alpha}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.actor = TanhGaussianActor(input_dim, action_dim, hidden)
+        self.critics = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])
+        self.critics_target = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])
+        self.critics_target.load_state_dict(self.critics.state_dict())
+        self.critics_target.requires_grad_(False)
+
+    @staticmethod
+    def _q(net: nn.Module, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+    def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hp = self.hparams
+        obs, actions = batch["obs"], batch["actions"]
+        with torch.no_grad():
+            next_a, next_log_pi = self.actor(batch["next_obs"])
+            q1_t, q2_t = (self._q(net, batch["next_obs"], next_a) for net in self.critics_target)
+            target = sac_critic_target(
+                batch["rewards"], batch["terminals"], q1_t, q2_t, next_log_pi, hp.gamma, hp.alpha
+            )
+        q_data = [self._q(net, obs, actions) for net in self.critics]
+        loss = sum(F.mse_loss(q, target) for q in q_data)
+        metrics = {"loss_critic": loss.detach(), "q_mean": q_data[0].mean().detach()}
+        if hp.cql_alpha > 0:
+            k, b = hp.cql_samples, obs.shape[0]
+            rand = torch.rand(k, b, hp.action_dim, device=obs.device) * 2 - 1
+            obs_k = obs.unsqueeze(0).expand(k, -1, -1)
+            penalty = sum(
+                cql_uniform_penalty(self._q(net, obs_k, rand), q, hp.action_dim)
+                for net, q in zip(self.critics, q_data)
+            )
+            loss = loss + hp.cql_alpha * penalty
+            metrics["cql_penalty"] = penalty.detach()
+        return loss, metrics
+
+    def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        action, log_pi = self.actor(batch["obs"])
+        q1, q2 = (self._q(net, batch["obs"], action) for net in self.critics)
+        loss = sac_actor_loss(q1, q2, log_pi, self.hparams.alpha)
+        return loss, {"loss_actor": loss.detach(), "entropy": -log_pi.mean().detach()}
+
+    def update(
+        self,
+        batch: dict[str, torch.Tensor],
+        optimizers: Sequence[torch.optim.Optimizer],
+        backward: Callable[[torch.Tensor], None],
+    ) -> dict[str, torch.Tensor]:
+        """Critic step, actor step (critics held fixed), then the soft target update, in the paper's order."""
+        critic_opt, actor_opt = optimizers
+        loss_c, metrics = self.critic_loss(batch)
+        critic_opt.zero_grad()
+        backward(loss_c)
+        critic_opt.step()
+        self.critics.requires_grad_(False)
+        loss_a, metrics_a = self.actor_loss(batch)
+        actor_opt.zero_grad()
+        backward(loss_a)
+        actor_opt.step()
+        self.critics.requires_grad_(True)
+        soft_update(self.critics_target, self.critics, self.hparams.tau)
+        return {**metrics, **metrics_a}
+
+    @torch.no_grad()
+    def act(self, hyper_obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions ``[N, d]`` in ``[-1, 1]`` (the tanh of the mean when deterministic)."""
+        return self.actor(hyper_obs, deterministic=deterministic)[0]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        metrics = self.update(batch, self.optimizers(), self.manual_backward)
+        self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()})
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.Adam(self.critics.parameters(), lr=self.hparams.critic_lr),
+            torch.optim.Adam(self.actor.parameters(), lr=self.hparams.actor_lr),
+        ]

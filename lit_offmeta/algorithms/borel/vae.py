@@ -1,0 +1,215 @@
+"""BeliefVAE: the VariBAD belief model trained on offline trials (BOReL step 2).
+
+For a trial of ``L`` transitions the encoder yields beliefs ``q_0 .. q_L`` (``q_0`` the prior). EVERY belief
+decodes the rewards of ALL transitions of the trial, past and future, and each belief is pulled towards the
+previous one:
+
+.. math::
+    \\mathcal{L} = \\sum_{t=0}^{L} \\Big[ \\sum_{j=0}^{L-1} -\\log p(r_{j+1} \\mid z_t, x_j)
+        + \\beta\\, \\mathrm{KL}\\big(q_t \\,\\|\\, q_{t-1}\\big) \\Big],
+    \\quad z_t \\sim q_t,\\ q_{-1} = \\mathcal{N}(0, I),\\ \\beta = 0.05
+
+summed over ELBO and reconstruction terms and averaged over trials, as the reference does
+(Zintgraf et al. 2020, arXiv:1910.08348, Eq. (10) with the KL to the previous posterior; BOReL defaults in
+REFERENCE_NOTES). No state decoder: the families here differ in rewards only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch.nn import functional as F
+
+from lit_offmeta.nn.belief import BeliefEncoder, CellRewardDecoder, MLPRewardDecoder
+from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks.base import TaskFamily
+
+DecoderKind = Literal["auto", "cells", "next_obs", "transition"]
+
+
+# --- pure losses ---------------------------------------------------------------------------------------------
+def gaussian_kl(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
+) -> torch.Tensor:
+    """``KL(N(mu_q, e^{logvar_q}) || N(mu_p, e^{logvar_p}))`` of diagonal Gaussians, summed over the last axis.
+
+    .. math:: \\tfrac12 \\sum_d \\big[\\log\\sigma_p^2 - \\log\\sigma_q^2
+        + (\\sigma_q^2 + (\\mu_q - \\mu_p)^2) / \\sigma_p^2 - 1\\big]
+    """
+    return 0.5 * (
+        logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0
+    ).sum(-1)
+
+
+def kl_to_previous(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(q_t || q_{t-1})`` for ``t = 0..L`` with ``q_{-1} = N(0, I)``.
+
+    Args:
+        mu, logvar: ``[L + 1, B, D]`` beliefs (index 0 the prior).
+
+    Returns:
+        ``[L + 1, B]``.
+    """
+    mu_prev = torch.cat([torch.zeros_like(mu[:1]), mu[:-1]])
+    logvar_prev = torch.cat([torch.zeros_like(logvar[:1]), logvar[:-1]])
+    return gaussian_kl(mu, logvar, mu_prev, logvar_prev)
+
+
+def elbo_loss(
+    reward_nll: torch.Tensor,
+    kl: torch.Tensor,
+    valid: torch.Tensor,
+    kl_weight: float = 0.05,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Negative ELBO over all beliefs, each decoding all transitions (past and future).
+
+    Args:
+        reward_nll: ``[L + 1, L, B]``: ``-log p(r_{j+1} | z_t, x_j)`` for belief ``t`` and transition ``j``.
+        kl: ``[L + 1, B]``: ``KL(q_t || q_{t-1})``.
+        valid: ``[L, B]`` bool, transitions that exist (not padding). Belief ``t >= 1`` exists where
+            transition ``t - 1`` does; the prior always does.
+        kl_weight: ``beta`` (reference 0.05).
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss (summed over ELBO and reconstruction terms, mean over trials) and
+        detached ``reward_nll`` and ``kl`` of the same reduction.
+    """
+    valid = valid.float()
+    belief_valid = torch.cat([torch.ones_like(valid[:1]), valid])  # [L + 1, B]
+    pair_valid = belief_valid[:, None, :] * valid[None, :, :]  # [L + 1, L, B]
+    batch = valid.shape[1]
+    recon = (reward_nll * pair_valid).sum() / batch
+    kl_term = (kl * belief_valid).sum() / batch
+    loss = recon + kl_weight * kl_term
+    return loss, {"reward_nll": recon.detach(), "kl": kl_term.detach()}
+
+
+# --- the module ----------------------------------------------------------------------------------------------
+class BeliefVAE(LightningModule):
+    """GRU belief encoder + reward decoder, trained on (reward-relabelled) offline trials.
+
+    Args:
+        family: task family name; sets input sizes, and ``decoder="auto"``.
+        decoder: ``"cells"`` (Bernoulli multi-head over grid cells, latent only; GridNavi),
+            ``"next_obs"`` (MSE on ``(z, s_{t+1})``; PointRobot), ``"transition"`` (MSE on
+            ``(z, s_{t+1}, s_t, a_t)``; MuJoCo) or ``"auto"`` (by family).
+        state_embed_dim, action_embed_dim, reward_embed_dim: encoder embeddings (0 drops an input).
+        hidden_dim: GRU size.
+        latent_dim: task latent size.
+        decoder_hidden: reward decoder hidden sizes.
+        kl_weight: ``beta`` of the ELBO.
+        lr: Adam learning rate.
+        reward_threshold: ``"cells"`` decoder: a reward above it means "goal here".
+
+    Example:
+        >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
+        ...                 hidden_dim=64)
+        >>> vae.decoder_kind
+        'cells'
+    """
+
+    def __init__(
+        self,
+        family: str = "grid_navi",
+        decoder: DecoderKind = "auto",
+        state_embed_dim: int = 32,
+        action_embed_dim: int = 16,
+        reward_embed_dim: int = 16,
+        hidden_dim: int = 128,
+        latent_dim: int = 5,
+        decoder_hidden: tuple[int, ...] = (32, 32),
+        kl_weight: float = 0.05,
+        lr: float = 3e-4,
+        reward_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        fam: TaskFamily = get_family(family)
+        self.family = fam
+        if decoder == "auto":
+            decoder = "cells" if fam.name == "grid_navi" else "next_obs" if "point_robot" in fam.name else "transition"
+        if decoder not in ("cells", "next_obs", "transition"):
+            raise ValueError(
+                f"BeliefVAE: decoder must be 'auto', 'cells', 'next_obs' or 'transition', got {decoder!r}"
+            )
+        if decoder == "cells" and fam.name != "grid_navi":
+            raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
+        if kl_weight < 0:
+            raise ValueError(f"BeliefVAE: kl_weight must be >= 0, got {kl_weight}")
+        self.decoder_kind = decoder
+        self.obs_dim, self.action_dim = fam.obs_dim, fam.action_dim
+        self.encoder = BeliefEncoder(
+            self.obs_dim,
+            self.action_dim,
+            fam.discrete_actions,
+            state_embed_dim,
+            action_embed_dim,
+            reward_embed_dim,
+            hidden_dim,
+            latent_dim,
+        )
+        if decoder == "cells":
+            self.grid_size = int(round(float(fam.observation_space.high.max()))) + 1
+            self.decoder = CellRewardDecoder(latent_dim, self.grid_size**2, decoder_hidden)
+        else:
+            act_in = 0 if fam.discrete_actions else self.action_dim
+            in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in
+            self.decoder = MLPRewardDecoder(latent_dim, in_dim, decoder_hidden)
+
+    # --- decoding --------------------------------------------------------------------------------------------
+    def cell_index(self, obs: torch.Tensor) -> torch.Tensor:
+        """Grid cell index ``x * G + y`` of observations ``[..., 2]`` (``"cells"`` decoder only)."""
+        cell = obs[..., :2].round().long()
+        return cell[..., 0] * self.grid_size + cell[..., 1]
+
+    def reward_nll(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``-log p(r_{j+1} | z_t, x_j)`` for every latent ``z [L+1, B, D]`` and transition -> ``[L+1, L, B]``."""
+        rewards = batch["rewards"]  # [L, B]
+        if self.decoder_kind == "cells":
+            logits = self.decoder(z)  # [L + 1, B, C]
+            cells = self.cell_index(batch["next_obs"])  # [L, B]
+            index = cells.T.unsqueeze(0).expand(z.shape[0], -1, -1)  # [L + 1, B, L]
+            logits_tj = logits.gather(-1, index).permute(0, 2, 1)  # [L + 1, L, B]
+            target = (rewards > self.hparams.reward_threshold).float().expand_as(logits_tj)
+            return F.binary_cross_entropy_with_logits(logits_tj, target, reduction="none")
+        x = batch["next_obs"]
+        if self.decoder_kind == "transition":
+            parts = [x, batch["obs"]]
+            if not self.family.discrete_actions:
+                parts.append(batch["actions"])
+            x = torch.cat(parts, dim=-1)
+        predicted = self.decoder(z[:, None], x[None])  # [L + 1, L, B]
+        return (predicted - rewards[None]).pow(2)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The negative ELBO of a batch of trials (time-major, see :func:`trials_to_batch`)."""
+        valid = batch["valid"]
+        mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
+        return elbo_loss(self.reward_nll(z, batch), kl_to_previous(mu, logvar), valid, self.hparams.kl_weight)
+
+    @torch.no_grad()
+    def goal_probabilities(self, mu: torch.Tensor) -> torch.Tensor:
+        """``"cells"`` decoder: ``p(goal at cell)`` at the belief mean, ``[..., G, G]`` indexed ``[x, y]``."""
+        if self.decoder_kind != "cells":
+            raise ValueError("goal_probabilities needs decoder='cells'")
+        probs = torch.sigmoid(self.decoder(mu))
+        return probs.reshape(*probs.shape[:-1], self.grid_size, self.grid_size)
+
+    # --- Lightning ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.compute_loss(batch)
+        self.log("train/vae/loss", loss, prog_bar=True)
+        self.log_dict({f"train/vae/{k}": v for k, v in metrics.items()})
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def posterior_entropy(logvar: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of diagonal Gaussians ``[..., D] -> [...]``: ``0.5 * sum(log(2 pi e) + logvar)``."""
+    return 0.5 * (np.log(2 * np.pi * np.e) + logvar).sum(-1)

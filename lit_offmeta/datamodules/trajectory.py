@@ -1,0 +1,231 @@
+"""Trajectory datamodule for offline VariBAD / BOReL: whole multi-episode trials, reward-relabelled.
+
+Where MACAW's datamodule serves transitions, the belief VAE needs whole trials (``E`` episodes of one task)
+because the belief after step ``t`` depends on everything seen since the trial started. Each training batch
+holds ``tasks_per_batch`` tasks (drawn with replacement) x ``trials_per_task`` trials, as time-major tensors
+``[E * H, B, ...]`` ready for the GRU encoder. With ``reward_relabelling`` on, every trial is rebuilt from
+pooled episodes with rewards recomputed by its task's reward function (:func:`lit_offmeta.data.relabel.mix_trials`);
+off, trials are the behaviour data as logged (the ablation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
+from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks.base import TaskFamily
+
+
+def trials_to_batch(trials: TrialArrays) -> dict[str, torch.Tensor]:
+    """Time-major tensors of a set of trials.
+
+    Returns:
+        ``obs``, ``next_obs`` ``[L, B, obs_dim]``; ``actions`` ``[L, B, act_dim]`` or ``[L, B]``; ``rewards``,
+        ``terminals``, ``valid``, ``episode_ends`` ``[L, B]`` with ``L = E * H`` (``episode_ends`` marks the
+        last valid step of each episode); ``task_index`` ``[B]``.
+    """
+
+    def tm(key: str) -> torch.Tensor:
+        x = trials.flat(key)
+        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1)))
+
+    return {
+        "obs": tm("obs"),
+        "actions": tm("actions"),
+        "rewards": tm("rewards"),
+        "next_obs": tm("next_obs"),
+        "terminals": tm("terminals").float(),
+        "valid": tm("valid"),
+        "episode_ends": torch.from_numpy(np.ascontiguousarray(np.swapaxes(_episode_ends(trials), 0, 1))),
+        "task_index": torch.from_numpy(trials.task_index),
+    }
+
+
+def _episode_ends(trials: TrialArrays) -> np.ndarray:
+    """``[N, E * H]`` bool: True at the last valid step of every episode."""
+    valid = trials.valid
+    nxt = np.concatenate([valid[..., 1:], np.zeros_like(valid[..., :1])], axis=-1)
+    ends = valid & ~nxt
+    return ends.reshape(ends.shape[0], -1)
+
+
+class _TrialBatches(IterableDataset):
+    """An endless stream of trial batches (``steps_per_epoch`` per epoch), seeded per epoch."""
+
+    def __init__(self, dm: TrialDataModule) -> None:
+        self.dm = dm
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.dm.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([self.dm.seed, self.epoch])
+        self.epoch += 1
+        for _ in range(self.dm.steps_per_epoch):
+            yield self.dm.sample_batch(rng)
+
+
+class TrialDataModule(LightningDataModule):
+    """Multi-episode trials of the training tasks, with optional reward relabelling.
+
+    Args:
+        family: task family name (``"grid_navi"``, ``"point_robot_sparse"``...).
+        data_root: folder written by ``lit-offmeta collect`` (one dataset per task). ``None`` generates
+            scripted behaviour trials in memory instead (see ``scripted_trials_per_task``).
+        split: the family's task split (``None``: the family's default); the VAE and RL see only its
+            ``train`` tasks, evaluation uses ``test``.
+        episodes_per_trial: ``E`` (``None``: the family's ``episodes_per_trial``, else 2).
+        tasks_per_batch: tasks per batch, drawn with replacement (reference: 8, MuJoCo 4).
+        trials_per_task: trials per task in a batch (reference: 8).
+        reward_relabelling: rebuild trials from pooled episodes with rewards recomputed by the target task's
+            reward function (the MDP-ambiguity fix). ``False`` is the ablation.
+        mix_prob: with relabelling, the probability that an episode comes from the pooled data.
+        scripted_trials_per_task: with ``data_root=None``, trials per task of the scripted behaviour
+            (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
+            epsilon decays from 1 to 0.1 over its lifetime).
+        steps_per_epoch: batches per epoch (the stream is endless; the trainer's ``max_steps`` decides).
+        seed: seeds task sampling and relabelling.
+
+    Example:
+        >>> dm = TrialDataModule("grid_navi", scripted_trials_per_task=4, steps_per_epoch=2)
+        >>> dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> tuple(batch["obs"].shape)
+        (60, 64, 2)
+    """
+
+    def __init__(
+        self,
+        family: str = "grid_navi",
+        data_root: str | None = None,
+        split: str | None = None,
+        episodes_per_trial: int | None = None,
+        tasks_per_batch: int = 8,
+        trials_per_task: int = 8,
+        reward_relabelling: bool = True,
+        mix_prob: float = 1.0,
+        scripted_trials_per_task: int = 200,
+        steps_per_epoch: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.family: TaskFamily = get_family(family)
+        for name, value in (
+            ("tasks_per_batch", tasks_per_batch),
+            ("trials_per_task", trials_per_task),
+            ("steps_per_epoch", steps_per_epoch),
+        ):
+            if value < 1:
+                raise ValueError(f"TrialDataModule: {name} must be >= 1, got {value}")
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ValueError(f"TrialDataModule: mix_prob must be in [0, 1], got {mix_prob}")
+        if data_root is None and scripted_trials_per_task < 1:
+            raise ValueError(
+                "TrialDataModule: give data_root (a folder from `lit-offmeta collect`) or "
+                f"scripted_trials_per_task >= 1, got data_root=None and {scripted_trials_per_task}"
+            )
+        self.data_root = data_root
+        self.split_name = split
+        self.episodes_per_trial = int(
+            episodes_per_trial or getattr(self.family, "episodes_per_trial", 0) or 2
+        )
+        self.tasks_per_batch = tasks_per_batch
+        self.trials_per_task = trials_per_task
+        self.reward_relabelling = reward_relabelling
+        self.mix_prob = mix_prob
+        self.scripted_trials_per_task = scripted_trials_per_task
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self.train_trials: TrialArrays | None = None
+        self._dataset: _TrialBatches | None = None
+
+    # --- data ------------------------------------------------------------------------------------------------
+    @property
+    def split(self):
+        return self.family.split(self.split_name)
+
+    @property
+    def test_tasks(self) -> list[dict]:
+        tasks = self.family.default_tasks()
+        return [tasks[i] for i in self.split.test]
+
+    def prepare_data(self) -> None:
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise ValueError(
+                f"TrialDataModule: data_root {self.data_root!r} is not a folder; create it with "
+                f"`lit-offmeta collect --family {self.family.name} --out {self.data_root}`"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_trials is None:
+            self.train_trials = self.load_trials(self.split.train)
+
+    def load_trials(self, task_indices: tuple[int, ...] | list[int]) -> TrialArrays:
+        """Trials of the tasks ``task_indices`` (from ``data_root`` or the scripted behaviour)."""
+        if self.data_root is None:
+            from lit_offmeta.algorithms.borel.behaviour import scripted_trials
+
+            return scripted_trials(
+                self.family,
+                list(task_indices),
+                self.scripted_trials_per_task,
+                self.episodes_per_trial,
+                seed=self.seed,
+            )
+        return load_trials_from_storage(self.family, self.data_root, task_indices, self.episodes_per_trial)
+
+    def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One batch: ``tasks_per_batch`` tasks x ``trials_per_task`` trials, time-major."""
+        if self.train_trials is None:
+            raise RuntimeError("TrialDataModule.sample_batch called before setup(); call dm.setup('fit') first")
+        trials = self.train_trials
+        tasks = rng.choice(np.asarray(self.split.train), size=self.tasks_per_batch, replace=True)
+        targets = np.repeat(tasks, self.trials_per_task)
+        if self.reward_relabelling:
+            batch = mix_trials(self.family, trials, targets, rng, self.mix_prob)
+        else:
+            by_task = {int(t): np.flatnonzero(trials.task_index == t) for t in np.unique(targets)}
+            batch = trials.select(np.array([rng.choice(by_task[int(t)]) for t in targets]))
+        return trials_to_batch(batch)
+
+    def train_dataloader(self) -> DataLoader:
+        if self._dataset is None:
+            self._dataset = _TrialBatches(self)
+        return DataLoader(self._dataset, batch_size=None, num_workers=0)
+
+
+def load_trials_from_storage(
+    family: TaskFamily, root: str | Path, task_indices, episodes_per_trial: int
+) -> TrialArrays:
+    """Trials of ``task_indices`` read from datasets written by ``lit-offmeta collect`` (Minari on disk).
+
+    Raises:
+        ValueError: a task dataset is missing or holds no complete trial, naming the file and the fix.
+    """
+    from lit_offmeta.data import storage
+
+    found = storage.list_task_datasets(root, family.name)
+    parts = []
+    for i in task_indices:
+        if int(i) not in found:
+            raise ValueError(
+                f"TrialDataModule: no dataset for task {i} of {family.name!r} under {root!s} "
+                f"(expected {storage.dataset_path(root, family.name, int(i))}); collect it with "
+                f"`lit-offmeta collect --family {family.name} --out {root}`"
+            )
+        episodes, metadata, task = storage.read_task_episodes(root, family.name, int(i))
+        trials = trials_from_episodes(
+            int(i), task, episodes, metadata, episodes_per_trial, family.horizon, source=str(found[int(i)])
+        )
+        if trials.num_trials == 0:
+            raise ValueError(f"{found[int(i)]}: no complete {episodes_per_trial}-episode trial")
+        parts.append(trials)
+    return TrialArrays.concatenate(parts)
