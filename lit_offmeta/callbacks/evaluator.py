@@ -28,7 +28,13 @@ from torchmetrics.aggregation import MeanMetric
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
 from lit_offmeta.callbacks.plots import plot_adaptation_curve
 from lit_offmeta.callbacks.report import write_report
-from lit_offmeta.callbacks.rollout import NonFiniteActionError, PerTaskPolicy, RandomPolicy, RolloutResult, rollout
+from lit_offmeta.callbacks.rollout import (
+    NonFiniteActionError,
+    PerTaskPolicy,
+    RandomPolicy,
+    RolloutResult,
+    rollout,
+)
 from lit_offmeta.callbacks.scoring import normalised_score
 
 DEFAULT_CURVE_STEPS = (0, 1, 5, 20)
