@@ -208,24 +208,36 @@ def load_trials_from_storage(
     """Trials of ``task_indices`` read from datasets written by ``lit-offmeta collect`` (Minari on disk).
 
     Raises:
-        ValueError: a task dataset is missing or holds no complete trial, naming the file and the fix.
+        MissingDatasetError: (a ``ValueError``) a task has no dataset; the message gives the collect command.
+        ValueError: a dataset holds no complete trial, naming the file and the fix.
     """
-    from lit_offmeta.data import storage
+    from lit_offmeta.data.storage import load_task_buffers
 
-    found = storage.list_task_datasets(root, family.name)
     parts = []
-    for i in task_indices:
-        if int(i) not in found:
-            raise ValueError(
-                f"TrialDataModule: no dataset for task {i} of {family.name!r} under {root!s} "
-                f"(expected {storage.dataset_path(root, family.name, int(i))}); collect it with "
-                f"`lit-offmeta collect --family {family.name} --out {root}`"
+    for buf in load_task_buffers(root, family.name, [int(i) for i in task_indices]):
+        starts = buf.episode_starts
+        episodes, metadata = [], []
+        for e in range(len(starts) - 1):
+            a, b = int(starts[e]), int(starts[e + 1])
+            episodes.append(
+                {
+                    "observations": np.concatenate([buf.obs[a:b], buf.next_obs[b - 1 : b]]),
+                    "actions": buf.actions[a:b],
+                    "rewards": buf.rewards[a:b],
+                    "terminations": buf.terminals[a:b],
+                    "truncations": buf.truncations[a:b],
+                }
             )
-        episodes, metadata, task = storage.read_task_episodes(root, family.name, int(i))
+            metadata.append({"trial_index": int(buf.trial_index[e]), "episode_in_trial": int(buf.episode_in_trial[e])})
+        if any(m["trial_index"] < 0 for m in metadata):
+            raise ValueError(
+                f"{buf.source}: episodes carry no trial structure (trial_index -1); re-collect with "
+                f"episodes_per_trial={episodes_per_trial}"
+            )
         trials = trials_from_episodes(
-            int(i), task, episodes, metadata, episodes_per_trial, family.horizon, source=str(found[int(i)])
+            buf.task_index, buf.task, episodes, metadata, episodes_per_trial, family.horizon, source=buf.source
         )
         if trials.num_trials == 0:
-            raise ValueError(f"{found[int(i)]}: no complete {episodes_per_trial}-episode trial")
+            raise ValueError(f"{buf.source}: no complete {episodes_per_trial}-episode trial")
         parts.append(trials)
     return TrialArrays.concatenate(parts)

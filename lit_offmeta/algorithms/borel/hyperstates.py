@@ -23,7 +23,7 @@ import torch
 from lit_offmeta.data.relabel import TrialArrays
 from lit_offmeta.nn.belief import BeliefEncoder
 
-HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index")
+HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index", "episode")
 
 
 def hyper_state(obs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -42,6 +42,7 @@ class HyperStateTransitions:
         next_obs: ``[M, obs_dim + 2 * latent_dim]``, the BAMDP successor ``s^+_{t+1}``.
         terminals: ``[M]`` float32, 1 only at a true termination in a trial's last episode.
         task_index: ``[M]`` int64.
+        episode: ``[M]`` int64, the episode of the trial the transition belongs to.
     """
 
     obs: torch.Tensor
@@ -50,6 +51,7 @@ class HyperStateTransitions:
     next_obs: torch.Tensor
     terminals: torch.Tensor
     task_index: torch.Tensor
+    episode: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -138,6 +140,7 @@ def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int 
         parts["actions"].append(tm("actions")[mask])
         parts["rewards"].append(tm("rewards")[mask])
         parts["terminals"].append(torch.from_numpy(np.ascontiguousarray(terminals[sl].T))[mask].float())
+        parts["episode"].append(torch.from_numpy(episode_of_step[sl].T.copy())[mask])
         parts["task_index"].append(
             torch.from_numpy(trials.task_index[sl])[None].expand(length, -1)[mask]
         )

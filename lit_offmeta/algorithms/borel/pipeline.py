@@ -1,0 +1,213 @@
+"""OfflineVariBAD (BOReL): the whole pipeline in one LightningModule, run by one ``lit-offmeta fit``.
+
+Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; REFERENCE_NOTES "Pipeline"):
+
+1. ``vae_steps`` updates of the :class:`~lit_offmeta.algorithms.borel.vae.BeliefVAE` on reward-relabelled
+   trials from :class:`~lit_offmeta.datamodules.trajectory.TrialDataModule`;
+2. state relabelling: the now frozen encoder turns every logged trial into hyper-state transitions
+   (:func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`), once, at the first RL update (and again
+   after resuming from a checkpoint, deterministically);
+3. ``rl_steps`` updates of DQN (discrete) or SAC (continuous) on hyper-states, ``rl_tasks_per_batch`` tasks x
+   ``rl_batch_per_task`` transitions each;
+4. evaluation every ``eval_every`` RL updates and at the end: one trial per held-out task with the
+   :class:`~lit_offmeta.algorithms.borel.policy.BeliefPolicy`, through the shared rollout code.
+
+Training stops by itself after ``vae_steps + rl_steps`` updates (``trainer.max_steps`` counts optimizer steps,
+which differ between the stages, so leave it at -1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+
+from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
+from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
+from lit_offmeta.algorithms.borel.sac import HyperStateSAC
+from lit_offmeta.algorithms.borel.vae import BeliefVAE
+from lit_offmeta.data.relabel import TrialArrays
+
+
+class OfflineVariBAD(LightningModule):
+    """Belief VAE, then off-policy RL on hyper-states, from offline multi-episode trials.
+
+    Args:
+        family: task family name.
+        vae_steps: VAE updates (stage 1).
+        rl_steps: RL updates (stage 3).
+        vae: keyword arguments of :class:`BeliefVAE` (besides ``family``).
+        rl_algorithm: ``"dqn"``, ``"sac"`` or ``"auto"`` (DQN for discrete actions, SAC otherwise).
+        rl: keyword arguments of :class:`HyperStateDQN` / :class:`HyperStateSAC` (besides the sizes).
+        rl_tasks_per_batch: tasks per RL batch (reference 16, drawn with replacement).
+        rl_batch_per_task: transitions per task in an RL batch (reference 256).
+        eval_every: evaluate every this many RL updates (0: only at the end).
+        eval_episodes: episodes per evaluation trial (``None``: the datamodule's ``episodes_per_trial``).
+        hyperstate_cache: if set, the hyper-state transitions are also written there (atomic ``.pt``).
+        seed: seeds RL batch sampling and evaluation.
+
+    Example:
+        >>> model = OfflineVariBAD("grid_navi", vae_steps=10, rl_steps=10,
+        ...                        vae={"action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 64})
+        >>> type(model.agent).__name__
+        'HyperStateDQN'
+    """
+
+    def __init__(
+        self,
+        family: str = "grid_navi",
+        vae_steps: int = 2000,
+        rl_steps: int = 10000,
+        vae: dict[str, Any] | None = None,
+        rl_algorithm: Literal["auto", "dqn", "sac"] = "auto",
+        rl: dict[str, Any] | None = None,
+        rl_tasks_per_batch: int = 16,
+        rl_batch_per_task: int = 256,
+        eval_every: int = 0,
+        eval_episodes: int | None = None,
+        hyperstate_cache: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if vae_steps < 1 or rl_steps < 0:
+            raise ValueError(f"OfflineVariBAD: need vae_steps >= 1 and rl_steps >= 0, got {vae_steps}, {rl_steps}")
+        if rl_tasks_per_batch < 1 or rl_batch_per_task < 1:
+            raise ValueError("OfflineVariBAD: rl_tasks_per_batch and rl_batch_per_task must be >= 1")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.vae = BeliefVAE(family, **(vae or {}))
+        fam = self.vae.family
+        self.family = fam
+        if rl_algorithm == "auto":
+            rl_algorithm = "dqn" if fam.discrete_actions else "sac"
+        if rl_algorithm not in ("dqn", "sac"):
+            raise ValueError(f"OfflineVariBAD: rl_algorithm must be 'auto', 'dqn' or 'sac', got {rl_algorithm!r}")
+        if rl_algorithm == "dqn" and not fam.discrete_actions:
+            raise ValueError(f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'")
+        if rl_algorithm == "sac" and fam.discrete_actions:
+            raise ValueError(f"OfflineVariBAD: SAC needs continuous actions; family {fam.name!r} is discrete, use 'dqn'")
+        input_dim = fam.obs_dim + 2 * self.vae.encoder.latent_dim
+        agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
+        self.agent = agent_cls(input_dim, fam.action_dim, **(rl or {}))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("logvar_confident", torch.zeros(self.vae.encoder.latent_dim))
+        self.hyperstates: HyperStateTransitions | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+
+    # --- stages ----------------------------------------------------------------------------------------------
+    @property
+    def in_rl_stage(self) -> bool:
+        return int(self.updates) >= self.hparams.vae_steps
+
+    def build_hyperstates(self, trials: TrialArrays) -> HyperStateTransitions:
+        """Stage 2: freeze the encoder and relabel every logged trial into hyper-state transitions."""
+        self.vae.requires_grad_(False)
+        self.hyperstates = relabel_states(self.vae.encoder, trials)
+        # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
+        # belief that Thompson sampling pairs with its samples.
+        last = self.hyperstates.episode == trials.episodes_per_trial - 1
+        logvar = self.hyperstates.obs[:, self.family.obs_dim + self.vae.encoder.latent_dim :]
+        self.logvar_confident.copy_(logvar[last].mean(0))
+        if self.hparams.hyperstate_cache:
+            self.hyperstates.save(self.hparams.hyperstate_cache)
+        return self.hyperstates
+
+    def _trials(self) -> TrialArrays:
+        dm = getattr(self.trainer, "datamodule", None)
+        trials = getattr(dm, "train_trials", None)
+        if trials is None:
+            raise RuntimeError(
+                "OfflineVariBAD needs a TrialDataModule (lit_offmeta.datamodules.trajectory) whose setup() loaded "
+                "train_trials, for state relabelling"
+            )
+        return trials
+
+    # --- Lightning ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        hp = self.hparams
+        optimizers = self.optimizers()
+        vae_opt, agent_opts = optimizers[0], optimizers[1:]
+        if not self.in_rl_stage:
+            loss, metrics = self.vae.compute_loss(batch)  # stage 1: VAE on (reward-relabelled) trials
+            vae_opt.zero_grad()
+            self.manual_backward(loss)
+            vae_opt.step()
+            self.log("train/vae/loss", loss, prog_bar=True)
+            self.log_dict({f"train/vae/{k}": v for k, v in metrics.items()})
+        else:
+            if self.hyperstates is None:
+                self.build_hyperstates(self._trials())  # stage 2: state relabelling, once
+            rl_batch = self.hyperstates.sample(hp.rl_tasks_per_batch, hp.rl_batch_per_task, self._generator)
+            rl_batch = {k: v.to(self.device) for k, v in rl_batch.items()}
+            metrics = self.agent.update(rl_batch, agent_opts, self.manual_backward)  # stage 3: RL
+            self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        self.updates += 1
+        rl_done = int(self.updates) - hp.vae_steps
+        finished = rl_done >= hp.rl_steps
+        if rl_done > 0 and ((hp.eval_every and rl_done % hp.eval_every == 0) or finished):
+            self._log_evaluation()
+        if finished:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        agent_opts = self.agent.configure_optimizers()
+        agent_opts = agent_opts if isinstance(agent_opts, list) else [agent_opts]
+        return [self.vae.configure_optimizers(), *agent_opts]
+
+    # --- evaluation ------------------------------------------------------------------------------------------
+    def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None) -> BeliefPolicy:
+        """The Bayes-adaptive policy. BOReL adapts ONLINE, by its belief, from the start of each trial; offline
+        ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
+        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions)
+
+    def thompson_policy(self, seed: int = 0) -> ThompsonPolicy:
+        """The posterior-sampling comparison policy (one belief sample per episode)."""
+        return ThompsonPolicy(
+            self.vae.encoder, self.agent, self.family.discrete_actions, self.logvar_confident, seed=seed
+        )
+
+    def _eval_setup(self) -> tuple[list[dict], int]:
+        dm = getattr(self.trainer, "datamodule", None)
+        tasks = dm.test_tasks if dm is not None else [self.family.default_tasks()[i] for i in self.family.split().test]
+        episodes = self.hparams.eval_episodes or getattr(dm, "episodes_per_trial", 2)
+        return tasks, episodes
+
+    def _log_evaluation(self) -> None:
+        tasks, episodes = self._eval_setup()
+        result = evaluate_trials(self.adapt(), self.family, tasks, episodes, seed=self.hparams.seed)
+        self.log_dict(summarise(result, prefix="rollout/"))
+        self.train()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.hyperstates = None  # rebuilt from the data at the next RL update
+
+
+def evaluate_trials(policy, family, tasks: list[dict], episodes: int, seed: int = 0, record: bool = False):
+    """One trial of ``episodes`` episodes per task, from the family's start state (reference bug 6: never a
+    random start), through the shared rollout code. Returns its ``RolloutResult``."""
+    from lit_offmeta.callbacks.rollout import rollout
+
+    was = [(m, m.training) for m in (getattr(policy, "encoder", None), getattr(policy, "agent", None)) if m]
+    try:
+        return rollout(policy, family, tasks, episodes=episodes, seed=seed, record=record)
+    finally:
+        for m, training in was:
+            m.train(training)
+
+
+def summarise(result, prefix: str = "") -> dict[str, float]:
+    """Mean return and success per episode of a trial, and over episodes 2+ (where the task should be known)."""
+    out = {}
+    returns = np.asarray(result.returns)
+    for e in range(returns.shape[1]):
+        out[f"{prefix}return_ep{e + 1}"] = float(returns[:, e].mean())
+        if result.success is not None:
+            out[f"{prefix}success_ep{e + 1}"] = float(result.success[:, e].mean())
+    out[f"{prefix}return_trial"] = float(returns.sum(1).mean())
+    if result.success is not None and returns.shape[1] > 1:
+        out[f"{prefix}success_ep2plus"] = float(result.success[:, 1:].mean())
+    return out
+

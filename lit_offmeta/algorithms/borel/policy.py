@@ -1,0 +1,124 @@
+"""Rollout policies of offline VariBAD for the shared evaluator (:class:`lit_offmeta.policy.RolloutPolicy`).
+
+:class:`BeliefPolicy` is the Bayes-adaptive agent: it acts on the hyper-state ``(s, mu, logvar)`` and folds every
+step into its belief with the encoder's :meth:`~lit_offmeta.nn.belief.BeliefEncoder.step`, the same recurrence
+used in VAE training and state relabelling. The belief is reset ONLY by ``reset()`` (the start of a trial);
+episode ends (``dones``) keep it, so what episode 1 found is used in episodes 2, 3, ...
+
+:class:`ThompsonPolicy` is the comparison from the slides ("sample possible goal, pretend it is correct"): once
+per episode it samples a task latent from the current belief and acts as if that sample were a confident
+belief, ``(s, z, logvar_confident)``, where ``logvar_confident`` is the mean log-variance the encoder reaches at
+the end of training trials (a belief that has identified its task). It still updates the belief every step,
+so the next episode's sample uses all evidence so far.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lit_offmeta.algorithms.borel.hyperstates import hyper_state
+from lit_offmeta.nn.belief import BeliefEncoder
+
+
+class BeliefPolicy:
+    """Acts on ``(s, mu_t, logvar_t)`` and updates the belief after every step.
+
+    Args:
+        encoder: the trained belief encoder.
+        agent: an RL module with ``act(hyper_obs [N, d], deterministic) -> actions``.
+        discrete_actions: return ``int64`` actions ``[N]``.
+        deterministic: greedy / mean actions (the evaluation protocol).
+    """
+
+    def __init__(self, encoder: BeliefEncoder, agent: nn.Module, discrete_actions: bool, deterministic: bool = True):
+        self.encoder = encoder.eval()
+        self.agent = agent.eval()
+        self.discrete_actions = discrete_actions
+        self.deterministic = deterministic
+        self.h: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset(self, num_envs: int) -> None:
+        """Start a trial: every environment's belief becomes the prior ``q_0``."""
+        self.h = self.encoder.initial_state(num_envs)
+        self.mu, self.logvar = self.encoder.belief(self.h)
+
+    def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu, self.logvar
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.h is None:
+            raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
+        mu, logvar = self._latent()
+        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar)
+        actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
+        return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
+
+    @torch.no_grad()
+    def observe(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        dones: np.ndarray,
+    ) -> None:
+        """Fold ``(a_t, s_{t+1}, r_{t+1})`` into the belief; ``next_obs`` is the true successor (at an
+        episode end, the final observation, not the next start). ``dones`` do NOT reset the belief."""
+        if self.h is None:
+            raise RuntimeError(f"{type(self).__name__}.observe called before reset(num_envs)")
+        a = torch.as_tensor(np.asarray(actions))
+        a = a.long() if self.discrete_actions else a.float()
+        self.h = self.encoder.step(
+            self.h,
+            a,
+            torch.as_tensor(np.asarray(next_obs), dtype=torch.float32),
+            torch.as_tensor(np.asarray(rewards), dtype=torch.float32),
+        )
+        self.mu, self.logvar = self.encoder.belief(self.h)
+
+
+class ThompsonPolicy(BeliefPolicy):
+    """Posterior sampling: one latent sample per episode, acted on as if it were a confident belief.
+
+    Args:
+        encoder, agent, discrete_actions, deterministic: as :class:`BeliefPolicy`.
+        logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
+        seed: seed of the latent samples.
+    """
+
+    def __init__(
+        self,
+        encoder: BeliefEncoder,
+        agent: nn.Module,
+        discrete_actions: bool,
+        logvar_confident: torch.Tensor,
+        deterministic: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(encoder, agent, discrete_actions, deterministic)
+        self.logvar_confident = logvar_confident.detach().float()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _sample(self, rows: torch.Tensor) -> None:
+        eps = torch.randn(self.mu[rows].shape, generator=self.generator)
+        self.z[rows] = self.mu[rows] + eps * (0.5 * self.logvar[rows]).exp()
+
+    @torch.no_grad()
+    def reset(self, num_envs: int) -> None:
+        super().reset(num_envs)
+        self.z = torch.zeros_like(self.mu)
+        self._sample(torch.ones(num_envs, dtype=torch.bool))
+
+    def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.z, self.logvar_confident.expand_as(self.z)
+
+    @torch.no_grad()
+    def observe(self, obs, actions, rewards, next_obs, dones) -> None:
+        super().observe(obs, actions, rewards, next_obs, dones)
+        done = torch.as_tensor(np.asarray(dones, dtype=bool))
+        if done.any():
+            self._sample(done)  # a new episode starts: resample from the updated belief
