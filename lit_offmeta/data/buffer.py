@@ -357,13 +357,24 @@ class TaskBuffer:
         lo: int = 0,
         hi: int | None = None,
         exclude: np.ndarray | None = None,
+        exclude_range: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """``size`` distinct rows drawn uniformly from ``[lo, hi)`` minus ``exclude`` (without replacement).
 
         The exclusion is exact and needs no rejection loop: draw among the ``m`` allowed rows by rank, then
-        shift each rank past the excluded rows below it.
+        shift each rank past the excluded rows below it. ``exclude_range=(e0, e1)`` excludes a contiguous block
+        (a support slice) faster than listing its rows.
         """
         hi = len(self) if hi is None else hi
+        if exclude_range is not None:  # fast path: a contiguous block [e0, e1) inside [lo, hi)
+            if exclude is not None:
+                raise ValueError("give exclude or exclude_range, not both")
+            e0, e1 = max(lo, exclude_range[0]), min(hi, exclude_range[1])
+            width = max(0, e1 - e0)
+            self._check_size(size, hi - lo - width, "uniform draw")
+            rows = lo + rng.choice(hi - lo - width, size=size, replace=False).astype(np.int64)
+            rows[rows >= e0] += width
+            return rows
         excluded = (
             np.empty(0, dtype=np.int64) if exclude is None else np.unique(np.asarray(exclude, np.int64))
         )

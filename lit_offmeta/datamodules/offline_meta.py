@@ -436,17 +436,19 @@ class TaskBatchDataset(Dataset):
         for j, pos in enumerate(positions):
             buf = self.buffers[pos]
             lo, hi = self.support_ranges[pos]
+            qlo, qhi = self.query_ranges[pos]
             if self.mode == "train":
                 support = buf.contiguous_indices(self.support_size, rng, lo, hi)
+                query = buf.uniform_indices(
+                    self.query_size, rng, qlo, qhi, exclude_range=(int(support[0]), int(support[-1]) + 1)
+                )
             else:
                 support = buf.uniform_indices(self.support_size, rng, lo, hi)
-            qlo, qhi = self.query_ranges[pos]
-            support_rows[j] = support
-            query_rows[j] = buf.uniform_indices(self.query_size, rng, qlo, qhi, exclude=support)
+                query = buf.uniform_indices(self.query_size, rng, qlo, qhi, exclude=support)
+            support_rows[j], query_rows[j] = support, query
+        support_set, query_set = self.packed.gather(positions, support_rows, query_rows)
         return TaskBatch(
-            support=self.packed.gather(positions, support_rows),
-            query=self.packed.gather(positions, query_rows),
-            task_ids=torch.from_numpy(self.task_ids[positions]),
+            support=support_set, query=query_set, task_ids=torch.from_numpy(self.task_ids[positions])
         )
 
     def _train_positions(self, key: int) -> np.ndarray:
