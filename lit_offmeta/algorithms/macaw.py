@@ -16,6 +16,7 @@ Where we knowingly differ from the paper or the reference code (see docs/MACAW.m
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -24,6 +25,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from lit_offmeta.algorithms.losses import (
     advantage_regression_loss,
@@ -222,13 +224,17 @@ class MACAW(LightningModule):
     def meta_update(self, loss: Tensor) -> None:
         """Backpropagate the summed outer loss through adaptation and step the three optimizers.
 
-        Under DDP the gradient is all-reduced by averaging; scaling by the world size makes the update the
-        SUM over every rank's tasks, i.e. the same as one process seeing all of them.
+        Under DDP the gradients are SUMMED over ranks by one explicit all-reduce, so the update equals one
+        process seeing every rank's tasks (Algorithm 1 sums over tasks). DDP's own reducer is switched off
+        (``no_sync``) for this backward: with the second-order inner loop it gave the learned lambda a wrong
+        gradient (1.9x the true one in ``tests/test_macaw_ddp.py``), while the explicit all-reduce is exact.
         """
         optimizers = self.optimizers()
         for opt in optimizers:
             opt.zero_grad()
-        self.manual_backward(loss * self.trainer.world_size)
+        with _no_ddp_sync(self):
+            self.manual_backward(loss)
+        _all_reduce_sum_grads(self)
         for opt in optimizers:
             opt.step()
         self.update_value_target()
@@ -343,6 +349,29 @@ class MACAW(LightningModule):
             for name, lr in lrs().items():
                 log[f"train/inner_lr/{prefix}.{name}"] = lr.detach()
         self.log_dict(log, batch_size=num_tasks)
+
+
+def _no_ddp_sync(module: LightningModule):
+    """``no_sync()`` of the DDP wrapper around ``module`` when there is one, else a no-op context."""
+    wrapper = getattr(module._trainer, "model", None) if module._trainer is not None else None
+    if isinstance(wrapper, DistributedDataParallel):
+        return wrapper.no_sync()
+    return contextlib.nullcontext()
+
+
+def _all_reduce_sum_grads(module: nn.Module) -> None:
+    """Sum every parameter's gradient over all ranks (one flat all-reduce); no-op without a process group."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _check_args(args: dict[str, Any]) -> None:
