@@ -9,6 +9,7 @@ datamodule yields :class:`TaskBatch` es (support = contiguous slice, query = dis
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
@@ -142,3 +143,16 @@ class SyntheticMetaDataModule(LightningDataModule):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(buf["rewards"].shape[0], generator=g)[:size]
         return {k: v[idx] for k, v in buf.items()}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run torch on one intra-op thread during the test (restored after).
+
+    Measured here: with the 2 cores shared by several processes, small-network training ran ~30x slower on
+    torch's default 2 threads than on 1 (the threads spin-wait for each other).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -3,23 +3,18 @@ gradient routing, the online belief update and a short learning check."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from test_baselines_helpers import SyntheticMetaDataModule, point_robot_buffers, sample_task_batch
-
-from lit_offmeta.algorithms.pearl import (
-    OfflinePEARL,
-    PearlRolloutPolicy,
-    TanhGaussianPolicy,
-    pearl_kl_loss,
-    sac_actor_loss,
-    sac_alpha_loss,
-    soft_bellman_target,
-    twin_q_loss,
+from test_baselines_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    SyntheticMetaDataModule,
+    one_torch_thread,
+    point_robot_buffers,
+    sample_task_batch,
 )
+
+from lit_offmeta.algorithms.pearl import OfflinePEARL, PearlRolloutPolicy, pearl_kl_loss
+from lit_offmeta.collect.sac import SquashedGaussianActor
 from lit_offmeta.nn.context_encoder import ContextEncoder, kl_to_standard_normal, product_of_gaussians
 
 
@@ -63,75 +58,39 @@ def test_pearl_kl_loss_sums_over_tasks():
     assert pearl_kl_loss(mu, var, kl_weight=0.1).item() == pytest.approx(0.075, abs=1e-7)
 
 
-def test_soft_bellman_target_by_hand():
-    """y = s r + gamma (1 - d) (Q' - alpha log pi'): terminal rows drop the bootstrap."""
-    y = soft_bellman_target(
-        rewards=torch.tensor([1.0, 1.0]),
-        terminals=torch.tensor([0.0, 1.0]),
-        next_q_min=torch.tensor([10.0, 10.0]),
-        next_log_pi=torch.tensor([-2.0, -2.0]),
-        alpha=0.5,
-        gamma=0.9,
-        reward_scale=2.0,
-    )
-    # row 0: 2 + 0.9 * (10 + 1) = 11.9; row 1: 2
-    assert torch.allclose(y, torch.tensor([11.9, 2.0]))
-
-
-def test_twin_q_actor_alpha_losses_by_hand():
-    q1, q2, y = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]), torch.tensor([1.0, 3.0])
-    # mean((0, -1)^2) + mean((-1, 1)^2) = 0.5 + 1
-    assert twin_q_loss(q1, q2, y).item() == pytest.approx(1.5)
-    # mean(0.5 * (-1, 1) - (2, 3)) = mean(-2.5, -2.5)
-    assert sac_actor_loss(torch.tensor([-1.0, 1.0]), torch.tensor([2.0, 3.0]), 0.5).item() == pytest.approx(-2.5)
-    # -mean(log_alpha * (log_pi + H)) = -0.5 * mean(-1 + -2, 1 - 2) = -0.5 * (-2) = 1
-    loss = sac_alpha_loss(torch.tensor(0.5), torch.tensor([-1.0, 1.0]), target_entropy=-2.0)
-    assert loss.item() == pytest.approx(1.0)
-
-
-def test_tanh_gaussian_log_prob_matches_torch_distributions():
-    """Our stable tanh correction equals the change of variables done by torch.distributions."""
+def test_critic_loss_uses_the_scaled_reward_and_the_task_latent():
+    """The critic term equals the SAC regression written out by hand with ``concat(s, z)`` inputs: rewards
+    scaled by ``reward_scale``, bootstrapping through the target critics at the policy's next action."""
     torch.manual_seed(0)
-    policy = TanhGaussianPolicy(3, 2, [8])
-    x = torch.randn(5, 3)
-    torch.manual_seed(1)
-    actions, log_pi = policy.sample(x)
-    mean, log_std = policy(x)
-    dist = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)]
-    )
-    expected = dist.log_prob(actions.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
-    assert torch.allclose(log_pi, expected, atol=1e-3)
-    assert actions.abs().max() <= 1.0
+    model = small_pearl(reward_scale=3.0, gamma=0.8)
+    batch = sample_task_batch(point_robot_buffers([0, 1], episodes=3), [0, 1], 8, 8, torch.Generator())
+    torch.manual_seed(5)
+    out = model.compute_losses(batch, sample_z=False)
+    # by hand, same random stream: the next-action sample is the first draw after the posterior
+    torch.manual_seed(5)
+    mu, _ = model.encoder(batch.support)
+    z = mu[:, None, :].expand(2, 8, 3)
+    q = batch.query
+    next_in = torch.cat([q["next_obs"], z], -1)
+    with torch.no_grad():
+        next_a, next_logp = model.policy.sample(next_in)
+        nq1, nq2 = model.critic_target(next_in, next_a)
+        y = 3.0 * q["rewards"] + 0.8 * (1 - q["terminals"]) * (torch.minimum(nq1, nq2) - 0.2 * next_logp)
+        q1, q2 = model.critic(torch.cat([q["obs"], z], -1), q["actions"])
+    expected = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+    assert out["loss_critic"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_gradients_reach_the_right_parameters():
-    """Critic + KL train the encoder; the actor loss never moves the critics; the actor sees z detached."""
+    """The full loss trains encoder, critics and actor; the target critics never get gradients."""
     torch.manual_seed(0)
     model = small_pearl()
-    buffers = point_robot_buffers([0, 1], episodes=4)
-    batch = sample_task_batch(buffers, [0, 1], 16, 16, torch.Generator().manual_seed(0))
-    out = model.compute_losses(batch)
-    # Rebuild the actor term alone through the same code path and check where its gradient goes.
-    model.zero_grad()
-    obs = batch.query["obs"]
-    z = torch.zeros(2, 16, 3, requires_grad=True)
-    actions, log_pi = model.policy.sample(torch.cat([obs, z.detach()], -1))
-    from torch.func import functional_call
-
-    q_in = torch.cat([obs, actions, z.detach()], -1)
-    q = functional_call(model.q1, {n: p.detach() for n, p in model.q1.named_parameters()}, (q_in,))
-    sac_actor_loss(log_pi, q.squeeze(-1), 0.2).backward()
-    assert all(p.grad is None for p in model.q1.parameters())
-    assert z.grad is None
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.policy.parameters())
-    # The full loss: encoder, critics and actor all receive gradient; targets never.
-    model.zero_grad()
-    out["loss"].backward()
-    for name in ("encoder", "q1", "q2", "policy"):
+    batch = sample_task_batch(point_robot_buffers([0, 1], episodes=4), [0, 1], 16, 16, torch.Generator())
+    model.compute_losses(batch)["loss"].backward()
+    for name in ("encoder", "critic", "policy"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, name
-    assert all(p.grad is None for p in model.q1_target.parameters())
+    assert all(p.grad is None for p in model.critic_target.parameters())
 
 
 def test_encoder_receives_no_actor_gradient():
@@ -143,7 +102,7 @@ def test_encoder_receives_no_actor_gradient():
     model.zero_grad()
     out["loss_actor"].backward()
     assert all(p.grad is None for p in model.encoder.parameters())
-    assert all(p.grad is None for p in (*model.q1.parameters(), *model.q2.parameters()))
+    assert all(p.grad is None for p in model.critic.parameters())
     assert all(p.grad is not None for p in model.policy.parameters())
 
 
@@ -179,7 +138,7 @@ def test_adapt_with_zero_steps_uses_the_prior_and_acts_deterministically():
     mu, var = prior_policy.posterior()
     assert torch.equal(mu, torch.zeros(3, 3)) and torch.equal(var, torch.ones(3, 3))
     obs = np.random.default_rng(0).normal(size=(3, 2)).astype(np.float32)
-    expected = model.policy.mean_action(torch.cat([torch.as_tensor(obs), torch.zeros(3, 3)], -1)).detach().numpy()
+    expected = model.policy.deterministic(torch.cat([torch.as_tensor(obs), torch.zeros(3, 3)], -1)).detach().numpy()
     np.testing.assert_allclose(prior_policy.act(obs), expected, atol=1e-6)
     np.testing.assert_array_equal(prior_policy.act(obs), prior_policy.act(obs))
     # online updates switched off: observe changes nothing
@@ -193,7 +152,8 @@ def test_rollout_policy_state_dict_round_trip(tmp_path):
     policy = model.adapt(point_robot_buffers([0], episodes=2)[0])
     torch.save(policy.state_dict(), tmp_path / "p.pt")
     fresh = PearlRolloutPolicy(
-        TanhGaussianPolicy(2 + 3, 2, [16, 16]), ContextEncoder(2, 2, 3, [16]), torch.zeros(3), torch.zeros(3)
+        SquashedGaussianActor(2 + 3, 2, [16, 16], -torch.ones(2), torch.ones(2)), ContextEncoder(2, 2, 3, [16]),
+        torch.zeros(3), torch.zeros(3),
     )
     fresh.load_state_dict(torch.load(tmp_path / "p.pt", weights_only=True))
     policy.reset(2)
@@ -226,23 +186,30 @@ def test_adapt_rejects_a_multi_task_context():
         model.adapt({"obs": torch.zeros(4, 2)})
 
 
-@pytest.mark.slow
-def test_offline_training_fits_held_out_bellman_targets():
-    """A short offline run cuts the critic's soft-Bellman error on HELD-OUT tasks (z inferred from their
-    support sets) well below the untrained model's, and the KL term stays finite."""
+def _held_out_q_return_correlation(model: OfflinePEARL, buffers, task_ids) -> float:
+    batch = sample_task_batch(buffers, task_ids, 32, 64, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mu, _ = model.encoder(batch.support)
+        z = mu[:, None].expand(len(task_ids), 64, -1)
+        q1, _ = model.critic(torch.cat([batch.query["obs"], z], -1), batch.query["actions"])
+    return float(np.corrcoef(q1.flatten().numpy(), batch.query["mc_returns"].flatten().numpy())[0, 1])
+
+
+def test_offline_training_learns_held_out_values():
+    """A short offline run (200 updates, ~5 s) makes the critic, with z inferred from each HELD-OUT task's
+    support set, rank that task's transitions by their Monte-Carlo return (correlation > 0.5; ~0 at init)."""
     import lightning.pytorch as pl
 
     pl.seed_everything(0, verbose=False)
     dm = SyntheticMetaDataModule(
         train_ids=tuple(range(8)), test_ids=(10, 11, 12), tasks_per_batch=4, support_size=32,
-        query_size=64, batches_per_epoch=80, episodes=8,
+        query_size=64, batches_per_epoch=200, episodes=8,
     )
     model = small_pearl(latent_dim=4, hidden=[32, 32], encoder_hidden=[32], gamma=0.9, lr_encoder=1e-3,
                         lr_critic=1e-3, lr_policy=1e-3, tau=0.05)
+    before = _held_out_q_return_correlation(model, dm.buffers, dm.test_task_ids)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
-    before = trainer.validate(model, datamodule=dm, verbose=False)[0]
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
-    after = trainer.validate(model, datamodule=dm, verbose=False)[0]
-    assert after["val/loss_critic"] < 0.2 * before["val/loss_critic"], (before, after)
-    assert math.isfinite(after["val/loss_kl"])
+    after = _held_out_q_return_correlation(model, dm.buffers, dm.test_task_ids)
+    assert abs(before) < 0.3 and after > 0.5, (before, after)

@@ -13,8 +13,9 @@ batch. The two are disjoint draws from the same task.
 
 Where we knowingly differ from PEARL's public code (and why):
 
-* SAC with twin Q-functions and target Q-networks (Haarnoja et al. 2018b, the SAC everyone uses now) instead of
-  PEARL's older SAC with a separate state-value network; the task-inference part is unchanged.
+* SAC with twin Q-functions and target Q-networks (Haarnoja et al. 2018b) instead of PEARL's older SAC with a
+  separate state-value network; the task-inference part is unchanged. The SAC losses and networks are the
+  project's one SAC (:mod:`lit_offmeta.collect.sac`, the behaviour agent's), applied to ``concat(s, z)``.
 * One optimizer step per batch on the sum of the critic (+ encoder), actor and temperature losses, each with its
   own parameter group; gradients of one loss never reach another's parameters (the actor sees the critic
   through detached parameters). PEARL steps them one after the other. A single backward keeps Lightning's
@@ -32,24 +33,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_offmeta.algorithms.meta_bc import check_sizes_against_datamodule
+from lit_offmeta.collect.sac import (
+    SquashedGaussianActor,
+    TwinCritic,
+    actor_loss,
+    critic_loss,
+    soft_td_target,
+    temperature_loss,
+)
 from lit_offmeta.data.batch import TaskBatch
 from lit_offmeta.nn.context_encoder import (
     ContextEncoder,
     factor_natural_params,
     gaussian_from_natural,
     kl_to_standard_normal,
-    mlp,
 )
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-
-
-# --- losses (pure functions) ---------------------------------------------------------------------------------
+# --- loss (pure function) -----------------------------------------------------------------------------------
 
 
 def pearl_kl_loss(mu: Tensor, var: Tensor, kl_weight: float) -> Tensor:
@@ -69,87 +74,6 @@ def pearl_kl_loss(mu: Tensor, var: Tensor, kl_weight: float) -> Tensor:
         Scalar loss.
     """
     return kl_weight * kl_to_standard_normal(mu, var).sum()
-
-
-def soft_bellman_target(
-    rewards: Tensor,
-    terminals: Tensor,
-    next_q_min: Tensor,
-    next_log_pi: Tensor,
-    alpha: float | Tensor,
-    gamma: float,
-    reward_scale: float = 1.0,
-) -> Tensor:
-    """SAC's soft Bellman target (Haarnoja et al. 2018, Eq. 3 with the entropy bonus inside the next value).
-
-    .. math::
-        y = s_r r + \\gamma (1 - d) \\big(\\min_i Q_{\\bar\\theta_i}(s', a') - \\alpha \\log\\pi(a' \\mid s')\\big),
-        \\quad a' \\sim \\pi(\\cdot \\mid s')
-
-    ``terminals`` marks TRUE terminal states only: at a time-limit cut the target still bootstraps.
-
-    Args:
-        rewards, terminals, next_q_min, next_log_pi: ``[...]`` tensors of one shape.
-        alpha: entropy temperature.
-        gamma: discount.
-        reward_scale: ``s_r``.
-
-    Returns:
-        Targets ``[...]`` (compute under ``no_grad``).
-    """
-    return reward_scale * rewards + gamma * (1.0 - terminals) * (next_q_min - alpha * next_log_pi)
-
-
-def twin_q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    """Twin-critic regression: ``mean((Q_1 - y)^2) + mean((Q_2 - y)^2)`` (SAC, Haarnoja et al. 2018b, Eq. 5)."""
-    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
-
-
-def sac_actor_loss(log_pi: Tensor, q_min: Tensor, alpha: float | Tensor) -> Tensor:
-    """SAC's policy loss ``mean(alpha * log pi(a|s) - min_i Q_i(s, a))``, ``a ~ pi`` reparameterised (Eq. 7)."""
-    return (alpha * log_pi - q_min).mean()
-
-
-def sac_alpha_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> Tensor:
-    """Temperature loss ``-mean(log_alpha * (log pi + H_target))`` (SAC, Haarnoja et al. 2018b, Eq. 18)."""
-    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
-
-
-# --- networks ------------------------------------------------------------------------------------------------
-
-
-class TanhGaussianPolicy(nn.Module):
-    """``a = tanh(u)``, ``u ~ N(mean(x), std(x))``; ``x`` is the state concatenated with ``z``.
-
-    Args:
-        in_dim: input size (``obs_dim + latent_dim``).
-        action_dim: action size; actions live in ``[-1, 1]``.
-        hidden: hidden widths.
-    """
-
-    def __init__(self, in_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.action_dim = action_dim
-        self.net = mlp(in_dim, list(hidden), 2 * action_dim)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Pre-tanh mean and log-std ``[..., action_dim]``."""
-        mean, log_std = self.net(x).split(self.action_dim, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-    def sample(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Reparameterised action ``[..., action_dim]`` and its log-density ``[...]`` with the tanh correction."""
-        mean, log_std = self(x)
-        std = log_std.exp()
-        u = mean + std * torch.randn_like(mean)
-        log_prob = (-0.5 * ((u - mean) / std).square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
-        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return torch.tanh(u), log_prob
-
-    def mean_action(self, x: Tensor) -> Tensor:
-        """Deterministic action ``tanh(mean)`` used for evaluation."""
-        return torch.tanh(self(x)[0])
 
 
 # --- the module ----------------------------------------------------------------------------------------------
@@ -238,12 +162,11 @@ class OfflinePEARL(LightningModule):
         hidden, encoder_hidden = list(hidden), list(encoder_hidden)
 
         self.encoder = ContextEncoder(obs_dim, action_dim, latent_dim, encoder_hidden, use_next_obs_in_context)
-        self.policy = TanhGaussianPolicy(obs_dim + latent_dim, action_dim, hidden)
-        q_in = obs_dim + action_dim + latent_dim
-        self.q1, self.q2 = mlp(q_in, hidden, 1), mlp(q_in, hidden, 1)
-        self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        for p in (*self.q1_target.parameters(), *self.q2_target.parameters()):
-            p.requires_grad_(False)
+        # Actor and critics see concat(s, z); actions live in [-1, 1] (checked against the family in setup).
+        low, high = -torch.ones(action_dim), torch.ones(action_dim)
+        self.policy = SquashedGaussianActor(obs_dim + latent_dim, action_dim, hidden, low, high)
+        self.critic = TwinCritic(obs_dim + latent_dim, action_dim, hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)), requires_grad=learn_alpha)
         self.target_entropy = float(-action_dim if target_entropy is None else target_entropy)
 
@@ -256,10 +179,13 @@ class OfflinePEARL(LightningModule):
         """Check the sizes against the datamodule, when it exposes them (clear error instead of a shape crash)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         check_sizes_against_datamodule(self, datamodule, self.hparams.obs_dim, self.hparams.action_dim)
-
-    def _q_pair(self, obs: Tensor, actions: Tensor, z: Tensor, q1: nn.Module, q2: nn.Module) -> tuple[Tensor, Tensor]:
-        x = torch.cat([obs, actions, z], dim=-1)
-        return q1(x).squeeze(-1), q2(x).squeeze(-1)
+        space = getattr(getattr(datamodule, "family", None), "action_space", None)
+        low, high = getattr(space, "low", None), getattr(space, "high", None)
+        if low is not None and (np.any(np.asarray(low) != -1.0) or np.any(np.asarray(high) != 1.0)):
+            raise ValueError(
+                f"OfflinePEARL's actor outputs actions in [-1, 1], but the family's action box is [{low}, {high}]; "
+                "rescale the environment's actions to [-1, 1]"
+            )
 
     def infer_posterior(self, context: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, var)`` ``[..., latent]`` from context transitions with leading dims ``[..., N]``."""
@@ -277,35 +203,32 @@ class OfflinePEARL(LightningModule):
         z = mu + var.sqrt() * torch.randn_like(mu) if sample_z else mu
         k, b = query["rewards"].shape
         task_z = z[:, None, :].expand(k, b, z.shape[-1])  # [K, B, latent], one z per task
-        task_z_detached = task_z.detach()
-        obs, actions, next_obs = query["obs"], query["actions"].to(query["obs"].dtype), query["next_obs"]
+        obs_z = torch.cat([query["obs"], task_z], dim=-1)  # the critic's input: gradient reaches the encoder
+        obs_z_detached = obs_z.detach()  # the actor's input: PEARL trains the encoder only through the critic
+        next_obs_z = torch.cat([query["next_obs"], task_z.detach()], dim=-1)
+        actions = query["actions"].to(obs_z.dtype)
         alpha = self.alpha.detach()
 
         # Critic (+ encoder through z): soft Bellman regression on the task's own transitions.
         with torch.no_grad():
-            policy_in_next = torch.cat([next_obs, task_z_detached], dim=-1)
-            next_actions, next_log_pi = self.policy.sample(policy_in_next)
-            next_q1, next_q2 = self._q_pair(next_obs, next_actions, task_z_detached, self.q1_target, self.q2_target)
-            target = soft_bellman_target(
-                query["rewards"], query["terminals"], torch.minimum(next_q1, next_q2), next_log_pi, alpha,
-                self.hparams.gamma, self.hparams.reward_scale,
-            )
-        q1, q2 = self._q_pair(obs, actions, task_z, self.q1, self.q2)
-        loss_critic = twin_q_loss(q1, q2, target)
+            next_actions, next_log_pi = self.policy.sample(next_obs_z)
+            next_q1, next_q2 = self.critic_target(next_obs_z, next_actions)
+            target = soft_td_target(self.hparams.reward_scale * query["rewards"], query["terminals"], next_q1,
+                                    next_q2, next_log_pi, alpha, self.hparams.gamma)
+        q1, q2 = self.critic(obs_z, actions)
+        loss_critic = critic_loss(q1, q2, target)
         loss_kl = pearl_kl_loss(mu, var, self.hparams.kl_weight)
 
-        # Actor: z detached (PEARL trains the encoder only through the critic); the critics enter with detached
-        # parameters so the actor loss cannot move them.
-        new_actions, log_pi = self.policy.sample(torch.cat([obs, task_z_detached], dim=-1))
-        q_in = torch.cat([obs, new_actions, task_z_detached], dim=-1)
-        q1_pi = functional_call(self.q1, {n: p.detach() for n, p in self.q1.named_parameters()}, (q_in,))
-        q2_pi = functional_call(self.q2, {n: p.detach() for n, p in self.q2.named_parameters()}, (q_in,))
-        loss_actor = sac_actor_loss(log_pi, torch.minimum(q1_pi, q2_pi).squeeze(-1), alpha)
+        # Actor: the critics enter with detached parameters, so the actor loss cannot move them.
+        new_actions, log_pi = self.policy.sample(obs_z_detached)
+        frozen = {n: p.detach() for n, p in self.critic.named_parameters()}
+        q1_pi, q2_pi = functional_call(self.critic, frozen, (obs_z_detached, new_actions))
+        loss_actor = actor_loss(log_pi, q1_pi, q2_pi, alpha)
 
         loss = loss_critic + loss_kl + loss_actor
         out = {"loss_critic": loss_critic, "loss_kl": loss_kl, "loss_actor": loss_actor}
         if self.hparams.learn_alpha:
-            out["loss_alpha"] = sac_alpha_loss(self.log_alpha, log_pi, self.target_entropy)
+            out["loss_alpha"] = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
             loss = loss + out["loss_alpha"]
         diagnostics = {
             "q_mean": q1.detach().mean(),
@@ -325,9 +248,8 @@ class OfflinePEARL(LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Polyak averaging of the target critics, after the optimizer step of this batch.
         with torch.no_grad():
-            for target, source in ((self.q1_target, self.q1), (self.q2_target, self.q2)):
-                for pt, ps in zip(target.parameters(), source.parameters()):
-                    pt.lerp_(ps, self.hparams.tau)
+            for target, source in zip(self.critic_target.parameters(), self.critic.parameters()):
+                target.lerp_(source, self.hparams.tau)
 
     def _eval_step(self, batch: TaskBatch, phase: str) -> None:
         """Held-out tasks: critic error with ``z`` from the support posterior mean vs from the prior mean 0."""
@@ -347,14 +269,12 @@ class OfflinePEARL(LightningModule):
         query = batch.query
         k, b = query["rewards"].shape
         z = torch.zeros(k, b, self.hparams.latent_dim, device=query["obs"].device)
-        next_actions, next_log_pi = self.policy.sample(torch.cat([query["next_obs"], z], dim=-1))
-        next_q = torch.minimum(*self._q_pair(query["next_obs"], next_actions, z, self.q1_target, self.q2_target))
-        target = soft_bellman_target(
-            query["rewards"], query["terminals"], next_q, next_log_pi, self.alpha, self.hparams.gamma,
-            self.hparams.reward_scale,
-        )
-        q1, q2 = self._q_pair(query["obs"], query["actions"].to(query["obs"].dtype), z, self.q1, self.q2)
-        return twin_q_loss(q1, q2, target)
+        obs_z, next_obs_z = torch.cat([query["obs"], z], -1), torch.cat([query["next_obs"], z], -1)
+        next_actions, next_log_pi = self.policy.sample(next_obs_z)
+        target = soft_td_target(self.hparams.reward_scale * query["rewards"], query["terminals"],
+                                *self.critic_target(next_obs_z, next_actions), next_log_pi, self.alpha,
+                                self.hparams.gamma)
+        return critic_loss(*self.critic(obs_z, query["actions"].to(obs_z.dtype)), target)
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -365,7 +285,7 @@ class OfflinePEARL(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = [
             {"params": list(self.encoder.parameters()), "lr": self.hparams.lr_encoder},
-            {"params": [*self.q1.parameters(), *self.q2.parameters()], "lr": self.hparams.lr_critic},
+            {"params": list(self.critic.parameters()), "lr": self.hparams.lr_critic},
             {"params": list(self.policy.parameters()), "lr": self.hparams.lr_policy},
         ]
         if self.hparams.learn_alpha:
@@ -421,24 +341,6 @@ def _check_context(context: dict[str, Tensor], use_next_obs: bool) -> dict[str, 
     return {k: torch.as_tensor(context[k]) for k in keys}
 
 
-def check_sizes_against_datamodule(module: LightningModule, datamodule: Any, obs_dim: int, action_dim: int) -> None:
-    """Raise a clear ``ValueError`` when the module's sizes disagree with the datamodule's (if it has them)."""
-    if datamodule is None:
-        return
-    family = getattr(datamodule, "family", None)
-    if family is not None and getattr(family, "discrete_actions", False):
-        raise ValueError(
-            f"{type(module).__name__} needs continuous actions, but family {family.name!r} has discrete actions"
-        )
-    for name, mine in (("obs_dim", obs_dim), ("action_dim", action_dim)):
-        theirs = getattr(datamodule, name, None)
-        if theirs is not None and int(theirs) != int(mine):
-            raise ValueError(
-                f"{type(module).__name__}: model.{name}={mine} but the datamodule's data has {name}={theirs}; "
-                f"set `model.init_args.{name}: {theirs}` in the config"
-            )
-
-
 class PearlRolloutPolicy(nn.Module):
     """PEARL's task-conditioned actor with a product-of-Gaussians belief, behind the ``RolloutPolicy`` API.
 
@@ -453,7 +355,7 @@ class PearlRolloutPolicy(nn.Module):
 
     def __init__(
         self,
-        actor: TanhGaussianPolicy,
+        actor: SquashedGaussianActor,
         encoder: ContextEncoder,
         precision: Tensor,
         weighted_mean: Tensor,
@@ -489,7 +391,7 @@ class PearlRolloutPolicy(nn.Module):
                 f"PearlRolloutPolicy: got {obs.shape[0]} observations for {z.shape[0]} environments; "
                 "call reset(num_envs) first"
             )
-        return self.actor.mean_action(torch.cat([obs.to(z.dtype), z], dim=-1))
+        return self.actor.deterministic(torch.cat([obs.to(z.dtype), z], dim=-1))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self(torch.as_tensor(np.asarray(obs), dtype=torch.float32)).numpy()
