@@ -112,7 +112,8 @@ def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int 
     valid = trials.flat("valid")  # [N, L]
     # Steps whose BAMDP successor is the NEXT episode's start state: the last valid step of every episode but
     # the trial's last one.
-    ends = valid & ~np.concatenate([valid[:, 1:], np.zeros_like(valid[:, :1])], axis=1)
+    v3 = trials.valid  # [N, E, H]: an episode ends at its last valid step
+    ends = (v3 & ~np.concatenate([v3[..., 1:], np.zeros_like(v3[..., :1])], axis=-1)).reshape(n, length)
     episode_of_step = np.repeat(np.arange(e_), h)[None].repeat(n, 0)  # [N, L]
     cross = ends & (episode_of_step < e_ - 1)
     # terminal only in the last episode; an earlier termination hands over to the next episode.

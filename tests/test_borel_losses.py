@@ -1,0 +1,211 @@
+"""Offline VariBAD losses against hand computations: ELBO terms, DQN, SAC, CQL penalties; the encoder recurrence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty, dqn_target, soft_update
+from lit_offmeta.algorithms.borel.sac import (
+    TanhGaussianActor,
+    cql_uniform_penalty,
+    sac_actor_loss,
+    sac_critic_target,
+)
+from lit_offmeta.algorithms.borel.vae import (
+    BeliefVAE,
+    elbo_loss,
+    gaussian_kl,
+    kl_to_previous,
+    posterior_entropy,
+)
+from lit_offmeta.nn.belief import BeliefEncoder
+
+
+# --- ELBO ----------------------------------------------------------------------------------------------------------
+def test_gaussian_kl_by_hand():
+    # KL(N(1, e^0) || N(0, e^{log 4})) in 1-D = 0.5 * (log 4 - 0 + (1 + 1) / 4 - 1)
+    kl = gaussian_kl(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([math.log(4.0)]))
+    assert kl.item() == pytest.approx(0.5 * (math.log(4.0) + 0.5 - 1.0))
+    # equals torch.distributions on a 3-D case, summed over dimensions
+    mu_q, lv_q, mu_p, lv_p = torch.randn(4, 3).unbind(0)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu_q, (0.5 * lv_q).exp()), torch.distributions.Normal(mu_p, (0.5 * lv_p).exp())
+    ).sum()
+    assert gaussian_kl(mu_q, lv_q, mu_p, lv_p).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_kl_to_previous_starts_from_standard_normal():
+    mu = torch.tensor([[[0.0]], [[1.0]], [[1.0]]])  # [L+1=3, B=1, D=1]
+    logvar = torch.tensor([[[0.0]], [[0.0]], [[math.log(0.25)]]])
+    kl = kl_to_previous(mu, logvar)[:, 0]
+    # q_0 = N(0,1) vs N(0,1): 0; q_1 = N(1,1) vs q_0: 0.5; q_2 = N(1, 0.25) vs q_1 = N(1,1): 0.5(0 - log .25 + .25 - 1)
+    expected = [0.0, 0.5, 0.5 * (-math.log(0.25) + 0.25 - 1.0)]
+    assert kl.tolist() == pytest.approx(expected)
+
+
+def test_elbo_loss_sums_all_beliefs_and_transitions_and_masks_padding():
+    # L = 2 transitions, B = 2 trials; trial 1's second transition is padding.
+    nll = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2)  # [t, j, b]
+    kl = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])  # [t, b]
+    valid = torch.tensor([[True, True], [True, False]])  # [j, b]
+    loss, metrics = elbo_loss(nll, kl, valid, kl_weight=0.05)
+    # trial 0: all 3 beliefs x 2 transitions: nll[:, :, 0] = 0,2,4,6,8,10 -> 30; kl 1+3+5 = 9
+    # trial 1: beliefs 0,1 (belief 2 follows the padded step) x transition 0: nll[0,0,1]=1, nll[1,0,1]=5 -> 6; kl 2+4
+    recon = (30 + 6) / 2
+    kl_term = (9 + 6) / 2
+    assert metrics["reward_nll"].item() == pytest.approx(recon)
+    assert metrics["kl"].item() == pytest.approx(kl_term)
+    assert loss.item() == pytest.approx(recon + 0.05 * kl_term)
+
+
+def test_cells_decoder_nll_reads_the_head_of_the_arrival_cell():
+    vae = BeliefVAE("grid_navi", action_embed_dim=0, reward_embed_dim=8, hidden_dim=16)
+    # a decoder whose logit for cell c is c / 10 (ignores z)
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.zero_()
+        vae.decoder.net[-1].bias.copy_(torch.arange(25, dtype=torch.float32) / 10)
+    batch = {
+        "next_obs": torch.tensor([[[0.0, 1.0]], [[2.0, 3.0]]]),  # cells 1 and 13
+        "rewards": torch.tensor([[-0.1], [1.0]]),
+    }
+    z = torch.zeros(3, 1, 5)
+    nll = vae.reward_nll(z, batch)  # [3, 2, 1]
+    sig = torch.sigmoid
+    expected_j0 = -torch.log(1 - sig(torch.tensor(0.1)))  # no goal at cell 1
+    expected_j1 = -torch.log(sig(torch.tensor(1.3)))  # goal at cell 13
+    assert nll.shape == (3, 2, 1)
+    assert torch.allclose(nll[:, 0, 0], expected_j0.expand(3))
+    assert torch.allclose(nll[:, 1, 0], expected_j1.expand(3))
+
+
+def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():
+    vae = BeliefVAE("point_robot_sparse", hidden_dim=16)
+    assert vae.decoder_kind == "next_obs"
+    z = torch.randn(3, 2, 5)
+    batch = {"next_obs": torch.randn(2, 2, 2), "rewards": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}
+    nll = vae.reward_nll(z, batch)
+    t, j, b = 2, 0, 1
+    pred = vae.decoder.net(torch.cat([z[t, b], batch["next_obs"][j, b]]))
+    assert nll[t, j, b].item() == pytest.approx((pred.item() - 1.0) ** 2, rel=1e-5)
+
+
+def test_posterior_entropy_by_hand():
+    assert posterior_entropy(torch.zeros(2)).item() == pytest.approx(math.log(2 * math.pi * math.e))
+
+
+def test_vae_validates_arguments():
+    with pytest.raises(ValueError, match="decoder"):
+        BeliefVAE("grid_navi", decoder="pixels")
+    with pytest.raises(ValueError, match="grid family"):
+        BeliefVAE("point_robot_sparse", decoder="cells")
+    with pytest.raises(ValueError, match="kl_weight"):
+        BeliefVAE("grid_navi", kl_weight=-1.0)
+
+
+# --- encoder: one recurrence ---------------------------------------------------------------------------------------
+def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief():
+    torch.manual_seed(0)
+    enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3)
+    actions = torch.randint(0, 5, (6, 2))
+    next_obs, rewards = torch.randn(6, 2, 2), torch.randn(6, 2)
+    mu, logvar = enc(actions, next_obs, rewards)
+    h = enc.initial_state(2)
+    for t in range(6):
+        h = enc.step(h, actions[t], next_obs[t], rewards[t])
+        m, lv = enc.belief(h)
+        assert torch.allclose(m, mu[t + 1], atol=1e-6) and torch.allclose(lv, logvar[t + 1], atol=1e-6)
+    # padding at steps 2 and 3 of trial 1: its beliefs there repeat the previous one, later beliefs equal
+    # the encoding of the trial without the padding
+    valid = torch.ones(6, 2, dtype=torch.bool)
+    valid[2:4, 1] = False
+    mu_m, _ = enc(actions, next_obs, rewards, valid)
+    assert torch.allclose(mu_m[:, 0], mu[:, 0], atol=1e-6)
+    assert torch.allclose(mu_m[3, 1], mu_m[2, 1]) and torch.allclose(mu_m[4, 1], mu_m[2, 1])
+    keep = torch.tensor([0, 1, 4, 5])
+    mu_c, _ = enc(actions[keep, 1:], next_obs[keep, 1:], rewards[keep, 1:])
+    assert torch.allclose(mu_m[[0, 1, 2, 5, 6], 1], mu_c[:, 0], atol=1e-6)
+
+
+# --- DQN -------------------------------------------------------------------------------------------------------------
+def test_dqn_target_by_hand_and_goal_is_not_terminal():
+    rewards = torch.tensor([1.0, -0.1])
+    terminals = torch.tensor([0.0, 1.0])
+    next_q = torch.tensor([[1.0, 3.0], [5.0, 2.0]])
+    y = dqn_target(rewards, terminals, next_q, gamma=0.9)
+    assert y.tolist() == pytest.approx([1.0 + 0.9 * 3.0, -0.1])
+    # double DQN: the online net picks action 0 for row 0, evaluated by the target net
+    y2 = dqn_target(rewards, terminals, next_q, 0.9, next_q_online=torch.tensor([[9.0, 0.0], [0.0, 9.0]]))
+    assert y2.tolist() == pytest.approx([1.0 + 0.9 * 1.0, -0.1])
+
+
+def test_cql_discrete_penalty_by_hand():
+    q = torch.tensor([[0.0, math.log(3.0)]])
+    # logsumexp = log(1 + 3) = log 4; data action 0 -> log 4 - 0
+    assert cql_discrete_penalty(q, torch.tensor([0])).item() == pytest.approx(math.log(4.0))
+
+
+def test_dqn_loss_and_soft_update_by_hand():
+    dqn = HyperStateDQN(3, 2, hidden=(4,), gamma=0.5, tau=0.25, cql_alpha=0.1)
+    batch = {
+        "obs": torch.randn(5, 3),
+        "actions": torch.randint(0, 2, (5,)),
+        "rewards": torch.randn(5),
+        "next_obs": torch.randn(5, 3),
+        "terminals": torch.tensor([0.0, 0, 1, 0, 0]),
+    }
+    loss, metrics = dqn.loss(batch)
+    q = dqn.q(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
+    y = batch["rewards"] + 0.5 * (1 - batch["terminals"]) * dqn.q_target(batch["next_obs"]).max(1).values
+    expected = ((q - y) ** 2).mean() + 0.1 * cql_discrete_penalty(dqn.q(batch["obs"]), batch["actions"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    before = [p.clone() for p in dqn.q_target.parameters()]
+    with torch.no_grad():
+        for p in dqn.q.parameters():
+            p.add_(1.0)
+    soft_update(dqn.q_target, dqn.q, 0.25)
+    for b, t, o in zip(before, dqn.q_target.parameters(), dqn.q.parameters()):
+        assert torch.allclose(t, 0.75 * b + 0.25 * o)
+
+
+# --- SAC -------------------------------------------------------------------------------------------------------------
+def test_sac_critic_target_and_actor_loss_by_hand():
+    y = sac_critic_target(
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([2.0, 5.0]),
+        torch.tensor([3.0, 1.0]),
+        torch.tensor([-1.0, 0.0]),
+        gamma=0.9,
+        alpha=0.2,
+    )
+    assert y.tolist() == pytest.approx([1.0 + 0.9 * (2.0 + 0.2), 0.0])
+    loss = sac_actor_loss(torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0]), torch.tensor([0.5, -0.5]), 0.2)
+    assert loss.item() == pytest.approx(((0.1 - 1.0) + (-0.1 - 3.0)) / 2)
+
+
+def test_cql_uniform_penalty_by_hand():
+    q_random = torch.tensor([[0.0], [math.log(3.0)]])  # K=2 uniform actions, B=1
+    d = 2
+    # logsumexp(q + d log 2) - log 2 - q_data = log(4 * 4) - log 2 - 1
+    val = cql_uniform_penalty(q_random, torch.tensor([1.0]), d)
+    assert val.item() == pytest.approx(math.log(16.0) - math.log(2.0) - 1.0)
+
+
+def test_tanh_gaussian_log_prob_matches_torch_transformed_distribution():
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(3, 2, (8,))
+    obs = torch.randn(4, 3)
+    torch.manual_seed(1)
+    action, log_prob = actor(obs)
+    mean, log_std = actor.net(obs).chunk(2, -1)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.clamp(-20, 2).exp()),
+        [torch.distributions.TanhTransform(cache_size=1)],
+    )
+    ref = dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
+    assert torch.allclose(log_prob, ref, atol=1e-3)
+    assert action.abs().max() < 1

@@ -1,0 +1,160 @@
+"""Offline VariBAD pipeline: state relabelling, online belief policies, reference bugs 4-6, the Lightning module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from lit_offmeta.algorithms.borel.behaviour import scripted_trials
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
+from lit_offmeta.datamodules.trajectory import TrialDataModule
+from lit_offmeta.nn.belief import BeliefEncoder
+from lit_offmeta.policy import RolloutPolicy
+from lit_offmeta.tasks import get_family
+
+GRID_VAE = {"action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def grid_trials():
+    return scripted_trials(get_family("grid_navi"), [0, 4, 11], trials_per_task=3, episodes_per_trial=4, seed=0,
+                           eps_final=0.0)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return BeliefEncoder(2, 5, True, 8, 0, 4, hidden_dim=16, latent_dim=3)
+
+
+def test_goal_reached_is_not_a_terminal_and_episodes_hand_over_to_the_start_state(grid_trials, encoder):
+    """Bug 5: transitions onto the goal bootstrap; an episode's last step continues at the next start state."""
+    hyper = relabel_states(encoder, grid_trials)
+    assert len(hyper) == grid_trials.valid.sum() == 9 * 60
+    assert (hyper.rewards == 1.0).any()
+    assert (hyper.terminals == 0).all()  # GridNavi never terminates, even on the goal
+    # successors: within an episode s_{t+1}; across episodes the next episode's start cell (0, 0)
+    # transitions come time-major (all 9 trials at t = 0, then t = 1, ...): trial 0 is every 9th
+    obs, nxt = hyper.obs.reshape(60, 9, -1)[:, 0], hyper.next_obs.reshape(60, 9, -1)[:, 0]
+    for t in range(59):
+        if (t + 1) % 15 == 0:
+            assert nxt[t, :2].tolist() == [0.0, 0.0]
+        else:
+            assert torch.equal(nxt[t, :2], obs[t + 1, :2])
+        # the belief part of the successor is the belief of the next hyper-state
+        assert torch.equal(nxt[t, 2:], obs[t + 1, 2:])
+
+
+def test_one_reset_rule_relabelling_equals_the_online_policy(grid_trials, encoder):
+    """Bug 4: the beliefs in the relabelled data are exactly those the online policy holds along the same trial."""
+    hyper = relabel_states(encoder, grid_trials)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+    policy = BeliefPolicy(encoder, Recorder(), discrete_actions=True)
+    policy.reset(grid_trials.num_trials)
+    obs, act, rew, nxt = (grid_trials.flat(k) for k in ("obs", "actions", "rewards", "next_obs"))
+    for t in range(60):
+        policy.act(obs[:, t])
+        dones = np.full(grid_trials.num_trials, (t + 1) % 15 == 0)
+        policy.observe(obs[:, t], act[:, t], rew[:, t], nxt[:, t], dones)
+    online = torch.stack(seen)  # [L, N, d]
+    offline = hyper.obs.reshape(60, grid_trials.num_trials, -1)  # time-major
+    assert torch.allclose(online, offline, atol=1e-6)
+
+
+def test_evaluation_starts_every_episode_from_the_start_state():
+    """Bug 6: evaluation trials start at the start state in every episode, never at a random position."""
+    for name, start in (("grid_navi", [0.0, 0.0]), ("point_robot_sparse", [0.0, 0.0])):
+        family = get_family(name)
+        model = OfflineVariBAD(name, vae_steps=1, rl_steps=0, vae={"hidden_dim": 8})
+        tasks = family.default_tasks()[:3]
+        result = evaluate_trials(model.adapt(), family, tasks, episodes=2, seed=5, record=True)
+        for task_eps in result.episodes:
+            for ep in task_eps:
+                assert ep["observations"][0].tolist() == start
+
+
+def test_belief_policy_keeps_its_belief_across_episodes_and_resets_at_trial_start(encoder):
+    agent = HyperAgentStub()
+    policy = BeliefPolicy(encoder, agent, discrete_actions=True)
+    policy.reset(1)
+    prior = policy.mu.clone()
+    policy.observe(np.zeros((1, 2)), np.array([1]), np.array([1.0]), np.array([[0.0, 1.0]]), np.array([True]))
+    after = policy.mu.clone()
+    assert not torch.allclose(after, prior)  # dones=True did not reset it
+    policy.reset(1)
+    assert torch.allclose(policy.mu, prior)
+    assert isinstance(policy, RolloutPolicy)
+
+
+def test_thompson_policy_resamples_only_at_episode_ends(encoder):
+    policy = ThompsonPolicy(encoder, HyperAgentStub(), True, logvar_confident=torch.full((3,), -4.0), seed=0)
+    policy.reset(2)
+    z0 = policy.z.clone()
+    args = (np.zeros((2, 2)), np.array([1, 2]), np.array([-0.1, -0.1]), np.ones((2, 2)))
+    policy.observe(*args, np.array([False, False]))
+    assert torch.equal(policy.z, z0)
+    policy.observe(*args, np.array([False, True]))
+    assert torch.equal(policy.z[0], z0[0]) and not torch.equal(policy.z[1], z0[1])
+    mu, logvar = policy._latent()
+    assert torch.equal(mu, policy.z) and (logvar == -4.0).all()
+
+
+class HyperAgentStub(torch.nn.Module):
+    def act(self, hyper_obs, deterministic=True):
+        return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+
+def test_hyperstate_cache_roundtrip_and_bad_file(tmp_path, grid_trials, encoder):
+    hyper = relabel_states(encoder, grid_trials)
+    path = hyper.save(tmp_path / "cache" / "hyper.pt")
+    back = HyperStateTransitions.load(path)
+    assert torch.equal(back.obs, hyper.obs) and torch.equal(back.task_index, hyper.task_index)
+    torch.save({"obs": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a hyper-state cache"):
+        HyperStateTransitions.load(tmp_path / "bad.pt")
+    batch = hyper.sample(4, 8, torch.Generator().manual_seed(0))
+    assert batch["obs"].shape == (32, 2 + 6)
+    # each block of 8 comes from one task
+    assert all(len(set(batch["task_index"][i * 8 : (i + 1) * 8].tolist())) == 1 for i in range(4))
+
+
+def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path):
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
+                         steps_per_epoch=4)
+    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=GRID_VAE, rl={"hidden": (8,)},
+                           rl_tasks_per_batch=2, rl_batch_per_task=4, hyperstate_cache=str(tmp_path / "h.pt"))
+    trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert int(model.updates) == 6
+    assert (tmp_path / "h.pt").is_file()
+    assert "rollout/success_ep2plus" in trainer.callback_metrics
+    assert not any(p.requires_grad for p in model.vae.parameters())  # the encoder is frozen for RL
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = OfflineVariBAD.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert torch.equal(loaded.updates, model.updates)
+    assert torch.equal(loaded.logvar_confident, model.logvar_confident)
+    for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    result = evaluate_trials(loaded.adapt(), loaded.family, loaded.family.default_tasks()[:2], episodes=4)
+    assert result.returns.shape == (2, 4)
+    assert set(summarise(result)) >= {"return_ep1", "success_ep4", "success_ep2plus", "return_trial"}
+
+
+def test_pipeline_validates_arguments():
+    with pytest.raises(ValueError, match="DQN needs discrete"):
+        OfflineVariBAD("point_robot_sparse", rl_algorithm="dqn")
+    with pytest.raises(ValueError, match="SAC needs continuous"):
+        OfflineVariBAD("grid_navi", rl_algorithm="sac")
+    with pytest.raises(ValueError, match="vae_steps"):
+        OfflineVariBAD("grid_navi", vae_steps=0)
