@@ -32,6 +32,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 
+from lit_offmeta.algorithms.macaw import _all_reduce_sum_grads, _no_ddp_sync
 from lit_offmeta.data.batch import TaskBatch
 from lit_offmeta.meta import MODES, InnerLearningRates, adapt
 from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, Weights, gaussian_log_prob, layer_preset
@@ -173,13 +174,16 @@ class MetaBC(LightningModule):
     def meta_update(self, loss: Tensor) -> None:
         """Backpropagate through adaptation and step both optimizers.
 
-        Under DDP gradients are averaged over ranks; scaling by the world size makes the update the sum over
-        every rank's tasks (as MACAW does).
+        Under DDP the gradients are SUMMED over ranks by one explicit all-reduce with DDP's reducer off, exactly
+        as MACAW does (its docstring explains why: DDP's reducer mis-handles the second-order inner loop), so the
+        update equals one process seeing every rank's tasks.
         """
         optimizers = self.optimizers()
         for opt in optimizers:
             opt.zero_grad()
-        self.manual_backward(loss * self.trainer.world_size)
+        with _no_ddp_sync(self):
+            self.manual_backward(loss)
+        _all_reduce_sum_grads(self)
         for opt in optimizers:
             opt.step()
 
