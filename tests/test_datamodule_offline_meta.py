@@ -141,6 +141,7 @@ def test_adaptation_batch_and_task_api(data_dir):
     assert rows.min() >= 17 * HORIZON and rows.max() < 23 * HORIZON  # trajectories 17..22 of 40
     assert torch.equal(batch["obs"], dm.adaptation_batch(7, 50, "middle", 3, num_trajectories=6)["obs"])
     assert not torch.equal(batch["obs"], dm.adaptation_batch(7, 50, "middle", 4, num_trajectories=6)["obs"])
+    assert (_decode(dm.adaptation_batch(0, 10)["obs"])[0] == 0).all()  # a training task works too
     assert dm.task(7) == get_family(FAMILY).default_tasks()[7]
     returns = dm.buffer(7).episode_returns()
     low, mean, high = dm.behaviour_return_range(7)

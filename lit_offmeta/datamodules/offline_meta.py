@@ -148,6 +148,7 @@ class OfflineMetaDataModule(LightningDataModule):
         self.use_cache = use_cache
         self._train_ids, self._test_ids = self._resolve_ids(split, train_ids, test_ids)
         self._buffers: dict[int, TaskBuffer] = {}
+        self._extra_packed: dict[int, PackedTasks] = {}
         self._train_set: TaskBatchDataset | None = None
         self._eval_set: TaskBatchDataset | None = None
 
@@ -356,8 +357,17 @@ class OfflineMetaDataModule(LightningDataModule):
         rows = buf.uniform_indices(
             size, np.random.default_rng([self.seed, _EVAL, 7, int(task_id), seed]), lo, hi
         )
-        packed = PackedTasks([buf], self.gamma)
-        return {k: v[0] for k, v in packed.gather([0], rows[None, :]).items()}
+        packed, position = self._packed_for(int(task_id))
+        return {k: v[0] for k, v in packed.gather([position], rows[None, :]).items()}
+
+    def _packed_for(self, task_id: int) -> tuple[PackedTasks, int]:
+        """The packed store holding ``task_id`` (the train/eval sets' own, or a cached single-task one)."""
+        for dataset in (self._eval_set, self._train_set):
+            if dataset is not None and task_id in dataset.task_ids:
+                return dataset.packed, int(np.flatnonzero(dataset.task_ids == task_id)[0])
+        if task_id not in self._extra_packed:
+            self._extra_packed[task_id] = PackedTasks([self.buffer(task_id)], self.gamma)
+        return self._extra_packed[task_id], 0
 
 
 class TaskBatchDataset(Dataset):
