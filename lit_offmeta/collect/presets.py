@@ -6,8 +6,10 @@ sizes exist for every family:
 * ``tiny``: a few tasks and a few seconds of work; used by the tests.
 * ``small``: sized for a 2-core CPU (PointRobot in under a minute, Cheetah-Vel 40 tasks in under 45 minutes).
 * ``paper``: the sizes of the source documents, for a big machine. MACAW (arXiv:2008.06043, App. D) saved
-  each task's whole replay buffer: 2.5M steps for Cheetah-Vel and Cheetah-Dir, 2M for Ant-Dir, 1M for
-  Walker-Params. BOReL trains one agent per task and keeps its entire replay history.
+  each task's whole replay buffer: 2.5M steps for Cheetah-Vel and Cheetah-Dir (2M for Ant-Dir, 1M for
+  Walker-Params once those families have presets). The documents give no sizes for PointRobot and GridNavi
+  (BOReL keeps each per-task agent's entire replay history); their ``paper`` presets are our choice, 10x
+  ``small`` or more.
 
 A config file (YAML) names a family and a preset and may override any field under ``settings``
 (see ``configs/collect/``).
