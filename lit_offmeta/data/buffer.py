@@ -81,6 +81,7 @@ class TaskBuffer:
     episode_in_trial: np.ndarray | None = None
     source: str = "<memory>"
     _targets: dict[float, ValueTargets] = field(default_factory=dict, repr=False, compare=False)
+    _block: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_episodes = len(self.episode_starts) - 1
@@ -214,6 +215,81 @@ class TaskBuffer:
                     "fix or drop the offending episodes before training"
                 )
 
+    # --- the packed transition block ------------------------------------------------------------------
+    def block_columns(self) -> dict[str, slice]:
+        """Column layout of :meth:`transition_block`: obs | actions | reward | next_obs | terminal | truncation."""
+        return block_columns(self.obs_dim, self.action_dim)
+
+    def transition_block(self) -> np.ndarray:
+        """All transitions as one C-contiguous float32 ``[N, 2 * obs_dim + act_width + 3]`` array.
+
+        This is the on-disk cache layout and what :class:`~lit_offmeta.data.packed.PackedTasks` gathers rows
+        from. Built once; afterwards ``obs``, ``next_obs`` and (continuous) ``actions`` and ``rewards`` are
+        column views of it, so the buffer does not hold its data twice.
+        """
+        if self._block is None:
+            cols = self.block_columns()
+            block = np.empty((len(self), cols["truncations"].stop), dtype=np.float32)
+            block[:, cols["obs"]] = self.obs
+            block[:, cols["actions"]] = self.actions.reshape(len(self), -1)
+            block[:, cols["rewards"]] = self.rewards[:, None]
+            block[:, cols["next_obs"]] = self.next_obs
+            block[:, cols["terminals"]] = self.terminals[:, None]
+            block[:, cols["truncations"]] = self.truncations[:, None]
+            self._adopt_block(block)
+        return self._block
+
+    def _adopt_block(self, block: np.ndarray) -> None:
+        cols = self.block_columns()
+        self._block = block
+        self.obs = block[:, cols["obs"]]
+        self.next_obs = block[:, cols["next_obs"]]
+        self.rewards = block[:, cols["rewards"].start]
+        if self.actions.ndim == 2:  # discrete actions stay a separate int64 array
+            self.actions = block[:, cols["actions"]]
+
+    @classmethod
+    def from_block(
+        cls,
+        block: np.ndarray,
+        obs_dim: int,
+        discrete_actions: bool,
+        episode_starts: np.ndarray,
+        behaviour_steps: np.ndarray,
+        task: dict[str, Any],
+        task_index: int,
+        family: str,
+        trial_index: np.ndarray | None = None,
+        episode_in_trial: np.ndarray | None = None,
+        source: str = "<memory>",
+    ) -> TaskBuffer:
+        """A buffer whose arrays are views of a :meth:`transition_block` (e.g. read back from the cache)."""
+        width = block.shape[1] - 2 * obs_dim - 3
+        if block.ndim != 2 or width < 1 or (discrete_actions and width != 1):
+            raise ValueError(
+                f"{source}: a transition block of shape {block.shape} does not fit obs_dim {obs_dim}"
+            )
+        cols = block_columns(obs_dim, width)
+        actions = block[:, cols["actions"]]
+        buf = cls(
+            obs=block[:, cols["obs"]],
+            actions=np.rint(actions[:, 0]).astype(np.int64) if discrete_actions else actions,
+            rewards=block[:, cols["rewards"].start],
+            next_obs=block[:, cols["next_obs"]],
+            terminals=block[:, cols["terminals"].start] > 0.5,
+            truncations=block[:, cols["truncations"].start] > 0.5,
+            episode_starts=episode_starts,
+            behaviour_steps=behaviour_steps,
+            trial_index=trial_index,
+            episode_in_trial=episode_in_trial,
+            task=task,
+            task_index=task_index,
+            family=family,
+            source=source,
+        )
+        buf._block = block
+        return buf
+
     # --- basic views ----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.rewards)
@@ -260,7 +336,7 @@ class TaskBuffer:
         if self.episode_starts[keep] != n:  # the cut splits an episode
             terminals[-1] = False
             truncations[-1] = False
-        return TaskBuffer(
+        cut = TaskBuffer(
             obs=self.obs[:n],
             actions=self.actions[:n],
             rewards=self.rewards[:n],
@@ -276,6 +352,10 @@ class TaskBuffer:
             family=self.family,
             source=self.source,
         )
+        if self._block is not None:
+            # Rows of a C-contiguous block stay contiguous; the flags agree (a mid-episode row is neither).
+            cut._block = self._block[:n]
+        return cut
 
     # --- Monte-Carlo targets ----------------------------------------------------------------------------
     def value_targets(self, gamma: float) -> ValueTargets:
@@ -398,6 +478,19 @@ class TaskBuffer:
                 f"asks for more than the {available} available; lower support_size/query_size (or the "
                 "adaptation batch size), widen the data window, or collect more data"
             )
+
+
+def block_columns(obs_dim: int, action_width: int) -> dict[str, slice]:
+    """Column slices of a transition block (see :meth:`TaskBuffer.transition_block`)."""
+    d, a = obs_dim, action_width
+    return {
+        "obs": slice(0, d),
+        "actions": slice(d, d + a),
+        "rewards": slice(d + a, d + a + 1),
+        "next_obs": slice(d + a + 1, 2 * d + a + 1),
+        "terminals": slice(2 * d + a + 1, 2 * d + a + 2),
+        "truncations": slice(2 * d + a + 2, 2 * d + a + 3),
+    }
 
 
 def check_episode(episode: dict[str, Any], where: str) -> None:

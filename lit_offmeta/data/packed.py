@@ -1,10 +1,11 @@
-"""PackedTasks: many TaskBuffers in one float32 matrix, so a whole TaskBatch is two row gathers.
+"""PackedTasks: gather whole TaskBatches from per-task transition blocks with a handful of ``take`` calls.
 
-Sampling a TaskBatch (K tasks x (B_in + B_out) transitions x 8 fields) from separate per-task, per-field arrays
-costs ~80 small copies; here every transition is one row ``[obs | action | reward | next_obs | terminal |
-mc_return | bootstrap_discount]`` of a single ``[N_total, D]`` tensor, and a batch is one ``index_select`` for the
-rows plus one for the bootstrap states (the ``next_obs`` of each trajectory's last row), then copies of
-column blocks.
+Sampling a TaskBatch (K tasks x (B_in + B_out) transitions x 8 fields) field by field costs ~80 small copies.
+Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
+terminal | truncation]`` (the buffer's own storage, also the on-disk cache layout, so nothing is copied at
+setup), and the Monte-Carlo targets for the chosen ``gamma`` sit in two small per-task arrays. A batch is, per
+task, one ``take`` of rows into a preallocated ``[K, B, D]`` array, one for the bootstrap states (the
+``next_obs`` of each trajectory's last row) and two for the targets; then each field is one contiguous copy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from lit_offmeta.data.batch import TRANSITION_KEYS
-from lit_offmeta.data.buffer import TaskBuffer
+from lit_offmeta.data.buffer import TaskBuffer, block_columns
 
 
 class PackedTasks:
@@ -36,41 +37,17 @@ class PackedTasks:
         first = buffers[0]
         self.discrete = first.actions.ndim == 1
         self.obs_dim = first.obs_dim
-        self.action_width = first.action_dim
-        d, a = self.obs_dim, self.action_width
-        self.columns = {
-            "obs": slice(0, d),
-            "actions": slice(d, d + a),
-            "rewards": slice(d + a, d + a + 1),
-            "next_obs": slice(d + a + 1, 2 * d + a + 1),
-            "terminals": slice(2 * d + a + 1, 2 * d + a + 2),
-            "mc_returns": slice(2 * d + a + 2, 2 * d + a + 3),
-            "bootstrap_discounts": slice(2 * d + a + 3, 2 * d + a + 4),
-        }
-        lengths = np.array([len(b) for b in buffers], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        matrix = np.empty((int(self.offsets[-1]), 2 * d + a + 4), dtype=np.float32)
-        bootstrap_row = np.empty(int(self.offsets[-1]), dtype=np.int64)
-        for k, buf in enumerate(buffers):
-            rows = slice(self.offsets[k], self.offsets[k + 1])
-            targets = buf.value_targets(gamma)
-            block = matrix[rows]
-            block[:, self.columns["obs"]] = buf.obs
-            block[:, self.columns["actions"]] = buf.actions.reshape(len(buf), -1)
-            block[:, self.columns["rewards"]] = buf.rewards[:, None]
-            block[:, self.columns["next_obs"]] = buf.next_obs
-            block[:, self.columns["terminals"]] = buf.terminals[:, None]
-            block[:, self.columns["mc_returns"]] = targets.mc_returns[:, None]
-            block[:, self.columns["bootstrap_discounts"]] = targets.bootstrap_discounts[:, None]
-            bootstrap_row[rows] = self.offsets[k] + targets.bootstrap_index
-        self._matrix_np = matrix
-        self._bootstrap_np = bootstrap_row
-        self.matrix = torch.from_numpy(matrix)  # shares memory with the numpy array
-        self.bootstrap_row = torch.from_numpy(bootstrap_row)
+        self.columns = block_columns(first.obs_dim, first.action_dim)
+        self.blocks = [buf.transition_block() for buf in buffers]
+        targets = [buf.value_targets(gamma) for buf in buffers]
+        # [N, 2] float32: Monte-Carlo return and bootstrap discount, gathered together.
+        self.targets = [np.stack([t.mc_returns, t.bootstrap_discounts], axis=1) for t in targets]
+        self.bootstrap_index = [t.bootstrap_index for t in targets]
+        self.lengths = np.array([len(b) for b in buffers], dtype=np.int64)
 
     @property
     def num_tasks(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.blocks)
 
     def gather(self, positions: Sequence[int], *local_rows: np.ndarray) -> dict[str, torch.Tensor] | tuple:
         """Transitions of several tasks stacked along a leading task axis.
@@ -78,37 +55,44 @@ class PackedTasks:
         Args:
             positions: ``K`` task positions (order of the ``buffers`` given at construction).
             *local_rows: one or more ``[K, B_j]`` int arrays of rows inside each task's buffer (e.g. support
-                and query rows); they are fetched together in one gather.
+                and query rows); they are fetched together.
 
         Returns:
             For each ``local_rows`` argument, ``TRANSITION_KEYS`` -> contiguous tensors ``[K, B_j, ...]``
             (float32; discrete actions int64 ``[K, B_j]``); a single dict when one array was given.
         """
         blocks = [np.asarray(r, dtype=np.int64) for r in local_rows]
-        k = blocks[0].shape[0]
-        sizes = [b.shape[1] for b in blocks]
-        rows = np.concatenate(blocks, axis=1) + self.offsets[np.asarray(positions, dtype=np.int64)][:, None]
-        flat = rows.reshape(-1)
-        # ndarray.take on a flat index is ~2x faster than fancy indexing with a 2-d index at these sizes.
-        data = self._matrix_np.take(flat, axis=0).reshape(k, -1, self._matrix_np.shape[1])  # [K, sum B_j, D]
-        boot = self._matrix_np.take(self._bootstrap_np.take(flat), axis=0)[:, self.columns["next_obs"]]
-        boot = boot.reshape(k, -1, self.obs_dim)  # [K, sum B_j, obs_dim]
-        outputs = []
-        start = 0
-        for size in sizes:
-            part = data[:, start : start + size]
-            out: dict[str, torch.Tensor] = {}
-            for key in TRANSITION_KEYS:
-                if key == "bootstrap_obs":
-                    value = boot[:, start : start + size]
-                else:
-                    value = part[..., self.columns[key]]
-                    if key not in ("obs", "next_obs", "actions"):
-                        value = value[..., 0]
-                    elif key == "actions" and self.discrete:
-                        value = np.rint(value[..., 0]).astype(np.int64)
-                out[key] = torch.from_numpy(np.ascontiguousarray(value))
-            outputs.append(out)
+        rows = np.concatenate(blocks, axis=1)  # [K, B]
+        k, b = rows.shape
+        width = self.blocks[0].shape[1]
+        data = np.empty((k, b, width), dtype=np.float32)
+        targets = np.empty((k, b, 2), dtype=np.float32)
+        boot = np.empty((k, b, width), dtype=np.float32)
+        for j, pos in enumerate(positions):
+            block = self.blocks[pos]
+            block.take(rows[j], axis=0, out=data[j])
+            self.targets[pos].take(rows[j], axis=0, out=targets[j])
+            block.take(self.bootstrap_index[pos].take(rows[j]), axis=0, out=boot[j])
+        fields = {
+            "obs": data[..., self.columns["obs"]],
+            "actions": data[..., self.columns["actions"]],
+            "rewards": data[..., self.columns["rewards"].start],
+            "next_obs": data[..., self.columns["next_obs"]],
+            "terminals": data[..., self.columns["terminals"].start],
+            "mc_returns": targets[..., 0],
+            "bootstrap_obs": boot[..., self.columns["next_obs"]],
+            "bootstrap_discounts": targets[..., 1],
+        }
+        if self.discrete:
+            fields["actions"] = np.rint(fields["actions"][..., 0]).astype(np.int64)
+        outputs, start = [], 0
+        for size in (blk.shape[1] for blk in blocks):
+            outputs.append(
+                {
+                    key: torch.from_numpy(np.ascontiguousarray(fields[key][:, start : start + size]))
+                    for key in TRANSITION_KEYS
+                }
+            )
             start += size
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
