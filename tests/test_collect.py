@@ -196,6 +196,12 @@ def cli_error(argv, capsys) -> str:
     return capsys.readouterr().err
 
 
+def test_cli_relative_out_directory_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(["--family", "grid_navi", "--preset", "tiny", "--out", "data", "--tasks", "4", "--no-progress"])
+    assert sorted(list_task_datasets(tmp_path / "data", "grid_navi")) == [4]
+
+
 def test_cli_config_file_with_overrides_writes_datasets(tmp_path, capsys):
     config = tmp_path / "collect.yaml"
     out = tmp_path / "data"

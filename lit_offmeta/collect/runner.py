@@ -204,7 +204,8 @@ def collect(
     started = time.perf_counter()
     family = get_family(config.family)
     indices = resolve_tasks(family, config, task_indices)
-    out = Path(out)
+    # Absolute: Minari resolves a relative MINARI_DATASETS_PATH against the wrong folder while writing.
+    out = Path(out).expanduser().resolve()
     prepare_output(out, config, seed)
     say = log or (lambda _msg: None)
     for stale in clean_stale_temporaries(out, family.name):
