@@ -226,3 +226,10 @@ def test_discrete_family_round_trip(tmp_path):
     (buf,) = load_task_buffers(tmp_path, "grid_navi", [0])
     assert buf.actions.dtype == np.int64
     np.testing.assert_array_equal(buf.actions, np.concatenate([e["actions"] for e in eps]))
+
+
+def test_a_one_transition_task_is_stored_but_refused_for_training(tmp_path):
+    write_task_dataset(tmp_path, FAMILY, 9, _task(9), synthetic_episodes(9, 1, 1))
+    assert list(list_task_datasets(tmp_path, FAMILY)) == [9]
+    with pytest.raises(ValueError, match=r"task_0009-v0 \(family 'point_robot', task 9\) has 1 transition"):
+        load_task_buffers(tmp_path, FAMILY, [9])

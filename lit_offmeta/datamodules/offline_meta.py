@@ -7,9 +7,10 @@ the two never share a transition. Validation and test batches cover the held-out
 uniform adaptation batch (as at meta-test time), the query set a disjoint uniform draw from the rest, so a
 module can log its losses before and after adaptation.
 
-Determinism and workers: batch ``i`` of epoch ``e`` is built from ``numpy.random.default_rng([seed, e, i,
-...])`` and nothing else, so the same seed gives the same batches with any ``num_workers`` (workers only
-decide who computes a batch, never what it holds) and after a restart at a given epoch.
+Determinism and workers: batch ``i`` of epoch ``e`` is built from numpy generators seeded with ``seed``, the
+key ``e * batches_per_epoch + i`` and the rank, and nothing else, so the same seed gives the same batches with
+any ``num_workers`` (workers only decide who computes a batch, never what it holds) and after a restart at a
+given epoch.
 
 DDP: every rank draws the same permutation of the training tasks for step ``i`` and takes its own block of
 ``K`` tasks from it, so no two ranks train on the same task in one step (when ``world_size * K`` does not
