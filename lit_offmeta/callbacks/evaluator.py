@@ -182,8 +182,8 @@ class AdaptationEvaluator(Callback):
         episodes: evaluation episodes per task (one trial; belief-based policies keep their belief across it).
         tasks: ``"test"`` (held-out tasks), ``"train"``, or explicit task ids.
         curve_steps: adaptation step counts of the curve; empty or ``None`` disables it.
-        curve_every_n_evaluations: draw the curve at every ``n``-th evaluation during fit (always at
-            ``validate``/``test``), since it costs one adaptation and rollout per point.
+        curve_every_n_evaluations: draw the curve at every ``n``-th evaluation during fit (0: never in fit;
+            always at ``validate``/``test``), since it costs one adaptation and rollout per point.
         random_episodes: episodes of the random policy per task for the normalised score's 0.
         seed: seeds adaptation batches (``seed + task_id``), rollouts and the random baseline.
         plot: draw ``adaptation.png``.
@@ -215,7 +215,7 @@ class AdaptationEvaluator(Callback):
         super().__init__()
         for name, value, low in [
             ("every_n_epochs", every_n_epochs, 0), ("batch_size", batch_size, 1), ("episodes", episodes, 1),
-            ("curve_every_n_evaluations", curve_every_n_evaluations, 1), ("random_episodes", random_episodes, 1),
+            ("curve_every_n_evaluations", curve_every_n_evaluations, 0), ("random_episodes", random_episodes, 1),
         ]:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"AdaptationEvaluator: {name} must be an integer >= {low}, got {value!r}")
@@ -381,7 +381,8 @@ class AdaptationEvaluator(Callback):
         datamodule = self._datamodule(trainer)
         task_ids = self._task_ids(datamodule)
         with_curve = bool(self.curve_steps) and (
-            stage != "fit" or self.num_evaluations % self.curve_every_n_evaluations == 0
+            stage != "fit"
+            or (self.curve_every_n_evaluations > 0 and self.num_evaluations % self.curve_every_n_evaluations == 0)
         )
         local = shard_tasks(task_ids, trainer.global_rank, trainer.world_size)
         was_training = pl_module.training
