@@ -18,48 +18,70 @@ from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
 from lit_offmeta.tasks import get_family
 
 
+def point_robot_episodes(task_id: int, episodes: int = 24, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Minari-style episodes of a noisy goal-directed agent whose noise anneals (early poor, late good)."""
+    family = get_family("point_robot")
+    task = family.default_tasks()[task_id]
+    goal = np.asarray(task["goal"], dtype=np.float32)
+    rng = np.random.default_rng([seed, task_id])
+    out, steps = [], 0
+    for ep in range(episodes):
+        noise = 1.0 - 0.9 * ep / max(1, episodes - 1)
+        pos = np.zeros(2, dtype=np.float32)
+        obs, acts, rews = [pos], [], []
+        for _ in range(family.horizon):
+            direction = (goal - pos) / max(1e-6, float(np.linalg.norm(goal - pos)))
+            a = np.clip(direction + noise * rng.normal(size=2), -1, 1).astype(np.float32)
+            new = (pos + 0.1 * a).astype(np.float32)
+            acts.append(a)
+            rews.append(float(family.reward(task, pos, a, new)))
+            obs.append(new)
+            pos = new
+        ends = np.zeros(family.horizon, dtype=bool)
+        ends[-1] = True
+        out.append({
+            "observations": np.stack(obs), "actions": np.stack(acts), "rewards": np.asarray(rews, np.float32),
+            "terminations": np.zeros(family.horizon, dtype=bool), "truncations": ends, "behaviour_step": steps,
+        })
+        steps += family.horizon
+    return out
+
+
 def point_robot_buffers(
     task_ids: list[int], episodes: int = 24, gamma: float = 0.9, seed: int = 0
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """Per-task flat transitions ``{key: [N, ...]}`` for PointRobot (dense, H = 20)."""
-    family = get_family("point_robot")
-    tasks = family.default_tasks()
-    rng = np.random.default_rng(seed)
-    horizon = family.horizon
+    """Per-task flat transitions ``{key: [N, ...]}`` (``TRANSITION_KEYS``) for PointRobot (dense, H = 20)."""
     buffers = {}
     for tid in task_ids:
-        goal = np.asarray(tasks[tid]["goal"], dtype=np.float32)
         rows: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_KEYS}
-        for ep in range(episodes):
-            noise = 1.0 - 0.9 * ep / max(1, episodes - 1)  # early episodes poor, late near-expert
-            pos = np.zeros(2, dtype=np.float32)
-            obs, acts, rews, nxt = [], [], [], []
-            for _ in range(horizon):
-                direction = (goal - pos) / max(1e-6, float(np.linalg.norm(goal - pos)))
-                a = np.clip(direction + noise * rng.normal(size=2), -1, 1).astype(np.float32)
-                new = (pos + 0.1 * a).astype(np.float32)
-                obs.append(pos)
-                acts.append(a)
-                rews.append(float(family.reward(tasks[tid], pos, a, new)))
-                nxt.append(new)
-                pos = new
-            rews_a = np.asarray(rews, dtype=np.float32)
+        for ep in point_robot_episodes(tid, episodes, seed):
+            rews = ep["rewards"]
+            horizon = len(rews)
             mc = np.zeros(horizon, dtype=np.float32)
             running = 0.0
             for t in reversed(range(horizon)):
-                running = rews_a[t] + gamma * running
+                running = rews[t] + gamma * running
                 mc[t] = running
-            steps_left = horizon - np.arange(horizon)
-            rows["obs"].append(np.stack(obs))
-            rows["actions"].append(np.stack(acts))
-            rows["rewards"].append(rews_a)
-            rows["next_obs"].append(np.stack(nxt))
+            rows["obs"].append(ep["observations"][:-1])
+            rows["actions"].append(ep["actions"])
+            rows["rewards"].append(rews)
+            rows["next_obs"].append(ep["observations"][1:])
             rows["terminals"].append(np.zeros(horizon, dtype=np.float32))  # time-limit cuts only
             rows["mc_returns"].append(mc)
-            rows["bootstrap_obs"].append(np.repeat(nxt[-1][None], horizon, axis=0))
-            rows["bootstrap_discounts"].append((gamma**steps_left).astype(np.float32))
+            rows["bootstrap_obs"].append(np.repeat(ep["observations"][-1:], horizon, axis=0))
+            rows["bootstrap_discounts"].append((gamma ** (horizon - np.arange(horizon))).astype(np.float32))
         buffers[tid] = {k: torch.as_tensor(np.concatenate(v)) for k, v in rows.items()}
     return buffers
+
+
+def write_point_robot_datasets(root, task_ids: list[int], episodes: int = 12, seed: int = 0) -> None:
+    """Write the synthetic episodes through the project's storage API (as ``lit-offmeta collect`` does)."""
+    from lit_offmeta.data.storage import write_task_dataset
+
+    tasks = get_family("point_robot").default_tasks()
+    for tid in task_ids:
+        write_task_dataset(root, "point_robot", tid, tasks[tid], point_robot_episodes(tid, episodes, seed),
+                           {"behaviour": "annealed-noise goal seeker (tests)"})
 
 
 def sample_task_batch(
