@@ -293,7 +293,12 @@ class OfflineMetaDataModule(LightningDataModule):
         sampler = TaskBatchSampler(self.batches_per_epoch, per_epoch=True, rank=rank, world_size=world)
         return self._loader(self._train_set, sampler)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self._eval_set is None:
+            rank_zero_warn(
+                "no held-out tasks (test_ids is empty): validation is skipped", category=UserWarning
+            )
+            return []
         return self._eval_loader()
 
     def test_dataloader(self) -> DataLoader:
