@@ -1,0 +1,227 @@
+"""MACAW LightningModule: Algorithm 1 training step, Algorithm 2 adapt, checkpoints, validation, learning."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from torch import nn
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_macaw_synthetic import make_buffers, sample_task_batch  # noqa: E402
+
+from lit_offmeta.algorithms import MACAW  # noqa: E402
+from lit_offmeta.nn import PolicyNetwork  # noqa: E402
+
+SMALL = dict(width=16, depth=2, latent_size=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    tasks, buffers = make_buffers(num_tasks=6, episodes=6, seed=0)
+    rng = np.random.default_rng(0)
+    batches = [sample_task_batch(buffers, [0, 1, 2], 16, 16, rng) for _ in range(4)]
+    return tasks, buffers, batches
+
+
+def _loader(batches):
+    return DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
+
+
+def _trainer(tmp_path=None, steps=2, **kwargs):
+    return Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path, **kwargs)
+
+
+def _context(buffers, task, size=32):
+    idx = np.random.default_rng(task).choice(len(buffers[task]["obs"]), size, replace=False)
+    return {k: torch.as_tensor(v[idx]) for k, v in buffers[task].items()}
+
+
+def test_training_step_logs_and_updates_every_parameter_group(data):
+    """One fit step updates value, policy, learned rates and lambda, and logs the namespaced metrics."""
+    _, _, batches = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, **SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer(steps=2)
+    trainer.fit(model, _loader(batches))
+    assert trainer.global_step == 2  # one optimizer: global_step counts meta-updates
+    after = model.state_dict()
+    for name in ("policy.layers.0.latent", "value.layers.0.generator.weight", "raw_lambda",
+                 "policy_lrs.raw.layers__0__latent", "value_lrs.raw.layers__1__generator__bias"):
+        assert not torch.equal(before[name], after[name]), name
+    # The slow target moved 10% of the way towards the (changed) value parameters.
+    assert not torch.equal(before["value_target.layers.0.latent"], after["value_target.layers.0.latent"])
+    metrics = trainer.callback_metrics
+    for key in ("train/loss_value", "train/loss_policy", "train/inner/loss_value", "train/inner/loss_policy",
+                "train/lambda", "train/awr_weight_mean", "train/awr_weight_max", "train/awr_weight_clipped_frac",
+                "train/inner_lr/policy.layers.0.latent", "train/inner_lr/value.layers.2.generator.weight"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    assert 0 < metrics["train/awr_weight_max"] <= 20
+
+
+def test_enriched_loss_off_gives_lambda_no_gradient(data):
+    """MAML+AWR ablation: lambda does not enter the inner loss, so it never moves."""
+    _, _, batches = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, enriched_policy_loss=False, **SMALL)
+    raw = model.raw_lambda.detach().clone()
+    _trainer(steps=2).fit(model, _loader(batches))
+    assert torch.equal(model.raw_lambda.detach(), raw)
+
+
+def test_adapted_policy_matches_functional_adaptation(data):
+    """adapt() -> plain nn.Sequential whose output equals the adapted functional policy (loop mode, by hand)."""
+    _, buffers, _ = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, **SMALL)
+    context = _context(buffers, 4)
+    policy = model.adapt(context, steps=2)
+    assert isinstance(policy, nn.Sequential)
+    assert all(type(m) in (nn.Linear, nn.ReLU, nn.Tanh) for m in policy)
+
+    model.hparams.adaptation_mode = "loop"  # the per-task reference path, independent of the closed form
+    support = {k: v.unsqueeze(0) for k, v in context.items()}
+    weights = model._adapted_policy_weights(support, steps=2, first_order=True)
+    obs = torch.randn(9, 2)
+    expected, _ = PolicyNetwork.mean_and_advantage_from_weights([(w[0], b[0]) for w, b in weights], obs, None,
+                                                                model.policy.depth)
+    torch.testing.assert_close(policy(obs), expected)
+    # Adaptation changed the policy, and steps=0 gives the meta-policy.
+    meta_policy = model.adapt(context, steps=0)
+    torch.testing.assert_close(meta_policy(obs), model.policy(obs))
+    assert not torch.allclose(policy(obs), meta_policy(obs))
+
+
+def test_adapted_policy_saves_and_loads_without_lit_offmeta(data, tmp_path):
+    _, buffers, _ = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, **SMALL)
+    policy = model.adapt(_context(buffers, 5))
+    torch.save(policy.state_dict(), tmp_path / "adapted.pt")
+    rebuilt = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2), nn.Tanh())
+    rebuilt.load_state_dict(torch.load(tmp_path / "adapted.pt", weights_only=True))
+    obs = torch.randn(4, 2)
+    torch.testing.assert_close(rebuilt(obs), policy(obs))
+
+
+def test_checkpoint_round_trip_keeps_learned_rates_and_adaptation(data, tmp_path):
+    _, buffers, batches = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, inner_lr_policy=0.02, **SMALL)
+    trainer = _trainer(tmp_path, steps=2)
+    trainer.fit(model, _loader(batches))
+    path = tmp_path / "macaw.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = MACAW.load_from_checkpoint(path, weights_only=True)
+    assert loaded.hparams.inner_lr_policy == 0.02 and loaded.hparams.width == 16
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    lrs, lrs_loaded = model.policy_lrs(), loaded.policy_lrs()
+    assert any(abs(float(v.detach()) - 0.02) > 1e-7 for v in lrs.values())  # the rates were trained, not at init
+    for name in lrs:
+        torch.testing.assert_close(lrs_loaded[name], lrs[name])
+    context, obs = _context(buffers, 3), torch.randn(5, 2)
+    torch.testing.assert_close(loaded.adapt(context)(obs), model.adapt(context)(obs))
+
+
+def test_validation_logs_pre_and_post_adaptation_query_losses(data):
+    """val/loss_value_pre is the meta value function's query MSE (targets bootstrapped by the slow target)."""
+    _, _, batches = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, **SMALL)
+    trainer = _trainer()
+    trainer.validate(model, _loader(batches[:1]), verbose=False)
+    metrics = trainer.callback_metrics
+    for key in ("val/loss_value_pre", "val/loss_value_post", "val/loss_policy_pre", "val/loss_policy_post"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    query = batches[0].query
+    with torch.no_grad():
+        target = query["mc_returns"] + query["bootstrap_discounts"] * model.value_target(query["bootstrap_obs"])
+        expected = ((model.value(query["obs"]) - target) ** 2).mean()
+    torch.testing.assert_close(metrics["val/loss_value_pre"], expected)
+    assert not torch.isclose(metrics["val/loss_value_pre"], metrics["val/loss_value_post"])
+
+
+class _DimsDataModule(LightningDataModule):
+    obs_dim, action_dim = 2, 2
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self):
+        return _loader(self.batches)
+
+
+def test_setup_rejects_dimensions_that_disagree_with_the_datamodule(data):
+    _, _, batches = data
+    with pytest.raises(ValueError, match=r"model.obs_dim=3 but the datamodule's family has obs_dim=2"):
+        _trainer().fit(MACAW(3, 2, **SMALL), datamodule=_DimsDataModule(batches))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="layer must be one of"):
+        MACAW(2, 2, layer="conv")
+    with pytest.raises(ValueError, match="adaptation_mode must be one of"):
+        MACAW(2, 2, adaptation_mode="fast")
+    with pytest.raises(ValueError, match="inner_lr_value must be > 0"):
+        MACAW(2, 2, inner_lr_value=0.0)
+    with pytest.raises(ValueError, match="target_update_rate"):
+        MACAW(2, 2, target_update_rate=2.0)
+    model = MACAW(2, 2, **SMALL)
+    with pytest.raises(ValueError, match="context lacks key"):
+        model.adapt({"obs": torch.zeros(4, 2)})
+    context = {k: torch.zeros(4) for k in ("rewards", "terminals", "mc_returns", "bootstrap_discounts")}
+    context.update(obs=torch.zeros(4, 3), next_obs=torch.zeros(4, 3), bootstrap_obs=torch.zeros(4, 3),
+                   actions=torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"context\['obs'\] must be \[B, 2\]"):
+        model.adapt(context)
+
+
+@pytest.mark.parametrize("layer,equal_params", [("bias_transform", False), ("linear", False),
+                                                ("bias_transform", True)])
+def test_ablation_layers_train(data, layer, equal_params):
+    _, _, batches = data
+    model = MACAW(2, 2, layer=layer, equal_params=equal_params, **SMALL)
+    if equal_params:  # widened to the weight-transform network's parameter count
+        assert model.policy.layers[0].out_features > 16
+    _trainer(steps=1).fit(model, _loader(batches))
+
+
+@pytest.mark.slow
+def test_meta_training_on_point_robot_improves_post_adaptation_return():
+    """Meta-train on 24 PointRobot goals (300 updates), adapt on 64 offline transitions of 8 held-out goals.
+
+    Post-adaptation return must beat the same model before adaptation and a randomly initialised network
+    adapted the same way. Measured when written (2-core CPU, shared): pre -17.5, post -6.3, random -13.8.
+    """
+    from lit_offmeta.callbacks.rollout import rollout
+    from lit_offmeta.tasks import get_family
+
+    seed_everything(0)
+    torch.set_num_threads(1)
+    family = get_family("point_robot")
+    tasks, buffers = make_buffers(num_tasks=32, episodes=8, seed=0)
+    train_ids, test_ids = list(range(24)), list(range(24, 32))
+    rng = np.random.default_rng(0)
+    batches = [sample_task_batch(buffers, list(rng.choice(train_ids, 5, replace=False)), 64, 64, rng)
+               for _ in range(300)]
+    config = dict(width=64, depth=2, latent_size=32, lr_value=1e-3, lr_policy=1e-3)
+    model = MACAW(2, 2, **config)
+    random_init = MACAW(2, 2, **config)
+    _trainer(steps=len(batches)).fit(model, _loader(batches))
+
+    def mean_return(m: MACAW, steps: int) -> float:
+        policies = [m.adapt(_context(buffers, i, size=64), steps=steps) for i in test_ids]
+        return float(np.mean([rollout(p, family, [tasks[i]]).returns.mean() for p, i in zip(policies, test_ids)]))
+
+    pre, post, random_post = mean_return(model, 0), mean_return(model, 1), mean_return(random_init, 1)
+    assert post > pre + 5.0, (pre, post)
+    assert post > random_post + 3.0, (post, random_post)
