@@ -5,10 +5,11 @@ Run it as ``python -m lit_offmeta.demo --out runs/demo``. From a fresh clone it
 1. collects the ``small`` PointRobot preset (40 goals, one learning behaviour agent per goal; finished tasks are
    skipped, so a second run reuses the data),
 2. meta-trains :class:`~lit_offmeta.algorithms.macaw.MACAW` on the 32 training goals of the family's default
-   split with the paper's settings (REFERENCE_NOTES: outer learning rates 1e-5 / 1e-4, inner 1e-3 learned,
-   256 + 256 transitions, 5 tasks per meta-step, weight-transform layers) for at most ``--train-minutes``,
-3. evaluates on the 8 held-out goals with the paper's protocol (one adaptation step on 256 offline transitions
-   of the held-out goal, a deterministic rollout) through the same
+   split with the model and data settings of ``configs/macaw/point_robot.yaml`` (its header says where they
+   differ from the paper's MuJoCo defaults, and why) for ``trainer.max_steps`` of that config or at most
+   ``--train-minutes``, whichever comes first,
+3. evaluates on the 8 held-out goals with the paper's protocol (one adaptation step on a batch of the
+   held-out goal's offline data, the config's support size, then a deterministic rollout) through the same
    :class:`~lit_offmeta.callbacks.AdaptationEvaluator` that ``lit-offmeta test`` uses, and
 4. writes ``report.md`` (tables), ``metrics.json`` and ``adaptation.png`` (normalised score after 0, 1, 5
    and 20 adaptation steps) into ``--out``, with the TensorBoard logs under ``--out/logs``.
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -35,6 +37,29 @@ from lit_offmeta.callbacks import AdaptationEvaluator, write_report
 from lit_offmeta.callbacks.evaluator import DEFAULT_CURVE_STEPS
 
 FAMILY = "point_robot"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "macaw" / "point_robot.yaml"
+
+
+def read_config(path: Path) -> tuple[dict, dict, int]:
+    """Model init args, data init args and ``trainer.max_steps`` of a MACAW LightningCLI config.
+
+    Raises:
+        ValueError: the file is missing, not YAML, or not a MACAW + OfflineMetaDataModule config.
+    """
+    if not path.is_file():
+        raise ValueError(f"--config: {path} does not exist; run from a clone of lit-offmeta or pass --config")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config: {path} is not valid YAML: {err}") from None
+    model, data = config.get("model") or {}, config.get("data") or {}
+    if not str(model.get("class_path", "")).endswith("MACAW"):
+        raise ValueError(f"--config: {path}: model.class_path must name MACAW, got {model.get('class_path')!r}")
+    if not str(data.get("class_path", "")).endswith("OfflineMetaDataModule"):
+        raise ValueError(f"--config: {path}: data.class_path must name OfflineMetaDataModule, "
+                         f"got {data.get('class_path')!r}")
+    max_steps = int((config.get("trainer") or {}).get("max_steps") or 3000)
+    return dict(model.get("init_args") or {}), dict(data.get("init_args") or {}), max_steps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,12 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="small", help="collection preset (tests use 'tiny')")
     parser.add_argument("--train-minutes", type=float, default=7.0,
                         help="wall-clock budget of meta-training (the whole demo must fit in 10 minutes)")
-    parser.add_argument("--max-meta-steps", type=int, default=4000, help="upper bound on meta-updates")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="MACAW config whose model and data settings the demo uses")
+    parser.add_argument("--max-meta-steps", type=int, default=None,
+                        help="meta-updates (default: the config's trainer.max_steps / 3 optimisers)")
     parser.add_argument("--evals", type=int, default=4, help="held-out evaluations during training")
-    parser.add_argument("--width", type=int, default=100, help="hidden width of policy and value (paper: 100)")
-    parser.add_argument("--latent-size", type=int, default=100, help="weight-transform latent size (paper: 100)")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="support, query and test adaptation batch size per task (paper: 256)")
+    parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)  # tests: tiny networks
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="support, query and adaptation batch size per task (default: the config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-score", type=float, default=0.8,
                         help="exit with status 1 if the held-out normalised score is below this")
@@ -61,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("train_minutes",):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0")
-    for name in ("max_meta_steps", "evals", "width", "latent_size", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("max_meta_steps", "evals", "width", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
 
@@ -83,25 +110,31 @@ def main(argv: list[str] | None = None) -> int:
     # absolute: the storage layer's Minari writer mis-resolves relative roots (reported to the data owner)
     data_dir = (Path(args.data) if args.data else out / "data").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     # 1. data: one learning behaviour agent per goal; finished tasks are skipped (resumable)
     print(f"[demo] 1/3 collecting {FAMILY} data (preset {args.preset}) into {data_dir}", flush=True)
     collect(get_preset(FAMILY, args.preset), data_dir, seed=args.seed, progress=not args.no_progress)
     collect_s = time.perf_counter() - started
 
-    # 2. meta-training with the paper's settings, bounded by a wall-clock budget
+    # 2. meta-training with configs/macaw/point_robot.yaml's model and data settings, bounded by a wall-clock budget
     seed_everything(args.seed, workers=True)
+    model_args, data_args, max_steps = read_config(Path(args.config))
     train_ids, test_ids = _ids(args.train_ids), _ids(args.test_ids)
-    steps_per_epoch = max(1, args.max_meta_steps // args.evals)
-    tasks_per_batch = 5 if train_ids is None else min(5, len(train_ids))  # the paper: 5 tasks per meta-step
-    dm = OfflineMetaDataModule(FAMILY, data_dir, train_ids=train_ids, test_ids=test_ids,
-                               tasks_per_batch=tasks_per_batch,
-                               support_size=args.batch_size, query_size=args.batch_size, batches_per_epoch=steps_per_epoch, seed=args.seed)
+    data_args.update(family=FAMILY, data_dir=str(data_dir), seed=args.seed)
+    if train_ids is not None:
+        data_args.update(train_ids=train_ids, test_ids=test_ids,
+                         tasks_per_batch=min(int(data_args.get("tasks_per_batch", 5)), len(train_ids)))
+    if args.batch_size is not None:
+        data_args.update(support_size=args.batch_size, query_size=args.batch_size)
+    if args.width is not None:
+        model_args.update(width=args.width, latent_size=min(args.width, int(model_args.get("latent_size", 100))))
+    max_meta_steps = args.max_meta_steps or max(1, max_steps // 3)  # 3 optimiser steps per meta-update
+    data_args["batches_per_epoch"] = max(1, max_meta_steps // args.evals)
+    dm = OfflineMetaDataModule(**data_args)
     dm.setup("fit")
-    model = MACAW(obs_dim=dm.obs_dim, action_dim=dm.action_dim, width=args.width, depth=3,
-                  latent_size=args.latent_size)
-    evaluator = AdaptationEvaluator(every_n_epochs=1, hook="train", batch_size=args.batch_size, steps=1,
+    model = MACAW(**model_args)
+    adaptation_batch = int(data_args.get("support_size", 256))
+    evaluator = AdaptationEvaluator(every_n_epochs=1, hook="train", batch_size=adaptation_batch, steps=1,
                                     curve_steps=list(DEFAULT_CURVE_STEPS), curve_every_n_evaluations=0,
                                     random_episodes=10, seed=args.seed)
     logger = TensorBoardLogger(out, name="logs")
@@ -111,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_progress_bar=not args.no_progress, log_every_n_steps=10, enable_model_summary=False,
     )
     print(f"[demo] 2/3 meta-training MACAW on {len(dm.train_task_ids)} goals for at most "
-          f"{args.train_minutes:g} min ({args.max_meta_steps} meta-updates)", flush=True)
+          f"{args.train_minutes:g} min ({max_meta_steps} meta-updates; settings from {args.config})", flush=True)
     train_started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     train_s = time.perf_counter() - train_started
