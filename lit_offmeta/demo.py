@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
