@@ -22,7 +22,7 @@ from lit_offmeta.collect.sac import (
     temperature_loss,
 )
 from lit_offmeta.collect.sac_collect import ReplayBuffer, collect_sac, task_features
-from lit_offmeta.data.storage import load_task_buffers
+from lit_offmeta.data.storage import list_task_datasets, load_task_buffers
 from lit_offmeta.tasks import get_family
 
 
@@ -141,3 +141,90 @@ def test_sac_learns_point_robot_from_scratch():
     collect_sac(family, config, {3: family.default_tasks()[3]}, 1, written.__setitem__, progress=False)
     early, late = early_late_returns(written[3])
     assert late > early + 8.0, (early, late)
+
+
+def _small_sac_config(**changes) -> CollectConfig:
+    config = CollectConfig(
+        "point_robot", "test", "sac", num_tasks=3, steps_per_task=200, num_envs=2, checkpoint_every=120,
+        agent_kwargs={"hidden": [16, 16], "batch_size": 16, "learning_starts": 60, "updates_per_step": 0.5},
+    )
+    return config.replace(**changes)
+
+
+def test_sac_checkpoint_resume_records_exactly_what_an_uninterrupted_run_records(tmp_path, monkeypatch):
+    """Kill the collector after its second checkpoint; the resumed run's datasets equal the uninterrupted ones."""
+    family = get_family("point_robot")
+    tasks = {i: family.default_tasks()[i] for i in range(3)}
+    config = _small_sac_config()
+    reference: dict = {}
+    collect_sac(family, config, tasks, 7, reference.__setitem__, progress=False, checkpoint_dir=tmp_path / "ref")
+    assert sorted(reference) == [0, 1, 2] and not (tmp_path / "ref").exists()  # removed when done
+
+    real_update = SAC.update
+    calls = {"n": 0}
+
+    def dying_update(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 200:  # past the first two checkpoints (about 120 and 240 steps)
+            raise KeyboardInterrupt
+        return real_update(self, batch)
+
+    monkeypatch.setattr(SAC, "update", dying_update)
+    first: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        collect_sac(family, config, tasks, 7, first.__setitem__, progress=False, checkpoint_dir=tmp_path / "ck")
+    assert (tmp_path / "ck" / "state.json").is_file() and first == {}
+    monkeypatch.setattr(SAC, "update", real_update)
+    resumed: dict = {}
+    collect_sac(family, config, tasks, 7, resumed.__setitem__, progress=False, checkpoint_dir=tmp_path / "ck")
+    assert sorted(resumed) == [0, 1, 2]
+    for index in range(3):
+        assert len(resumed[index]) == len(reference[index]) == 10
+        for ours, theirs in zip(resumed[index], reference[index]):
+            for key in ("observations", "actions", "rewards", "truncations"):
+                np.testing.assert_array_equal(ours[key], theirs[key])
+            assert ours["behaviour_step"] == theirs["behaviour_step"]
+
+
+def test_sac_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch):
+    family = get_family("point_robot")
+    tasks = {i: family.default_tasks()[i] for i in range(3)}
+    real_update = SAC.update
+
+    def dying_update(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SAC, "update", dying_update)
+    config = _small_sac_config(agent_kwargs={**_small_sac_config().agent_kwargs, "learning_starts": 170})  # checkpoint first
+    with pytest.raises(KeyboardInterrupt):
+        collect_sac(family, config, tasks, 7, lambda *_: None, progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(SAC, "update", real_update)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        collect_sac(family, config, tasks, 8, lambda *_: None, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        collect_sac(family, config, {0: tasks[0]}, 7, lambda *_: None, progress=False, checkpoint_dir=tmp_path)
+
+
+def test_collect_command_resumes_sac_from_its_checkpoint(tmp_path, monkeypatch):
+    """Through the runner: the checkpoint lives in DIR/<family>/.sac-checkpoint, is never listed as a dataset,
+    and the rerun finishes every task and removes it."""
+    config = _small_sac_config()
+    real_update = SAC.update
+    calls = {"n": 0}
+
+    def dying_update(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 200:
+            raise KeyboardInterrupt
+        return real_update(self, batch)
+
+    monkeypatch.setattr(SAC, "update", dying_update)
+    with pytest.raises(KeyboardInterrupt):
+        collect(config, tmp_path, progress=False, log=None)
+    assert (tmp_path / "point_robot" / ".sac-checkpoint" / "state.json").is_file()
+    assert list_task_datasets(tmp_path, "point_robot") == {}
+    monkeypatch.setattr(SAC, "update", real_update)
+    summary = collect(config, tmp_path, progress=False, log=None)
+    assert sorted(summary.written) == [0, 1, 2]
+    assert not (tmp_path / "point_robot" / ".sac-checkpoint").exists()
+    assert [b.num_episodes for b in load_task_buffers(tmp_path, "point_robot")] == [10, 10, 10]

@@ -45,6 +45,8 @@ class CollectConfig:
             ``steps_per_task * number of tasks`` steps in all).
         num_envs: SAC: environments stepped in parallel; each starts every episode on the task that has the
             fewest steps so far, so all tasks grow at the same pace.
+        checkpoint_every: SAC: environment steps between mid-run checkpoints (0: none); a killed run resumes
+            from the last one.
     """
 
     family: str
@@ -57,6 +59,7 @@ class CollectConfig:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     steps_per_task: int = 0
     num_envs: int = 1
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -145,16 +148,18 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
     "cheetah_vel": {
         "tiny": _sac("cheetah_vel", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
         # 40 tasks x 5000 steps (25 episodes of 200) = 200k steps in all.
-        "small": _sac("cheetah_vel", "small", num_tasks=40, steps_per_task=5000, num_envs=8, agent_kwargs=_SAC_SMALL),
+        "small": _sac("cheetah_vel", "small", num_tasks=40, steps_per_task=5000, num_envs=8, agent_kwargs=_SAC_SMALL,
+                      checkpoint_every=20_000),
         # MACAW App. D: 2.5M steps per task.
         "paper": _sac("cheetah_vel", "paper", num_tasks=40, steps_per_task=2_500_000, num_envs=40,
-                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}),
+                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}, checkpoint_every=1_000_000),
     },
     "cheetah_dir": {
         "tiny": _sac("cheetah_dir", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
-        "small": _sac("cheetah_dir", "small", num_tasks=2, steps_per_task=60_000, num_envs=2, agent_kwargs=_SAC_SMALL),
+        "small": _sac("cheetah_dir", "small", num_tasks=2, steps_per_task=60_000, num_envs=2, agent_kwargs=_SAC_SMALL,
+                      checkpoint_every=20_000),
         "paper": _sac("cheetah_dir", "paper", num_tasks=2, steps_per_task=2_500_000, num_envs=2,
-                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}),
+                      agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}, checkpoint_every=1_000_000),
     },
 }
 

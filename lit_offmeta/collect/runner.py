@@ -29,6 +29,8 @@ from lit_offmeta.tasks import TaskFamily, get_family
 
 MANIFEST_NAME = "collect_manifest.json"
 """File in the output directory: family name -> the settings its datasets were collected with."""
+SAC_CHECKPOINT_NAME = ".sac-checkpoint"
+"""Folder under ``DIR/<family>/`` holding the SAC collector's mid-run checkpoint (hidden: never loaded)."""
 
 
 @dataclass
@@ -226,8 +228,10 @@ def collect(
     if config.agent == "sac":
         from lit_offmeta.collect.sac_collect import collect_sac
 
+        checkpoint_dir = out / family.name / SAC_CHECKPOINT_NAME
         if todo:
-            collect_sac(family, config, {i: tasks[i] for i in todo}, seed, write, progress=progress)
+            collect_sac(family, config, {i: tasks[i] for i in todo}, seed, write, progress=progress,
+                        checkpoint_dir=checkpoint_dir, already_written=set(finished))
     else:
         outer = tqdm(todo, desc=f"{family.name} tasks", unit="task", disable=not progress)
         for task_index in outer:

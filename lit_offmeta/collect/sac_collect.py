@@ -9,20 +9,26 @@ behaviour: a per-task lifetime buffer of a learner that shares what it learns ac
 ``behaviour_step`` is the agent's total environment-step count when the episode began, so quality windows cut
 by training time are comparable across tasks.
 
-Resuming: a killed run keeps the datasets of tasks already written; the rerun trains a fresh agent on the
-remaining tasks (so their buffers again start from scratch).
+Resuming: with ``checkpoint_every > 0`` the collector lets every environment finish its episode once that
+many steps have passed since the last checkpoint, saves a checkpoint (:mod:`lit_offmeta.collect.checkpoint`)
+and goes on; environments are reseeded from the collector's generator after each checkpoint, so a run resumed
+from one records exactly what the uninterrupted run records. Tasks written before a kill are skipped.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lit_offmeta.collect.checkpoint import load_checkpoint, save_checkpoint, unpack_episodes
 from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
 from lit_offmeta.collect.presets import CollectConfig
 from lit_offmeta.collect.sac import SAC, SACConfig
@@ -57,6 +63,18 @@ class ReplayBuffer:
         self.terminals = np.zeros(capacity, dtype=np.float32)
         self.capacity, self.size, self.cursor, self.rng = capacity, 0, 0, rng
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"obs": self.obs, "next_obs": self.next_obs, "actions": self.actions, "rewards": self.rewards,
+                "terminals": self.terminals}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray], size: int, cursor: int) -> None:
+        for key, value in arrays.items():
+            if getattr(self, key).shape != value.shape:
+                raise ValueError(f"replay checkpoint: {key!r} has shape {value.shape}, expected "
+                                 f"{getattr(self, key).shape}; delete the checkpoint to start over")
+            getattr(self, key)[:] = value
+        self.size, self.cursor = size, cursor
+
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminal: bool) -> None:
         i = self.cursor
         self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i] = obs, action, reward, next_obs
@@ -83,6 +101,8 @@ def collect_sac(
     write: Callable[[int, list[Episode]], None],
     progress: bool = True,
     on_update: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    already_written: set[int] | frozenset[int] = frozenset(),
 ) -> SAC:
     """Train one task-conditioned SAC agent on ``tasks`` and hand each task's episodes to ``write``.
 
@@ -94,6 +114,11 @@ def collect_sac(
         write: called once per task as soon as its last episode ends, ``write(task_index, episodes)``.
         progress: show a tqdm bar over environment steps.
         on_update: optional ``(env_step, metrics)`` hook after each gradient update (diagnostics).
+        checkpoint_dir: where checkpoints go (every ``config.checkpoint_every`` steps; 0: never). A checkpoint
+            found there is resumed: it may cover more tasks than ``tasks`` if the extra ones are in
+            ``already_written`` (datasets finished after it was taken); those are not written again. The
+            folder is deleted when the run completes.
+        already_written: task indices whose datasets exist.
 
     Returns:
         The trained agent.
@@ -111,6 +136,19 @@ def collect_sac(
     if bad:
         raise ValueError(f"collect: agent_kwargs.obs_exclude {bad} outside the {obs_dim}-d observation")
     keep = np.array([i for i in range(obs_dim) if i not in set(sac_config.obs_exclude)], dtype=np.int64)
+    resume = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    settings = {"config": config.to_dict(), "seed": seed}
+    if resume is not None:
+        ckpt_tasks = [int(i) for i in resume[0]["task_ids"]]
+        extra = sorted(set(ckpt_tasks) - set(tasks))
+        missing = sorted(set(tasks) - set(ckpt_tasks))
+        if missing or set(extra) - set(already_written) or resume[0]["settings"] != json.loads(json.dumps(settings)):
+            raise ValueError(
+                f"collect: the SAC checkpoint in {checkpoint_dir} belongs to another run (tasks {ckpt_tasks}, "
+                f"settings {resume[0]['settings']}); rerun with those --tasks and settings, or delete the folder"
+            )
+        family_tasks = family.default_tasks()
+        tasks = {i: tasks.get(i, family_tasks[i]) for i in ckpt_tasks}
     features = {i: task_features(t) for i, t in tasks.items()}
     input_dim = len(keep) + len(next(iter(features.values())))
     space = family.action_space
@@ -139,10 +177,43 @@ def collect_sac(
     total_budget = config.steps_per_task * len(task_ids)
     global_step, updates_owed = 0, 0.0
     env_by_task: dict[int, Any] = {}
-    bar = tqdm(total=total_budget, desc=f"{family.name} sac", unit="step", disable=not progress)
+    written = set(already_written) & set(task_ids)
+    every = config.checkpoint_every if checkpoint_dir is not None else 0
+    if resume is not None:
+        state, tensors, replay_arrays, episode_arrays = resume
+        agent.load_state_dict(tensors["agent"])
+        for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer"):
+            getattr(agent, name).load_state_dict(tensors[name])
+        torch.set_rng_state(tensors["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        replay.load_arrays(replay_arrays, state["replay_size"], state["replay_cursor"])
+        global_step, updates_owed = state["global_step"], state["updates_owed"]
+        steps_taken = {int(k): v for k, v in state["steps_taken"].items()}
+        pending = [int(i) for i in state["pending_tasks"]]
+        episodes = unpack_episodes(episode_arrays, pending)
+        written |= set(task_ids) - set(pending)
+    next_checkpoint = global_step + every
+    bar = tqdm(total=total_budget, initial=global_step, desc=f"{family.name} sac", unit="step", disable=not progress)
+
+    def checkpoint() -> None:
+        state = {
+            "task_ids": task_ids, "settings": settings, "global_step": global_step, "updates_owed": updates_owed,
+            "steps_taken": {str(k): v for k, v in steps_taken.items()}, "pending_tasks": sorted(episodes),
+            "numpy_rng": rng.bit_generator.state, "replay_size": replay.size, "replay_cursor": replay.cursor,
+        }
+        tensors = {"agent": agent.state_dict(), "torch_rng": torch.get_rng_state(),
+                   **{name: getattr(agent, name).state_dict()
+                      for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer")}}
+        save_checkpoint(checkpoint_dir, state, tensors, replay.arrays(), episodes)
+        for env in env_by_task.values():  # reseed from rng after a checkpoint: a resumed run does the same
+            env.close()
+        env_by_task.clear()
 
     def start_episode(slot: int) -> None:
         # The task with the fewest steps that no other slot is playing (ties: lowest index), if any is short.
+        if every and global_step >= next_checkpoint:  # drain: no new episode until the checkpoint is taken
+            env_task[slot] = None
+            return
         busy = {t for t in env_task if t is not None}
         candidates = [t for t in task_ids if steps_taken[t] < config.steps_per_task and t not in busy]
         if not candidates:
@@ -169,12 +240,26 @@ def collect_sac(
         open_episodes[task_index] -= 1
         env_task[slot] = None
         if steps_taken[task_index] >= config.steps_per_task and open_episodes[task_index] == 0:
-            write(task_index, episodes.pop(task_index))
+            done = episodes.pop(task_index)
+            if task_index not in written:
+                write(task_index, done)
+                written.add(task_index)
 
     try:
-        for slot in range(num_envs):
-            start_episode(slot)
-        while any(t is not None for t in env_task):
+        for task_index in [t for t in episodes if steps_taken[t] >= config.steps_per_task]:
+            done = episodes.pop(task_index)  # finished in the checkpoint, written (or not) before the kill
+            if task_index not in written:
+                write(task_index, done)
+                written.add(task_index)
+        while True:
+            if all(t is None for t in env_task):
+                if every and global_step >= next_checkpoint and episodes:
+                    checkpoint()
+                    next_checkpoint = global_step + every
+                for slot in range(num_envs):
+                    start_episode(slot)
+                if all(t is None for t in env_task):
+                    break
             active = [s for s in range(num_envs) if env_task[s] is not None]
             inputs = np.stack([agent_input(current_obs[s], env_task[s]) for s in active])
             if global_step < sac_config.learning_starts:
@@ -205,4 +290,6 @@ def collect_sac(
         for env in env_by_task.values():
             env.close()
         torch.set_num_threads(previous_threads)
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists():
+        shutil.rmtree(checkpoint_dir)  # every task is written: the checkpoint has served its purpose
     return agent
