@@ -139,6 +139,16 @@ def test_a_crash_mid_write_leaves_nothing_loadable(tmp_path, monkeypatch):
     assert list_task_datasets(tmp_path, FAMILY) == {}
     with pytest.raises(MissingDatasetError, match="no dataset for 'point_robot' task"):
         load_task_buffers(tmp_path, FAMILY, [4])
+    monkeypatch.undo()
+    # Our own process is alive, so its temporary folder is not stale; a dead writer's one is.
+    assert storage.remove_stale_temporaries(tmp_path, FAMILY) == []
+    dead = (tmp_path / FAMILY / leftovers[0]).rename(
+        tmp_path / FAMILY / leftovers[0].replace(f"-{os.getpid()}-", "-999999999-")
+    )
+    other_host = tmp_path / FAMILY / ".tmp-task_0005-v0-elsewhere-999999999-0123abcd"
+    other_host.mkdir()
+    assert storage.remove_stale_temporaries(tmp_path, FAMILY) == [dead]
+    assert other_host.exists()
 
 
 def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path, monkeypatch):

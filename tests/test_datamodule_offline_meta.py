@@ -210,6 +210,37 @@ def test_trainer_fit_consumes_task_batches(data_dir, tmp_path):
     assert isinstance(trainer.train_dataloader.sampler, TaskBatchSampler)  # kept, not wrapped
 
 
+def test_without_held_out_tasks_validation_is_skipped_and_testing_refused(data_dir):
+    dm = _dm(data_dir, test_ids=[])
+    with pytest.warns(UserWarning, match="validation is skipped"):
+        assert dm.val_dataloader() == []
+    with pytest.raises(ValueError, match="no held-out tasks"):
+        dm.test_dataloader()
+
+
+def test_lightning_cli_can_build_it_from_config(data_dir):
+    """Typed __init__ arguments are what LightningCLI / jsonargparse read."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(OfflineMetaDataModule, "data")
+    cfg = parser.parse_args(
+        [
+            "--data.family=point_robot",
+            f"--data.data_dir={data_dir}",
+            "--data.window=last",
+            "--data.window_trajectories=5",
+            "--data.train_ids=[0, 1, 2]",
+            "--data.test_ids=[6]",
+            "--data.tasks_per_batch=2",
+        ]
+    )
+    dm = parser.instantiate_classes(cfg).data
+    assert dm.window == "last" and dm.train_task_ids == (0, 1, 2) and dm.test_task_ids == (6,)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data.family=point_robot", f"--data.data_dir={data_dir}", "--data.window=best"])
+
+
 # --- errors ------------------------------------------------------------------------------------------------
 
 

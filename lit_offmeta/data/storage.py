@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 import uuid
 import warnings
@@ -159,7 +160,7 @@ def write_task_dataset(
     final = dataset_path(root, fam.name, task_index)
     family_dir = final.parent
     family_dir.mkdir(parents=True, exist_ok=True)
-    tmp_root = family_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp_root = family_dir / f".tmp-{final.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
     try:
         with _WRITE_LOCK, minari_root(tmp_root):
             _create_minari_dataset(fam, task_index, task, episodes, extra, block)
@@ -278,12 +279,51 @@ def _publish(built: Path, final: Path) -> None:
     if not (built / "data" / "metadata.json").is_file():
         raise RuntimeError(f"Minari wrote no dataset at {built}; nothing was published")
     if final.exists():
-        retired = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        retired = final.parent / f".old-{final.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
         os.replace(final, retired)
         os.replace(built, final)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(built, final)
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>`` of this process, in temporary names so stale ones can be told from live ones."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def remove_stale_temporaries(root: str | os.PathLike, family: str | TaskFamily) -> list[Path]:
+    """Delete hidden ``.tmp-*`` / ``.old-*`` folders left by killed writers on THIS host; return them.
+
+    A folder is stale when its name carries this host's name and the id of a process that no longer runs.
+    Folders from other hosts (a data root shared over a network) are left alone: their writers may be alive.
+    Nothing ever loads these folders, so removing them only frees disk space.
+    """
+    family_dir = Path(root) / _family_name(family)
+    host = _owner_tag().rsplit("-", 1)[0]
+    removed = []
+    if not family_dir.is_dir():
+        return removed
+    for child in family_dir.iterdir():
+        match = re.match(
+            r"^\.(?:tmp|old)-task_\d{4,}-v0-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}$", child.name
+        )
+        if not match or match.group("host") != host or _process_alive(int(match.group("pid"))):
+            continue
+        shutil.rmtree(child, ignore_errors=True)
+        removed.append(child)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _ensure_namespace_file(built_namespace: Path, family_dir: Path) -> None:
