@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -129,38 +127,6 @@ def prepare_output(out: Path, config: CollectConfig, seed: int) -> None:
     _write_json_atomic(out / MANIFEST_NAME, manifest)
 
 
-_TMP_RE = re.compile(r"^\.tmp-task_\d+-v0-(\d+)-[0-9a-f]+$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
-
-
-def clean_stale_temporaries(out: Path, family: str) -> list[Path]:
-    """Remove the storage layer's unfinished-write folders left by killed runs; return what was removed.
-
-    ``write_task_dataset`` builds each dataset in ``ROOT/<family>/.tmp-<name>-<pid>-<hex>`` and renames it
-    into place when done. Loading already ignores such folders; this only reclaims their disk space. A
-    folder whose writer process is still alive (a concurrent run) is left alone.
-    """
-    family_dir = Path(out) / family
-    removed: list[Path] = []
-    if not family_dir.is_dir():
-        return removed
-    for child in family_dir.iterdir():
-        match = _TMP_RE.match(child.name)
-        if match and child.is_dir() and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child)
-    return removed
-
-
 def dataset_metadata(config: CollectConfig, seed: int, task_index: int, episodes: list[Episode]) -> dict[str, Any]:
     """Per-dataset metadata: how the data was made, and the early/late returns that show learning."""
     early, late = early_late_returns(episodes)
@@ -210,7 +176,7 @@ def collect(
     out = Path(out).expanduser().resolve()
     prepare_output(out, config, seed)
     say = log or (lambda _msg: None)
-    for stale in clean_stale_temporaries(out, family.name):
+    for stale in storage.remove_stale_temporaries(out, family.name):
         say(f"collect: removed {stale}, an unfinished write of a killed run")
     finished = storage.list_task_datasets(out, family.name)
     summary = CollectSummary(skipped=[i for i in indices if i in finished])
