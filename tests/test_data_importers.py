@@ -185,6 +185,24 @@ def test_npy_import_parses_goals_from_folder_names(tmp_path):
     assert goal_from_folder_name("goal_1.5") == [1.5]
 
 
+def test_npy_missing_rewards_are_recomputed_by_the_family_and_flags_dropped(tmp_path):
+    from lit_offmeta.tasks import get_family
+
+    episodes = synthetic_episodes(0, 2, 5, obs_dim=3)  # a third, BOReL-style flag column to drop
+    _write_npy_dir(tmp_path / "src" / "seed_0_goal_0.6_0.8", episodes)
+    (tmp_path / "src" / "seed_0_goal_0.6_0.8" / "rewards.npy").unlink()
+    import_npy_task_dirs(
+        tmp_path / "out", "point_robot", tmp_path / "src", trajectory_len=5, keep_obs_columns=2
+    )
+    (buf,) = load_task_buffers(tmp_path / "out", "point_robot")
+    expected = -np.linalg.norm(buf.next_obs - np.array([0.6, 0.8], np.float32), axis=1)
+    np.testing.assert_allclose(buf.rewards, expected, rtol=1e-6)
+    np.testing.assert_array_equal(
+        buf.rewards, get_family("point_robot").reward(buf.task, buf.obs, buf.actions, buf.next_obs)
+    )
+    assert buf.obs_dim == 2
+
+
 def test_npy_discrete_actions_become_integers(tmp_path):
     episodes = synthetic_episodes(0, 2, 15, discrete_actions=5)
     _write_npy_dir(tmp_path / "src" / "goal_2_3", episodes)

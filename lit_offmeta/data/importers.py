@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,8 @@ def read_npy_task_dir(
     trajectory_len: int,
     episodes_per_trial: int = 1,
     terminals_are_terminations: bool = False,
+    reward_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    keep_obs_columns: int | None = None,
 ) -> list[dict[str, Any]]:
     """Episodes of one BOReL-style task folder of ``.npy`` arrays.
 
@@ -231,6 +233,10 @@ def read_npy_task_dir(
             each becomes its own episode with ``trial_index`` / ``episode_in_trial``.
         terminals_are_terminations: trust ``terminals`` as true terminations. BOReL's tasks never terminate
             and its flags mark trial ends (time limits), hence the default ``False``.
+        reward_fn: ``(obs, actions, next_obs) -> rewards``; when given, rewards are recomputed with it
+            (``rewards.npy`` may then be absent, as BOReL also allows).
+        keep_obs_columns: keep only the first this-many observation columns (BOReL appends an
+            episode-boundary flag to multi-episode observations; the task family's state has no such column).
 
     Returns:
         Episode dicts in stored order (Minari layout).
@@ -243,6 +249,8 @@ def read_npy_task_dir(
     arrays = {}
     for name in _NPY_FIELDS:
         file = path / f"{name}.npy"
+        if name == "rewards" and reward_fn is not None and not file.is_file():
+            continue
         if not file.is_file():
             raise ValueError(
                 f"{path} lacks {name}.npy; a task folder holds {[f + '.npy' for f in _NPY_FIELDS]}"
@@ -276,8 +284,17 @@ def read_npy_task_dir(
         )
     obs = arrays["obs"].astype(np.float32).reshape(n, -1)
     next_obs = arrays["next_obs"].astype(np.float32).reshape(n, -1)
+    if keep_obs_columns is not None:
+        if not 1 <= keep_obs_columns <= obs.shape[1]:
+            raise ValueError(
+                f"keep_obs_columns={keep_obs_columns} must lie in [1, {obs.shape[1]}] for {path}"
+            )
+        obs, next_obs = obs[:, :keep_obs_columns].copy(), next_obs[:, :keep_obs_columns].copy()
     actions = arrays["actions"].reshape(n, -1)
-    rewards = arrays["rewards"].reshape(n).astype(np.float32)
+    if reward_fn is not None:  # the family's reward function: one source of truth for every reward
+        rewards = np.asarray(reward_fn(obs, actions, next_obs), dtype=np.float32).reshape(n)
+    else:
+        rewards = arrays["rewards"].reshape(n).astype(np.float32)
     terminals = arrays["terminals"].reshape(n).astype(bool)
     horizon = trajectory_len // episodes_per_trial
     episodes, steps = [], 0
@@ -325,6 +342,8 @@ def import_npy_task_dirs(
     tasks: str | os.PathLike | Mapping[int, dict] | Sequence[dict] | None = None,
     goal_key: str = "goal",
     terminals_are_terminations: bool = False,
+    recompute_rewards: bool = False,
+    keep_obs_columns: int | None = None,
 ) -> dict[int, Path]:
     """Import a folder of BOReL-style task folders; task index = position in the sorted folder names.
 
@@ -338,10 +357,16 @@ def import_npy_task_dirs(
             ``goal_...`` suffix into ``{goal_key: [g1, g2, ...]}`` (a single number stays a scalar).
         goal_key: the task parameter the folder goals fill.
         terminals_are_terminations: see :func:`read_npy_task_dir`.
+        recompute_rewards: recompute every reward with the family's reward function for the task (also done
+            for a folder without ``rewards.npy``); the metadata records it.
+        keep_obs_columns: see :func:`read_npy_task_dir`.
 
     Returns:
         ``{task_index: dataset folder}``.
     """
+    from lit_offmeta.tasks import get_family
+
+    fam = get_family(family)
     folders = sorted(p for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"{source} holds no task folders")
@@ -357,10 +382,29 @@ def import_npy_task_dirs(
         else:
             goal = goal_from_folder_name(folder.name)
             task = {goal_key: goal[0] if len(goal) == 1 else goal}
-        episodes = _fit_actions(
-            read_npy_task_dir(folder, trajectory_len, episodes_per_trial, terminals_are_terminations), family
+        task = fam.validate_task(task)
+        recompute = recompute_rewards or not (folder / "rewards.npy").is_file()
+
+        def reward_fn(obs, actions, next_obs, task=task):
+            if fam.discrete_actions:
+                actions = np.round(actions.reshape(len(actions))).astype(np.int64)
+            return fam.reward(task, obs, actions, next_obs)
+
+        episodes = read_npy_task_dir(
+            folder,
+            trajectory_len,
+            episodes_per_trial,
+            terminals_are_terminations,
+            reward_fn=reward_fn if recompute else None,
+            keep_obs_columns=keep_obs_columns,
         )
-        meta = {"source": "npy_folder", "source_dir": str(folder), "behaviour_step_reconstructed": True}
+        episodes = _fit_actions(episodes, family)
+        meta = {
+            "source": "npy_folder",
+            "source_dir": str(folder),
+            "behaviour_step_reconstructed": True,
+            "rewards_recomputed": recompute,
+        }
         written[index] = write_task_dataset(root, family, index, task, episodes, meta)
     return written
 
