@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="MACAW config whose model and data settings the demo uses")
     parser.add_argument("--max-meta-steps", type=int, default=None,
-                        help="meta-updates (default: the config's trainer.max_steps / 3 optimisers)")
+                        help="meta-updates (default: the config's trainer.max_steps)")
     parser.add_argument("--evals", type=int, default=4, help="held-out evaluations during training")
     parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)  # tests: tiny networks
     parser.add_argument("--batch-size", type=int, default=None,
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         data_args.update(support_size=args.batch_size, query_size=args.batch_size)
     if args.width is not None:
         model_args.update(width=args.width, latent_size=min(args.width, int(model_args.get("latent_size", 100))))
-    max_meta_steps = args.max_meta_steps or max(1, max_steps // 3)  # 3 optimiser steps per meta-update
+    max_meta_steps = args.max_meta_steps or max_steps  # MACAW's global_step counts meta-updates
     data_args["batches_per_epoch"] = max(1, max_meta_steps // args.evals)
     dm = OfflineMetaDataModule(**data_args)
     dm.setup("fit")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     train_started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     train_s = time.perf_counter() - train_started
-    meta_updates = trainer.global_step // 3  # three optimisers step once per meta-update
+    meta_updates = trainer.global_step  # one optimizer step per meta-update
 
     # 3. evaluation on the held-out goals (paper protocol) with the adaptation curve; the test hook writes
     #    metrics.json / report.md into the log dir, and the demo writes its own copy (with timings) into --out
