@@ -243,7 +243,11 @@ class OfflinePEARL(LightningModule):
         out = self.compute_losses(batch)
         self.log_dict({f"train/{k}": v.detach() for k, v in out.items() if k != "loss"}, batch_size=batch.num_tasks)
         self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch.num_tasks)
-        return out["loss"]
+        # DDP averages gradients over ranks. The critic and actor terms are means over transitions, so the
+        # average is the mean over every rank's tasks; the KL is a SUM over tasks, so it is scaled by the world
+        # size to stay the sum over every rank's tasks, as if one process had seen them all.
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        return out["loss"] + (world_size - 1) * out["loss_kl"]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Polyak averaging of the target critics, after the optimizer step of this batch.
