@@ -153,6 +153,9 @@ def test_adaptation_batch_and_task_api(data_dir):
 def test_max_transitions_per_task_keeps_the_oldest_data(data_dir):
     dm = _dm(data_dir, max_transitions_per_task=105)
     assert len(dm.buffer(0)) == 105
+    # The half episode at the cut does not count as a behaviour episode for the return range.
+    full = dm.buffer(0).episode_returns()[:10]
+    assert dm.behaviour_return_range(0) == (full.min(), pytest.approx(full.mean()), full.max())
     for batch in dm.train_dataloader():
         assert (_decode(batch.query["obs"])[1] < 105).all()
 

@@ -329,8 +329,17 @@ class OfflineMetaDataModule(LightningDataModule):
         return dict(self.buffer(task_id).task)
 
     def behaviour_return_range(self, task_id: int) -> ReturnRange:
-        """Worst, mean and best undiscounted episode return in the task's offline data."""
-        returns = self.buffer(task_id).episode_returns()
+        """Worst, mean and best undiscounted episode return in the task's offline data.
+
+        Only finished episodes count (ended by termination or time limit); an episode cut short by the end of
+        the data or by ``max_transitions_per_task`` would look like a bad one. If none is finished, all count.
+        """
+        buf = self.buffer(task_id)
+        returns = buf.episode_returns()
+        last = buf.episode_starts[1:] - 1
+        finished = buf.terminals[last] | buf.truncations[last]
+        if finished.any():
+            returns = returns[finished]
         return ReturnRange(float(returns.min()), float(returns.mean()), float(returns.max()))
 
     def adaptation_batch(
