@@ -45,40 +45,58 @@ def _instantiate(spec: dict, **overrides):
     return cls(**{**spec.get("init_args", {}), **overrides})
 
 
-def run_one(name: str, config: Path, data_dir: str, seed: int, batches: int, eval_seed: int) -> dict:
-    """Train one algorithm from its config for ``batches`` task batches and evaluate it on held-out tasks."""
-    import lightning.pytorch as pl
-
+def evaluate(model, dm, eval_seed: int) -> dict:
+    """Held-out mean return and score after each module's default adaptation, and with 0 steps (the prior)."""
     from lit_offmeta.callbacks import AdaptationEvaluator
 
-    cfg = yaml.safe_load(config.read_text())
-    pl.seed_everything(seed, verbose=False)
-    model = _instantiate(cfg["model"])
-    dm = _instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                         accelerator="cpu", devices=1)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    train_s = time.perf_counter() - start
-    dm.setup("test")
     evaluator = AdaptationEvaluator(batch_size=256, steps=None, episodes=1, seed=eval_seed, random_episodes=10,
                                     plot=False, report=False)
+    was_training = model.training
     model.eval()
     task_ids = list(dm.test_task_ids)
-    start = time.perf_counter()
     adapted = evaluator.evaluate_tasks(model, dm, task_ids, with_curve=False)
     evaluator.steps = 0  # the meta-learned prior itself, before any adaptation
     prior = evaluator.evaluate_tasks(model, dm, task_ids, with_curve=False)
-    eval_s = time.perf_counter() - start
+    model.train(was_training)
     return {
-        "algorithm": name, "seed": seed, "batches": batches, "train_s": train_s, "eval_s": eval_s,
         "return": float(np.mean([adapted[t]["return"] for t in task_ids])),
         "score": float(np.mean([adapted[t]["score"] for t in task_ids])),
         "return_steps0": float(np.mean([prior[t]["return"] for t in task_ids])),
         "score_steps0": float(np.mean([prior[t]["score"] for t in task_ids])),
         "per_task_return": {int(t): adapted[t]["return"] for t in task_ids},
     }
+
+
+def run_one(name: str, config: Path, data_dir: str, seed: int, batches: int, eval_seed: int,
+            curve_at: list[int]) -> dict:
+    """Train one algorithm from its config for ``batches`` task batches and evaluate it on held-out tasks
+    (also after each batch count in ``curve_at``, for a learning curve)."""
+    import lightning.pytorch as pl
+
+    cfg = yaml.safe_load(config.read_text())
+    pl.seed_everything(seed, verbose=False)
+    model = _instantiate(cfg["model"])
+    dm = _instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed)
+    curve: dict[int, dict] = {}
+    eval_s = [0.0]
+
+    class Curve(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx + 1 in curve_at and batch_idx + 1 < batches:
+                start = time.perf_counter()
+                result = evaluate(pl_module, trainer.datamodule, eval_seed)
+                curve[batch_idx + 1] = {k: result[k] for k in ("return", "score")}
+                eval_s[0] += time.perf_counter() - start
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         accelerator="cpu", devices=1, callbacks=[Curve()])
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    train_s = time.perf_counter() - start - eval_s[0]
+    final = evaluate(model, dm, eval_seed)
+    curve[batches] = {k: final[k] for k in ("return", "score")}
+    return {"algorithm": name, "seed": seed, "batches": batches, "train_s": train_s, **final, "curve": curve}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -101,12 +119,31 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve_table(results: list[dict]) -> str:
+    """Held-out return (mean ± s.e. over seeds) after each evaluated number of training batches."""
+    points = sorted({int(b) for r in results for b in r["curve"]})
+    lines = ["| algorithm | " + " | ".join(f"{b} batches" for b in points) + " |", "|---" * (len(points) + 1) + "|"]
+    for name in ALGORITHMS:
+        rows = [r for r in results if r["algorithm"] == name]
+        if not rows:
+            continue
+        cells = []
+        for b in points:
+            values = [r["curve"][b]["return"] for r in rows if b in r["curve"]]
+            m, se = mean_se(values)
+            cells.append(f"{m:.2f} ± {se:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="point_robot")
     parser.add_argument("--data", default="data/", help="data root written by `lit-offmeta collect --out`")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=1500, help="meta-training task batches per run")
+    parser.add_argument("--curve-at", type=int, nargs="*", default=[],
+                        help="also evaluate after these numbers of batches (learning curve)")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 suits a shared CPU)")
     parser.add_argument("--out", default=None, help="write all per-run results to this JSON file")
@@ -118,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             config = REPO / ALGORITHMS[name].format(family=args.family)
             if not config.exists():
                 raise SystemExit(f"no config {config} for {name} on {args.family}")
-            result = run_one(name, config, args.data, seed, args.batches, eval_seed=0)
+            result = run_one(name, config, args.data, seed, args.batches, eval_seed=0, curve_at=args.curve_at)
             results.append(result)
             print(f"{name} seed {seed}: return {result['return']:.3f} score {result['score']:.3f} "
                   f"(before adaptation {result['return_steps0']:.3f}); train {result['train_s']:.0f} s", flush=True)
@@ -129,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}_return_mean: {m:.3f} return")
         print(f"{key}_return_se: {se:.3f} return")
     print(table(results))
+    if args.curve_at:
+        print(curve_table(results))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
