@@ -28,7 +28,7 @@ def test_eval_configs_build_their_callbacks(path):
     parser.add_argument("--callbacks", type=list[Callback])
     callbacks = parser.instantiate_classes(parser.parse_object({"callbacks": config["trainer"]["callbacks"]}))
     names = [type(c).__name__ for c in callbacks.callbacks]
-    assert "AdaptationEvaluator" in names or "OnlineFineTuning" in names
+    assert "AdaptationEvaluator" in names
 
 
 @pytest.mark.slow
@@ -55,3 +55,19 @@ def test_cli_fit_then_test_writes_report(tmp_path):
     metrics = json.loads(reports[-1].read_text())
     assert metrics["settings"]["stage"] == "test" and [t["task_id"] for t in metrics["tasks"]] == [2]
     assert (reports[-1].parent / "report.md").exists() and (reports[-1].parent / "adaptation.png").exists()
+
+
+def test_cheetah_ood_finetune_config_combines_with_the_macaw_config(capsys):
+    """The fine-tuning config overrides the datamodule's split and adds its callbacks to the MACAW config."""
+    macaw = ROOT / "configs" / "macaw" / "cheetah_vel.yaml"
+    if not macaw.exists():
+        pytest.skip("configs/macaw/cheetah_vel.yaml not present")
+    with pytest.raises(SystemExit):
+        main(["test", "--config", str(macaw), "--config", str(ROOT / "configs/eval/cheetah_vel_ood_finetune.yaml"),
+              "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["init_args"]["split"] == "ood_0_2"
+    assert printed["data"]["init_args"]["family"] == "cheetah_vel"
+    names = [c["class_path"] for c in printed["trainer"]["callbacks"]]
+    assert names[-1] == "lit_offmeta.callbacks.OnlineFineTuning"
+    assert printed["trainer"]["callbacks"][-1]["init_args"]["report_env_steps"] == [20000, 200000]

@@ -81,3 +81,39 @@ def test_bad_arguments():
         online_finetune(model, family, {"goal": [0.0, 1.0]}, ctx, [0])
     with pytest.raises(ValueError, match="adapt_value"):
         GradientFineTuner(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_online_finetuning_callback_at_test(tmp_path):
+    """trainer.test with OnlineFineTuning: logs finetune/return_steps_{0,20,40} and writes finetune.json whose
+    offline point equals a rollout of module.adapt on the same offline batch."""
+    import json
+
+    from lightning.pytorch import Trainer
+
+    from lit_offmeta.callbacks.finetune import OnlineFineTuning
+    from lit_offmeta.collect.presets import get_preset
+    from lit_offmeta.collect.runner import collect
+    from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
+
+    data = tmp_path / "data"
+    collect(get_preset("point_robot", "tiny"), data, seed=0, progress=False, log=None)
+    dm = OfflineMetaDataModule("point_robot", str(data), train_ids=[0, 1], test_ids=[2], tasks_per_batch=2,
+                               support_size=32, query_size=32, batches_per_epoch=2)
+    model = tiny_macaw(inner_lr=1e-3)
+    callback = OnlineFineTuning(report_env_steps=[20, 40], gradient_steps_per_rollout=2, adaptation_batch_size=32,
+                                batch_size=16, seed=1)
+    trainer = Trainer(default_root_dir=tmp_path, callbacks=[callback], logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu")
+    trainer.test(model, datamodule=dm, verbose=False)
+    result = json.loads((tmp_path / "finetune.json").read_text())
+    assert result["report_env_steps"] == [0, 20, 40]
+    assert result["tasks"]["2"]["gradient_steps"] == [1, 3, 5]
+    assert result["settings"]["discount"] == dm.gamma
+    batch = dm.adaptation_batch(2, size=32, seed=1 + 2)
+    offline = rollout(model.adapt(batch, steps=1), get_family("point_robot"), [dm.task(2)],
+                      seed=1 + 2 + 10_000).task_returns()[0]
+    assert result["tasks"]["2"]["returns"][0] == pytest.approx(offline, abs=1e-4)
+    for n in (0, 20, 40):
+        assert float(trainer.callback_metrics[f"finetune/return_steps_{n}"]) == pytest.approx(
+            result["mean_return"][str(n)])

@@ -1,6 +1,7 @@
 """Evaluation of adapted policies: batched rollouts, the AdaptationEvaluator callback, plots and reports."""
 
 from lit_offmeta.callbacks.evaluator import AdaptationEvaluator, adapt_and_rollout, random_policy_returns
+from lit_offmeta.callbacks.finetune import GradientFineTuner, OnlineFineTuning, online_finetune
 from lit_offmeta.callbacks.plots import plot_adaptation_curve
 from lit_offmeta.callbacks.report import write_report
 from lit_offmeta.callbacks.rollout import (
@@ -15,6 +16,8 @@ from lit_offmeta.callbacks.scoring import normalised_score
 
 __all__ = [
     "AdaptationEvaluator",
+    "GradientFineTuner",
+    "OnlineFineTuning",
     "ModulePolicy",
     "PerTaskPolicy",
     "RandomPolicy",
@@ -22,6 +25,7 @@ __all__ = [
     "adapt_and_rollout",
     "as_rollout_policy",
     "normalised_score",
+    "online_finetune",
     "plot_adaptation_curve",
     "random_policy_returns",
     "rollout",

@@ -15,9 +15,9 @@ Eq. 3 with the just-updated value function, each tensor with its meta-learned in
 the first such step on the offline batch is exactly ``module.adapt(batch, steps=1)`` (a test proves it); every
 further step continues from the fine-tuned parameters, so ``N`` steps cost ``N``, not ``N^2``. The module
 needs MACAW's ``adapt_value(support, steps, first_order)``, ``adapt_policy(support, value_trajectory, steps,
-first_order)``, ``value_lrs``, ``policy_lrs``, ``value``, ``policy`` (the networks) and ``hparams.discount``
-is NOT needed: the discount of online data comes from the ``discount`` argument (it must match the one the
-offline data's Monte-Carlo returns were computed with).
+first_order)``, ``value_lrs``, ``policy_lrs`` and the ``value`` and ``policy`` networks. The discount of the
+online data's Monte-Carlo returns must be the one the offline batch's were computed with (the datamodule's
+``gamma``).
 
 Where we differ from the paper: the paper does not say whether the online rollouts act with the policy's mean
 or sample from it; we sample (Gaussian noise with the policy's fixed std 0.2 by default, ``explore_std``) so
@@ -68,10 +68,12 @@ class GradientFineTuner:
                 "gradient-based module with MACAW's adapt_value/adapt_policy interface"
             )
         was_training = module.training
-        self.model = copy.deepcopy(module).eval()
+        # outside inference mode (Lightning's test loop runs in it): the copy's parameters must take gradients
+        with torch.inference_mode(False):
+            self.model = copy.deepcopy(module).eval()
         module.train(was_training)
         # the learned rates are constants here: fine-tuning adapts the networks, never the meta-learned rates
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             self.value_lrs = {k: v.detach().clone() for k, v in self.model.value_lrs().items()}
             self.policy_lrs = {k: v.detach().clone() for k, v in self.model.policy_lrs().items()}
         self.model.requires_grad_(False)
@@ -203,6 +205,13 @@ def online_finetune(
         raise ValueError(f"online_finetune: report_env_steps must be positive integers, got {list(report_env_steps)}")
     if gradient_steps_per_rollout < 1 or batch_size < 1:
         raise ValueError("online_finetune: gradient_steps_per_rollout and batch_size must be >= 1")
+    with torch.inference_mode(False):  # callers may sit in Lightning's inference-mode test loop
+        return _online_finetune(module, family, task, offline_batch, targets, gradient_steps_per_rollout,
+                                batch_size, discount, explore_std, eval_episodes, seed)
+
+
+def _online_finetune(module, family, task, offline_batch, targets, gradient_steps_per_rollout, batch_size,
+                     discount, explore_std, eval_episodes, seed) -> FineTuneResult:
     tuner = GradientFineTuner(module)
     space = family.action_space
     offline = {k: torch.as_tensor(offline_batch[k]).detach().cpu().float() for k in TRANSITION_KEYS}
@@ -252,7 +261,8 @@ class OnlineFineTuning(Callback):
         window: quality window of the offline batch (``None``: whole buffer).
         explore_std: Gaussian action noise of the online rollouts.
         eval_episodes: deterministic evaluation episodes per report point.
-        discount: discount for the online data's Monte-Carlo returns (must match the datamodule's).
+        discount: discount for the online data's Monte-Carlo returns; ``None``: the datamodule's ``gamma``
+            (the offline batch's returns use it, so the two must agree).
         tasks: ``"test"``, ``"train"`` or explicit task ids.
         seed: base seed (per task: ``seed + task_id``).
     """
@@ -266,7 +276,7 @@ class OnlineFineTuning(Callback):
         window: str | None = None,
         explore_std: float = 0.2,
         eval_episodes: int = 1,
-        discount: float = 0.99,
+        discount: float | None = None,
         tasks: str | list[int] = "test",
         seed: int = 0,
     ) -> None:
@@ -280,6 +290,8 @@ class OnlineFineTuning(Callback):
                 raise ValueError(f"OnlineFineTuning: {name} must be >= 1, got {value!r}")
         if explore_std < 0:
             raise ValueError(f"OnlineFineTuning: explore_std must be >= 0, got {explore_std}")
+        if discount is not None and not 0.0 <= discount <= 1.0:
+            raise ValueError(f"OnlineFineTuning: discount must be in [0, 1] or None, got {discount}")
         if isinstance(tasks, str) and tasks not in ("test", "train"):
             raise ValueError(f"OnlineFineTuning: tasks must be 'test', 'train' or a list of ids, got {tasks!r}")
         self.report_env_steps = sorted(int(s) for s in report_env_steps)
@@ -304,6 +316,7 @@ class OnlineFineTuning(Callback):
             task_ids = [int(t) for t in dm.train_task_ids]
         else:
             task_ids = [int(t) for t in self.tasks]
+        discount = self.discount if self.discount is not None else float(getattr(dm, "gamma", 0.99))
         local = {}
         for tid in shard_tasks(task_ids, trainer.global_rank, trainer.world_size):
             with torch.inference_mode(False):
@@ -311,7 +324,7 @@ class OnlineFineTuning(Callback):
                                             seed=self.seed + tid)
             local[tid] = online_finetune(
                 pl_module, dm.family, dm.task(tid), batch, self.report_env_steps, self.gradient_steps_per_rollout,
-                self.batch_size, self.discount, self.explore_std, self.eval_episodes, self.seed + tid,
+                self.batch_size, discount, self.explore_std, self.eval_episodes, self.seed + tid,
             )
         self.results = merge_task_results(gather_objects(local, trainer.world_size), task_ids)
         points = [0, *self.report_env_steps]
@@ -328,5 +341,5 @@ class OnlineFineTuning(Callback):
                                    "gradient_steps": r.gradient_steps} for t, r in self.results.items()},
                 "settings": {"gradient_steps_per_rollout": self.gradient_steps_per_rollout,
                              "adaptation_batch_size": self.adaptation_batch_size, "batch_size": self.batch_size,
-                             "explore_std": self.explore_std, "discount": self.discount, "seed": self.seed},
+                             "explore_std": self.explore_std, "discount": discount, "seed": self.seed},
             })
