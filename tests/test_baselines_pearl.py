@@ -113,7 +113,7 @@ def test_online_update_equals_posterior_of_the_union():
     buf = point_robot_buffers([3], episodes=2)[3]
     a = {k: v[:10] for k, v in buf.items()}
     b = {k: v[10:14] for k, v in buf.items()}
-    policy = model.adapt(a)
+    policy = model.adapt(a, online_belief_update=True)
     policy.reset(1)
     for t in range(4):
         policy.observe(

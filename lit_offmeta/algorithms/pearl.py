@@ -109,7 +109,8 @@ class OfflinePEARL(LightningModule):
         lr_critic: Adam learning rate of the twin critics.
         lr_policy: Adam learning rate of the actor (and alpha).
         online_belief_update: default for :meth:`adapt`: whether the rollout policy folds observed transitions
-            into its posterior (PEARL's online task inference) or keeps the offline one fixed.
+            into its posterior (PEARL's online task inference) or keeps the offline one fixed (the default: the
+            fully offline protocol of MACAW's paper, where only the adaptation batch informs the policy).
 
     Raises:
         ValueError: on non-positive sizes, rates or weights outside their range.
@@ -141,7 +142,7 @@ class OfflinePEARL(LightningModule):
         lr_encoder: float = 3e-4,
         lr_critic: float = 3e-4,
         lr_policy: float = 3e-4,
-        online_belief_update: bool = True,
+        online_belief_update: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("latent_dim", latent_dim)):
@@ -363,7 +364,7 @@ class PearlRolloutPolicy(nn.Module):
         encoder: ContextEncoder,
         precision: Tensor,
         weighted_mean: Tensor,
-        online_belief_update: bool = True,
+        online_belief_update: bool = False,
     ) -> None:
         super().__init__()
         self.actor, self.encoder = actor, encoder
