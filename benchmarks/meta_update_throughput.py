@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import resource
 import time
 
@@ -52,6 +53,7 @@ class _Timer(Callback):
 
     def __init__(self, warmup: int, cuda: bool) -> None:
         self.warmup, self.cuda, self.start, self.elapsed = warmup, cuda, 0.0, 0.0
+        self.cpu_start, self.cpu_elapsed = 0.0, 0.0
 
     def _sync(self) -> None:
         if self.cuda:
@@ -62,8 +64,9 @@ class _Timer(Callback):
         if batch_idx + 1 == self.warmup:
             if self.cuda:
                 torch.cuda.reset_peak_memory_stats()
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         self.elapsed = time.perf_counter() - self.start
+        self.cpu_elapsed = time.process_time() - self.cpu_start
 
 
 def main() -> None:
@@ -93,6 +96,10 @@ def main() -> None:
         print(f"peak_gpu_memory_mib: {torch.cuda.max_memory_allocated() / 2**20:.0f}")
     print(f"peak_rss_mib: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
     print(f"mode: {args.mode}; device: {args.device}; threads: {torch.get_num_threads()}; updates: {args.updates}")
+    # On a shared machine wall time depends on the other processes; CPU time of this process (all its threads)
+    # is what one update costs, so with --threads 1 updates / cpu_s estimates the rate on an idle core.
+    print(f"cpu_s_per_update: {timer.cpu_elapsed / args.updates:.4f}; load average: {os.getloadavg()[0]:.2f}")
+    print(f"meta_updates_per_cpu_s: {args.updates / timer.cpu_elapsed:.2f}")
     print(f"meta_updates_per_s: {args.updates / elapsed:.2f}")
 
 
