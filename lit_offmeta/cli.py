@@ -18,7 +18,14 @@ Subcommands:
 
 
 class OffMetaCLI(LightningCLI):
-    """LightningCLI with the project's defaults: any LightningModule/LightningDataModule by class path."""
+    """LightningCLI with the project's defaults: any LightningModule/LightningDataModule by class path.
+
+    Observation and action sizes are written explicitly in each config (``model.init_args.obs_dim`` /
+    ``action_dim``) rather than linked from the datamodule: linking would make every model class accept those
+    arguments and would hide them from ``--print_config``. Modules check them against the datamodule's
+    ``obs_dim``/``action_dim`` in ``setup()`` and raise a ``ValueError`` naming the config key to fix
+    (e.g. :meth:`lit_offmeta.algorithms.MACAW.setup`).
+    """
 
 
 def main(argv: list[str] | None = None) -> None:
