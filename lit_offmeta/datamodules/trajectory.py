@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
 from lit_offmeta.tasks import get_family
-from lit_offmeta.tasks.base import TaskFamily
+from lit_offmeta.tasks.base import TaskFamily, TaskSplit
 
 
 def trials_to_batch(trials: TrialArrays) -> dict[str, torch.Tensor]:
@@ -80,14 +80,15 @@ class TrialDataModule(LightningDataModule):
         family: task family name (``"grid_navi"``, ``"point_robot_sparse"``...).
         data_root: folder written by ``lit-offmeta collect`` (one dataset per task). ``None`` generates
             scripted behaviour trials in memory instead (see ``scripted_trials_per_task``).
-        split: the family's task split (``None``: the family's default); the VAE and RL see only its
-            ``train`` tasks, evaluation uses ``test``.
+        split: the family's task split (``None``: the family's default, ``"all"``: every task); the VAE and RL
+            see only its ``train`` tasks, evaluation uses ``test``.
         episodes_per_trial: ``E`` (``None``: the family's ``episodes_per_trial``, else 2).
         tasks_per_batch: tasks per batch, drawn with replacement (reference: 8, MuJoCo 4).
         trials_per_task: trials per task in a batch (reference: 8).
         reward_relabelling: rebuild trials from pooled episodes with rewards recomputed by the target task's
             reward function (the MDP-ambiguity fix). ``False`` is the ablation.
-        mix_prob: with relabelling, the probability that an episode comes from the pooled data.
+        mix_prob: with relabelling, the probability that an episode comes from the pooled data (0.5: on average
+            one of two episodes, as the reference replaces the first of two).
         scripted_trials_per_task: with ``data_root=None``, trials per task of the scripted behaviour
             (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
@@ -111,7 +112,7 @@ class TrialDataModule(LightningDataModule):
         tasks_per_batch: int = 8,
         trials_per_task: int = 8,
         reward_relabelling: bool = True,
-        mix_prob: float = 1.0,
+        mix_prob: float = 0.5,
         scripted_trials_per_task: int = 200,
         steps_per_epoch: int = 1000,
         seed: int = 0,
@@ -149,13 +150,23 @@ class TrialDataModule(LightningDataModule):
 
     # --- data ------------------------------------------------------------------------------------------------
     @property
-    def split(self):
+    def split(self) -> TaskSplit:
+        """The task split; ``"all"`` trains on every default task and evaluates on every task again (fresh online
+        trials). GridNavi needs it: its 21 goals are the whole task space, and a goal cell that never pays a reward
+        in the training data has belief probability ~0, so no learned belief would search a held-out cell."""
+        if self.split_name == "all":
+            every = tuple(range(len(self.family.default_tasks())))
+            return TaskSplit("all", every, (), "every task, for training and for evaluation")
         return self.family.split(self.split_name)
+
+    @property
+    def test_indices(self) -> tuple[int, ...]:
+        return self.split.test or self.split.train
 
     @property
     def test_tasks(self) -> list[dict]:
         tasks = self.family.default_tasks()
-        return [tasks[i] for i in self.split.test]
+        return [tasks[i] for i in self.test_indices]
 
     def prepare_data(self) -> None:
         if self.data_root is not None and not Path(self.data_root).is_dir():

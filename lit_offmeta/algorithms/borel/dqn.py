@@ -7,6 +7,7 @@ discount 0.99, soft target update ``tau = 0.005``; 16 tasks x 256 transitions pe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 
 import torch
 from lightning.pytorch import LightningModule
@@ -97,6 +98,9 @@ class HyperStateDQN(LightningModule):
         if cql_alpha < 0:
             raise ValueError(f"HyperStateDQN: cql_alpha must be >= 0, got {cql_alpha}")
         self.save_hyperparameters()
+        # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
+        # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
+        self.cfg = SimpleNamespace(input_dim=input_dim, num_actions=num_actions, hidden=hidden, lr=lr, gamma=gamma, tau=tau, double_q=double_q, cql_alpha=cql_alpha)
         self.automatic_optimization = False
         self.q = mlp(input_dim, hidden, num_actions)
         self.q_target = mlp(input_dim, hidden, num_actions)
@@ -105,7 +109,7 @@ class HyperStateDQN(LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD loss (MSE to the target) plus the optional CQL penalty."""
-        hp = self.hparams
+        hp = self.cfg
         q_all = self.q(batch["obs"])  # [B, A]
         q_sa = q_all.gather(-1, batch["actions"].long().unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
@@ -134,7 +138,7 @@ class HyperStateDQN(LightningModule):
         opt.zero_grad()
         backward(loss)
         opt.step()
-        soft_update(self.q_target, self.q, self.hparams.tau)
+        soft_update(self.q_target, self.q, self.cfg.tau)
         return metrics
 
     @torch.no_grad()
@@ -147,4 +151,4 @@ class HyperStateDQN(LightningModule):
         self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.q.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 
 import torch
 from lightning.pytorch import LightningModule
@@ -112,6 +113,9 @@ class HyperStateSAC(LightningModule):
         if alpha < 0 or cql_alpha < 0:
             raise ValueError(f"HyperStateSAC: alpha and cql_alpha must be >= 0, got {alpha}, {cql_alpha}")
         self.save_hyperparameters()
+        # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
+        # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
+        self.cfg = SimpleNamespace(input_dim=input_dim, action_dim=action_dim, hidden=hidden, actor_lr=actor_lr, critic_lr=critic_lr, gamma=gamma, tau=tau, alpha=alpha, cql_alpha=cql_alpha, cql_samples=cql_samples)
         self.automatic_optimization = False
         self.actor = TanhGaussianActor(input_dim, action_dim, hidden)
         self.critics = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])
@@ -124,7 +128,7 @@ class HyperStateSAC(LightningModule):
         return net(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
     def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        hp = self.hparams
+        hp = self.cfg
         obs, actions = batch["obs"], batch["actions"]
         with torch.no_grad():
             next_a, next_log_pi = self.actor(batch["next_obs"])
@@ -150,7 +154,7 @@ class HyperStateSAC(LightningModule):
     def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         action, log_pi = self.actor(batch["obs"])
         q1, q2 = (self._q(net, batch["obs"], action) for net in self.critics)
-        loss = sac_actor_loss(q1, q2, log_pi, self.hparams.alpha)
+        loss = sac_actor_loss(q1, q2, log_pi, self.cfg.alpha)
         return loss, {"loss_actor": loss.detach(), "entropy": -log_pi.mean().detach()}
 
     def update(
@@ -171,7 +175,7 @@ class HyperStateSAC(LightningModule):
         backward(loss_a)
         actor_opt.step()
         self.critics.requires_grad_(True)
-        soft_update(self.critics_target, self.critics, self.hparams.tau)
+        soft_update(self.critics_target, self.critics, self.cfg.tau)
         return {**metrics, **metrics_a}
 
     @torch.no_grad()
@@ -185,6 +189,6 @@ class HyperStateSAC(LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
-            torch.optim.Adam(self.critics.parameters(), lr=self.hparams.critic_lr),
-            torch.optim.Adam(self.actor.parameters(), lr=self.hparams.actor_lr),
+            torch.optim.Adam(self.critics.parameters(), lr=self.cfg.critic_lr),
+            torch.optim.Adam(self.actor.parameters(), lr=self.cfg.actor_lr),
         ]

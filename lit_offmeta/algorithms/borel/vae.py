@@ -16,6 +16,7 @@ REFERENCE_NOTES). No state decoder: the families here differ in rewards only.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -127,6 +128,9 @@ class BeliefVAE(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
+        # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
+        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold)
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
@@ -173,7 +177,7 @@ class BeliefVAE(LightningModule):
             cells = self.cell_index(batch["next_obs"])  # [L, B]
             index = cells.T.unsqueeze(0).expand(z.shape[0], -1, -1)  # [L + 1, B, L]
             logits_tj = logits.gather(-1, index).permute(0, 2, 1)  # [L + 1, L, B]
-            target = (rewards > self.hparams.reward_threshold).float().expand_as(logits_tj)
+            target = (rewards > self.cfg.reward_threshold).float().expand_as(logits_tj)
             return F.binary_cross_entropy_with_logits(logits_tj, target, reduction="none")
         x = batch["next_obs"]
         if self.decoder_kind == "transition":
@@ -189,7 +193,7 @@ class BeliefVAE(LightningModule):
         valid = batch["valid"]
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
-        return elbo_loss(self.reward_nll(z, batch), kl_to_previous(mu, logvar), valid, self.hparams.kl_weight)
+        return elbo_loss(self.reward_nll(z, batch), kl_to_previous(mu, logvar), valid, self.cfg.kl_weight)
 
     @torch.no_grad()
     def goal_probabilities(self, mu: torch.Tensor) -> torch.Tensor:
@@ -207,7 +211,7 @@ class BeliefVAE(LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
 
 
 def posterior_entropy(logvar: torch.Tensor) -> torch.Tensor:

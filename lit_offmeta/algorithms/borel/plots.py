@@ -1,0 +1,127 @@
+"""Figures for offline VariBAD on GridNavi: visited cells per episode, and the belief over goals along a trial.
+
+``python -m lit_offmeta.algorithms.borel.plots --ckpt path/to/model.ckpt --out docs/figures`` loads a trained
+:class:`~lit_offmeta.algorithms.borel.pipeline.OfflineVariBAD`, runs one evaluation trial per task of the chosen
+tasks with the Bayes-adaptive policy and with the Thompson-sampling comparison, prints the per-episode success and
+return as JSON, and writes ``borel_grid_visits.png`` and ``borel_grid_belief.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lit_offmeta.callbacks.rollout import RolloutResult  # noqa: E402
+
+
+def visit_counts(result: RolloutResult, grid_size: int = 5) -> np.ndarray:
+    """``[episodes, G, G]``: how often each cell was entered (``s_{t+1}``), summed over tasks."""
+    episodes = len(result.episodes[0])
+    counts = np.zeros((episodes, grid_size, grid_size))
+    for task_eps in result.episodes:
+        for e, ep in enumerate(task_eps):
+            for x, y in ep["observations"][1:, :2].astype(int):
+                counts[e, x, y] += 1
+    return counts
+
+
+def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str | Path, title: str = "") -> Path:
+    """One panel per episode: the path of each task's agent (first task) and the visit counts over all tasks."""
+    counts = visit_counts(result)
+    episodes = counts.shape[0]
+    fig, axes = plt.subplots(1, episodes, figsize=(3 * episodes, 3.2))
+    for e, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(counts[e].T, origin="lower", cmap="Blues")
+        path0 = result.episodes[0][e]["observations"][:, :2]
+        ax.plot(path0[:, 0], path0[:, 1], "-o", color="tab:orange", ms=3, lw=1.5, label="task 1 path")
+        ax.plot(*goals[0], "*", color="tab:red", ms=14, label="task 1 goal")
+        ax.set_title(f"episode {e + 1}: success {result.success[:, e].mean():.0%}")
+        ax.set_xticks(range(5))
+        ax.set_yticks(range(5))
+    np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=6)
+    fig.suptitle(title or "cells entered (blue: all held-out tasks; orange: one task's path)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def belief_maps(model, episode: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """Decoded ``p(goal at cell)`` at the belief mean after each step of a trial: ``[T + 1, G, G]``."""
+    episodes = [episode] if isinstance(episode, dict) else list(episode)
+    actions = torch.as_tensor(np.concatenate([ep["actions"] for ep in episodes]))[:, None]
+    next_obs = torch.as_tensor(np.concatenate([ep["observations"][1:] for ep in episodes]), dtype=torch.float32)
+    rewards = torch.as_tensor(np.concatenate([ep["rewards"] for ep in episodes]), dtype=torch.float32)[:, None]
+    mu, _ = model.vae.encoder(actions, next_obs[:, None], rewards)
+    return model.vae.goal_probabilities(mu[:, 0]).numpy()
+
+
+def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[int], path: str | Path) -> Path:
+    """The belief over goals at the trial start, mid-search, when the goal is first reached, and after it."""
+    maps = belief_maps(model, trial)
+    positions = np.concatenate([trial[0]["observations"][:1]] + [ep["observations"][1:] for ep in trial])[:, :2]
+    rewards = np.concatenate([ep["rewards"] for ep in trial])
+    hit = int(np.argmax(rewards > 0)) + 1 if (rewards > 0).any() else len(rewards)
+    picks = sorted({0, max(1, hit // 2), hit, min(len(maps) - 1, hit + 3)})
+    fig, axes = plt.subplots(1, len(picks), figsize=(3 * len(picks), 3.2))
+    for ax, t in zip(np.atleast_1d(axes), picks):
+        ax.imshow(maps[t].T, origin="lower", cmap="viridis", vmin=0, vmax=1)
+        ax.plot(positions[: t + 1, 0], positions[: t + 1, 1], "-o", color="white", ms=3, lw=1)
+        ax.plot(*goal, "*", color="tab:red", ms=14)
+        ax.set_title(f"t = {t}" + (" (goal found)" if t == hit else ""))
+        ax.set_xticks(range(5))
+        ax.set_yticks(range(5))
+    fig.suptitle("decoded belief p(goal at cell); white: path so far, red star: true goal")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="OfflineVariBAD checkpoint (.ckpt)")
+    parser.add_argument("--out", default="docs/figures", help="folder for the PNGs")
+    parser.add_argument("--tasks", default="test", help="'test' (held-out split), 'all', or comma-separated indices")
+    parser.add_argument("--split", default=None, help="task split (default: the family's)")
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu")
+    family = model.family
+    all_tasks = family.default_tasks()
+    if args.tasks == "test":
+        index = list(family.split(args.split).test)
+    elif args.tasks == "all":
+        index = list(range(len(all_tasks)))
+    else:
+        index = [int(i) for i in args.tasks.split(",")]
+    tasks = [all_tasks[i] for i in index]
+    bayes = evaluate_trials(model.adapt(), family, tasks, args.episodes, seed=args.seed, record=True)
+    thompson = evaluate_trials(model.thompson_policy(args.seed), family, tasks, args.episodes, seed=args.seed)
+    report = {"tasks": index, "bayes_adaptive": summarise(bayes), "thompson": summarise(thompson)}
+    print(json.dumps(report, indent=1))
+    if family.name == "grid_navi":
+        goals = [t["goal"] for t in tasks]
+        print(plot_visits(bayes, goals, Path(args.out) / "borel_grid_visits.png"))
+        print(plot_belief(model, bayes.episodes[0], goals[0], Path(args.out) / "borel_grid_belief.png"))
+
+
+if __name__ == "__main__":
+    main()
