@@ -112,7 +112,8 @@ class MACAW(LightningModule):
         self.automatic_optimization = False
         policy_width = value_width = width
         if equal_params and layer != "weight_transform":
-            _, policy_width, value_width = layer_preset("equal_params", obs_dim, action_dim, width, depth, latent_size)
+            _, policy_width, value_width = layer_preset("equal_params", obs_dim, action_dim, width, depth, latent_size,
+                                                        plain_layer=layer)
         self.policy = PolicyNetwork(obs_dim, action_dim, policy_width, depth, layer, latent_size)
         self.value = ValueNetwork(obs_dim, value_width, depth, layer, latent_size)
         # The slow target is a plain-linear MLP holding the value network's EFFECTIVE weights: the same function,

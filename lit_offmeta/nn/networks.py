@@ -175,27 +175,30 @@ def num_parameters(module: nn.Module) -> int:
 
 
 def layer_preset(preset: str, obs_dim: int, action_dim: int, width: int, depth: int,
-                 latent_size: int = 100) -> tuple[str, int, int]:
+                 latent_size: int = 100, plain_layer: str = "bias_transform") -> tuple[str, int, int]:
     """``(layer, policy_width, value_width)`` for MACAW's weight-transform ablations (Fig. 4 centre, Fig. 5).
 
     * ``"weight_transform"``: MACAW as published.
-    * ``"equal_width"``: bias-transform layers of the same width ("No WT-Equal Width").
-    * ``"equal_params"``: bias-transform layers, each network widened until its parameter count reaches
-      the weight-transform network's ("No WT-Equal Params").
+    * ``"equal_width"``: ``plain_layer`` layers (default: bias transform, as the reference) of the same width
+      ("No WT-Equal Width").
+    * ``"equal_params"``: ``plain_layer`` layers, each network widened until its parameter count reaches the
+      weight-transform network's ("No WT-Equal Params").
 
     Raises:
         ValueError: for an unknown ``preset``.
     """
     if preset == "weight_transform":
         return "weight_transform", width, width
+    if plain_layer not in ("bias_transform", "linear"):
+        raise ValueError(f"plain_layer must be bias_transform or linear, got {plain_layer!r}")
     if preset == "equal_width":
-        return "bias_transform", width, width
+        return plain_layer, width, width
     if preset == "equal_params":
         target_p = num_parameters(PolicyNetwork(obs_dim, action_dim, width, depth, "weight_transform", latent_size))
         target_v = num_parameters(ValueNetwork(obs_dim, width, depth, "weight_transform", latent_size))
-        return ("bias_transform",
-                _width_for(lambda w: PolicyNetwork(obs_dim, action_dim, w, depth, "bias_transform"), target_p),
-                _width_for(lambda w: ValueNetwork(obs_dim, w, depth, "bias_transform"), target_v))
+        return (plain_layer,
+                _width_for(lambda w: PolicyNetwork(obs_dim, action_dim, w, depth, plain_layer), target_p),
+                _width_for(lambda w: ValueNetwork(obs_dim, w, depth, plain_layer), target_v))
     raise ValueError(f"preset must be weight_transform | equal_width | equal_params, got {preset!r}")
 
 
