@@ -8,8 +8,8 @@ Run it as ``python -m lit_offmeta.demo --out runs/demo``. From a fresh clone it
    split with the model and data settings of ``configs/macaw/point_robot.yaml`` (its header says where they
    differ from the paper's MuJoCo defaults, and why) for ``trainer.max_steps`` of that config or at most
    ``--train-minutes``, whichever comes first,
-3. evaluates on the 8 held-out goals with the paper's protocol (one adaptation step on a batch of the
-   held-out goal's offline data, the config's support size, then a deterministic rollout) through the same
+3. evaluates on the 8 held-out goals with the paper's protocol (one adaptation step on 256 transitions of the
+   held-out goal's offline data, then a deterministic rollout) through the same
    :class:`~lit_offmeta.callbacks.AdaptationEvaluator` that ``lit-offmeta test`` uses, and
 4. writes ``report.md`` (tables), ``metrics.json`` and ``adaptation.png`` (normalised score after 0, 1, 5
    and 20 adaptation steps) into ``--out``, with the TensorBoard logs under ``--out/logs``.
@@ -28,8 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_offmeta.callbacks import AdaptationEvaluator, write_report
@@ -77,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)  # tests: tiny networks
     parser.add_argument("--batch-size", type=int, default=None,
                         help="support, query and adaptation batch size per task (default: the config's)")
+    parser.add_argument("--adaptation-batch", type=int, default=256,
+                        help="held-out adaptation batch per task (the paper's test-time batch: 256)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: at PointRobot sizes extra threads only add contention)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-score", type=float, default=0.8,
                         help="exit with status 1 if the held-out normalised score is below this")
@@ -87,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("train_minutes",):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0")
-    for name in ("max_meta_steps", "evals", "width", "batch_size"):
+    for name in ("max_meta_steps", "evals", "width", "batch_size", "adaptation_batch", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 
     started = time.perf_counter()
+    torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     # absolute: the storage layer's Minari writer mis-resolves relative roots (reported to the data owner)
     data_dir = (Path(args.data) if args.data else out / "data").resolve()
@@ -132,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     dm = OfflineMetaDataModule(**data_args)
     dm.setup("fit")
     model = MACAW(**model_args)
-    adaptation_batch = int(data_args.get("support_size", 256))
+    adaptation_batch = min(args.adaptation_batch, int(args.batch_size or args.adaptation_batch))
     evaluator = AdaptationEvaluator(every_n_epochs=1, hook="train", batch_size=adaptation_batch, steps=1,
                                     curve_steps=list(DEFAULT_CURVE_STEPS), curve_every_n_evaluations=0,
                                     random_episodes=10, seed=args.seed)
     logger = TensorBoardLogger(out, name="logs")
     trainer = Trainer(
         max_epochs=args.evals, max_time={"seconds": int(args.train_minutes * 60)}, logger=logger,
-        callbacks=[evaluator], limit_val_batches=0, enable_checkpointing=False, accelerator="cpu", devices=1,
+        callbacks=[evaluator, ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)],
+        limit_val_batches=0, accelerator="cpu", devices=1,
         enable_progress_bar=not args.no_progress, log_every_n_steps=10, enable_model_summary=False,
     )
     print(f"[demo] 2/3 meta-training MACAW on {len(dm.train_task_ids)} goals for at most "

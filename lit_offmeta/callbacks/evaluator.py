@@ -456,5 +456,6 @@ class AdaptationEvaluator(Callback):
             for k, v in curve.items()
         }
         plot_adaptation_curve(scores, path, ylabel="normalised score (0 random, 1 best behaviour)",
+                              title="Held-out normalised score after k adaptation steps",
                               reference={"random policy": 0.0, "best behaviour trajectory": 1.0})
         plot_adaptation_curve(curve, path.with_name("adaptation_returns.png"), ylabel="return")
