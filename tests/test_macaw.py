@@ -149,6 +149,18 @@ def test_validation_logs_pre_and_post_adaptation_query_losses(data):
     assert not torch.isclose(metrics["val/loss_value_pre"], metrics["val/loss_value_post"])
 
 
+def test_without_bootstrap_value_targets_are_pure_monte_carlo(data):
+    _, _, batches = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, bootstrap=False, **SMALL)
+    trainer = _trainer()
+    trainer.validate(model, _loader(batches[:1]), verbose=False)
+    query = batches[0].query
+    with torch.no_grad():
+        expected = ((model.value(query["obs"]) - query["mc_returns"]) ** 2).mean()
+    torch.testing.assert_close(trainer.callback_metrics["val/loss_value_pre"], expected)
+
+
 class _DimsDataModule(LightningDataModule):
     obs_dim, action_dim = 2, 2
 

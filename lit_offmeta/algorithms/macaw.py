@@ -151,7 +151,10 @@ class MACAW(LightningModule):
 
         def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
             values = ValueNetwork.value_from_weights(weights, data["obs"])
-            bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"]) * self._bootstrap_on
+            if self.hparams.bootstrap:
+                bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
+            else:  # pure Monte-Carlo targets: skip the bootstrap forward pass
+                bootstrap = torch.zeros_like(values)
             return mc_value_loss(values, mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap))
 
         data = {k: support[k] for k in ("obs", "mc_returns", "bootstrap_obs", "bootstrap_discounts")}
@@ -196,11 +199,13 @@ class MACAW(LightningModule):
     def value_targets(self, data: dict[str, Tensor], weights: Weights) -> Tensor:
         """Monte-Carlo targets ``[K, B]`` bootstrapped with ``weights`` (per task or shared), detached."""
         with torch.no_grad():
-            if weights[0][0].dim() == 2:  # shared weights (the slow target): same network for every task
+            if not self.hparams.bootstrap:
+                bootstrap = torch.zeros_like(data["mc_returns"])
+            elif weights[0][0].dim() == 2:  # shared weights (the slow target): same network for every task
                 bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
             else:
                 bootstrap = _value(weights, data["bootstrap_obs"])
-            return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap * self._bootstrap_on)
+            return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap)
 
     def outer_value_loss(self, value_weights: Weights, query: dict[str, Tensor], target_weights: Weights) -> Tensor:
         r""":math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)`, targets bootstrapped with the slow target's weights."""
@@ -311,10 +316,6 @@ class MACAW(LightningModule):
     def lam(self) -> Tensor:
         """The advantage-regression coefficient ``softplus(raw_lambda)``."""
         return F.softplus(self.raw_lambda)
-
-    @property
-    def _bootstrap_on(self) -> float:
-        return 1.0 if self.hparams.bootstrap else 0.0
 
     def meta_lr_parameters(self) -> list[nn.Parameter]:
         return [*self.value_lrs.parameters(), *self.policy_lrs.parameters(), self.raw_lambda]
