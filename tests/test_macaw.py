@@ -76,6 +76,14 @@ def test_enriched_loss_off_gives_lambda_no_gradient(data):
     assert torch.equal(model.raw_lambda.detach(), raw)
 
 
+def test_fixed_inner_rates_stay_at_their_initial_values(data):
+    _, _, batches = data
+    model = MACAW(2, 2, learn_inner_lrs=False, inner_lr_value=0.003, **SMALL)
+    _trainer(steps=2).fit(model, _loader(batches))
+    assert all(torch.isclose(lr, torch.tensor(0.003)) for lr in model.value_lrs().values())
+    torch.testing.assert_close(model.lam, torch.tensor(0.01))
+
+
 def test_adapted_policy_matches_functional_adaptation(data):
     """adapt() -> plain nn.Sequential whose output equals the adapted functional policy (loop mode, by hand)."""
     _, buffers, _ = data
