@@ -49,7 +49,7 @@ def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str
         ax.set_xticks(range(5))
         ax.set_yticks(range(5))
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=6)
-    fig.suptitle(title or "cells entered (blue: all held-out tasks; orange: one task's path)")
+    fig.suptitle(title or "cells entered (blue: all evaluated tasks; orange: the first task's path)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
