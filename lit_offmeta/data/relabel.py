@@ -208,8 +208,10 @@ def mix_trials(
     task ``i``'s reward function. Dynamics must not depend on the task (true for GridNavi, PointRobot,
     Cheetah-Vel, Ant-Dir; NOT for Walker-Params), which ``mix_prob = 0`` covers.
 
-    The reference replaces only the first of 2 episodes; drawing every episode from the pooled data makes the
-    visited states independent of the task in every episode, which is what the slides' argument asks for.
+    The reference replaces the first of 2 episodes, i.e. half of them; ``mix_prob`` generalises that to any number
+    of episodes (``TrialDataModule`` uses 0.5). ``mix_prob = 1`` makes the visited states fully independent of the
+    task, but goal rewards then become rare and the belief learned much more slowly in our GridNavi runs
+    (docs/BOREL.md).
 
     Args:
         family: the task family (its ``reward`` relabels).
