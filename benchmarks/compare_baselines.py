@@ -36,7 +36,12 @@ ALGORITHMS = {
     "Meta-BC": "configs/baselines/meta_bc/{family}.yaml",
     "MT-AWR+FT": "configs/baselines/mt_awr/{family}.yaml",
     "Offline PEARL": "configs/baselines/pearl/{family}.yaml",
+    # MACAW's ablations (Fig. 4 left and centre), run with --algorithms "MAML+AWR" ...
+    "MAML+AWR": "configs/macaw/ablations/maml_awr_{family}.yaml",
+    "No WT (equal width)": "configs/macaw/ablations/no_wt_equal_width_{family}.yaml",
+    "No WT (equal params)": "configs/macaw/ablations/no_wt_equal_params_{family}.yaml",
 }
+DEFAULT_ALGORITHMS = ["MACAW", "Meta-BC", "MT-AWR+FT", "Offline PEARL"]
 
 
 def _instantiate(spec: dict, **overrides):
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=1500, help="meta-training task batches per run")
     parser.add_argument("--curve-at", type=int, nargs="*", default=[],
                         help="also evaluate after these numbers of batches (learning curve)")
-    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
+    parser.add_argument("--algorithms", nargs="+", default=DEFAULT_ALGORITHMS, choices=list(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 suits a shared CPU)")
     parser.add_argument("--out", default=None, help="write all per-run results to this JSON file")
     args = parser.parse_args(argv)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"(before adaptation {result['return_steps0']:.3f}); train {result['train_s']:.0f} s", flush=True)
     for name in args.algorithms:
         rows = [r for r in results if r["algorithm"] == name]
-        key = name.lower().replace(" ", "_").replace("+", "_").replace("-", "_")
+        key = "".join(c if c.isalnum() else "_" for c in name.lower())
         m, se = mean_se([r["return"] for r in rows])
         print(f"{key}_return_mean: {m:.3f} return")
         print(f"{key}_return_se: {se:.3f} return")
