@@ -61,9 +61,10 @@ class FakeDataModule(LightningDataModule):
 class FakeModule(LightningModule):
     """adapt() returns a constant mean action 0.25 * steps; it records the grad mode it was called in."""
 
-    def __init__(self, with_validation: bool = True, diverge_at: int = 1000):
+    def __init__(self, with_validation: bool = True, diverge_at: int = 1000, record_dir=None):
         super().__init__()
         self.diverge_at = diverge_at
+        self.record_dir = record_dir  # adapt() appends "goal" lines to record_dir/adapt_{rank}.txt (DDP test)
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.adapt_calls = []
         if not with_validation:
@@ -72,6 +73,9 @@ class FakeModule(LightningModule):
     def adapt(self, context, steps=None):
         if steps is not None and steps >= self.diverge_at:
             return ConstantModule(float("nan"))
+        if self.record_dir is not None:
+            with open(f"{self.record_dir}/adapt_{self.global_rank}.txt", "a") as f:
+                f.write(f"{float(context['obs'][0, 0])}\n")
         x = torch.ones(1, requires_grad=True)
         self.adapt_calls.append((steps, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
                                  (x * 2).requires_grad, context["obs"].shape[0]))
@@ -270,3 +274,26 @@ def test_diverged_adaptation_is_reported_as_nan_not_raised(tmp_path):
     m = trainer.callback_metrics
     assert np.isnan(float(m["rollout/curve/return_steps_20"]))
     assert np.isfinite(float(m["rollout/curve/return_steps_0"])) and np.isfinite(float(m["rollout/return_mean"]))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_split_tasks_and_log_the_full_result(tmp_path):
+    """Real DDP (2 CPU processes, gloo): each rank adapts only its shard of the tasks, yet both log the values
+    of all tasks, equal to the single-process evaluation (no duplicate work, nothing lost)."""
+    dm = FakeDataModule(test_task_ids=(0, 1, 2, 3, 4))
+    evaluator = AdaptationEvaluator(steps=3, curve_steps=None, batch_size=4, random_episodes=2, report=False)
+    trainer = Trainer(default_root_dir=tmp_path, callbacks=[evaluator], strategy="ddp_spawn", devices=2,
+                      accelerator="cpu", logger=CSVLogger(tmp_path, name="ddp"), enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(FakeModule(record_dir=str(tmp_path)), datamodule=dm)
+    goals = [sorted(float(x) for x in (tmp_path / f"adapt_{r}.txt").read_text().split()) for r in range(2)]
+    assert goals == [[4.0, 5.0, 6.0], [4.5, 5.5]]  # rank 0: tasks 0, 2, 4; rank 1: tasks 1, 3; each once
+    single = AdaptationEvaluator(steps=3, curve_steps=None, batch_size=4, random_episodes=2)
+    expected = single.evaluate_tasks(FakeModule(), FakeDataModule(test_task_ids=(0, 1, 2, 3, 4)), [0, 1, 2, 3, 4],
+                                     with_curve=False)
+    # ddp_spawn returns rank 0's callback_metrics to the main process
+    m = trainer.callback_metrics
+    for t, r in expected.items():
+        assert float(m[f"rollout/task_{t}/return"]) == pytest.approx(r["return"], rel=1e-6)
+        assert float(m[f"rollout/task_{t}/score"]) == pytest.approx(r["score"], rel=1e-6)
+    assert float(m["rollout/return_mean"]) == pytest.approx(np.mean([r["return"] for r in expected.values()]))
