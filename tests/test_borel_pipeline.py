@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
@@ -158,3 +161,14 @@ def test_pipeline_validates_arguments():
         OfflineVariBAD("grid_navi", rl_algorithm="sac")
     with pytest.raises(ValueError, match="vae_steps"):
         OfflineVariBAD("grid_navi", vae_steps=0)
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs" / "borel").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_borel_config_builds_its_model_and_datamodule(config):
+    """Each YAML's model and data sections are valid arguments (what `lit-offmeta fit --config` instantiates)."""
+    cfg = yaml.safe_load(config.read_text())
+    model = OfflineVariBAD(**cfg["model"]["init_args"])
+    dm = TrialDataModule(**cfg["data"]["init_args"])
+    assert model.family.name == dm.family.name
+    assert cfg["trainer"]["max_steps"] == -1  # the module stops itself; optimizer-step counts differ by stage
