@@ -209,3 +209,27 @@ def test_tanh_gaussian_log_prob_matches_torch_transformed_distribution():
     ref = dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
     assert torch.allclose(log_prob, ref, atol=1e-3)
     assert action.abs().max() < 1
+
+
+def test_sac_update_steps_critics_then_actor_and_moves_targets_by_tau():
+    from lit_offmeta.algorithms.borel.sac import HyperStateSAC
+
+    torch.manual_seed(0)
+    sac = HyperStateSAC(4, 2, hidden=(8,), tau=0.5, cql_alpha=0.5, cql_samples=3)
+    batch = {
+        "obs": torch.randn(6, 4),
+        "actions": torch.rand(6, 2) * 2 - 1,
+        "rewards": torch.randn(6),
+        "next_obs": torch.randn(6, 4),
+        "terminals": torch.zeros(6),
+    }
+    critic_before = [p.clone() for p in sac.critics.parameters()]
+    target_before = [p.clone() for p in sac.critics_target.parameters()]
+    actor_before = [p.clone() for p in sac.actor.parameters()]
+    metrics = sac.update(batch, sac.configure_optimizers(), lambda loss: loss.backward())
+    assert {"loss_critic", "loss_actor", "cql_penalty", "entropy"} <= set(metrics)
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, sac.critics.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, sac.actor.parameters()))
+    for t0, t1, c in zip(target_before, sac.critics_target.parameters(), sac.critics.parameters()):
+        assert torch.allclose(t1, 0.5 * t0 + 0.5 * c, atol=1e-6)
+    assert all(p.requires_grad for p in sac.critics.parameters())  # re-enabled after the actor step
