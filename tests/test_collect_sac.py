@@ -228,3 +228,21 @@ def test_collect_command_resumes_sac_from_its_checkpoint(tmp_path, monkeypatch):
     assert sorted(summary.written) == [0, 1, 2]
     assert not (tmp_path / "point_robot" / ".sac-checkpoint").exists()
     assert [b.num_episodes for b in load_task_buffers(tmp_path, "point_robot")] == [10, 10, 10]
+
+
+@pytest.mark.parametrize("family_name", ["ant_dir", "walker_params"])
+def test_terminating_mujoco_tiny_presets_write_datasets_whose_rewards_and_ends_match_the_family(tmp_path, family_name):
+    """Ant-Dir and Walker-Params terminate: stored rewards equal the family's reward function, every stored
+    terminal is one the family's termination rule confirms, and each episode ends in a terminal or a cut."""
+    summary = collect(get_preset(family_name, "tiny"), tmp_path, progress=False, log=None)
+    assert sorted(summary.written) == [0, 1]
+    family = get_family(family_name)
+    for index, buffer in enumerate(load_task_buffers(tmp_path, family_name)):
+        assert buffer.task == family.default_tasks()[index]
+        assert len(buffer) >= 600 and buffer.obs.shape[1] == family.obs_dim  # whole episodes past the budget
+        np.testing.assert_allclose(buffer.rewards, family.reward(buffer.task, buffer.obs, buffer.actions, buffer.next_obs),
+                                   rtol=1e-5, atol=1e-5)
+        expected_terminals = family.terminated(buffer.task, buffer.obs, buffer.actions, buffer.next_obs)
+        np.testing.assert_array_equal(buffer.terminals.astype(bool), np.asarray(expected_terminals, dtype=bool))
+        ends = np.append(buffer.episode_starts[1:] - 1, len(buffer) - 1)
+        assert np.all(buffer.terminals[ends].astype(bool) | buffer.truncations[ends].astype(bool))

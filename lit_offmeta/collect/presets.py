@@ -154,6 +154,26 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
         "paper": _sac("cheetah_vel", "paper", num_tasks=40, steps_per_task=2_500_000, num_envs=40,
                       agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}, checkpoint_every=1_000_000),
     },
+    # Ant and Walker: same task-conditioned SAC; the agent does not see the unbounded absolute position
+    # (Ant: qpos x, y at indices 0, 1; Walker: qpos x at index 0). Their small/paper presets were not timed.
+    "ant_dir": {
+        "tiny": _sac("ant_dir", "tiny", num_tasks=2, steps_per_task=600, num_envs=2,
+                     agent_kwargs={**_SAC_TINY, "obs_exclude": [0, 1]}),
+        "small": _sac("ant_dir", "small", num_tasks=50, steps_per_task=5000, num_envs=8,
+                      agent_kwargs={**_SAC_SMALL, "obs_exclude": [0, 1]}, checkpoint_every=20_000),
+        "paper": _sac("ant_dir", "paper", num_tasks=50, steps_per_task=2_500_000, num_envs=50,
+                      agent_kwargs={**_SAC_FULL, "obs_exclude": [0, 1], "replay_capacity": 2_000_000},
+                      checkpoint_every=1_000_000),
+    },
+    "walker_params": {
+        "tiny": _sac("walker_params", "tiny", num_tasks=2, steps_per_task=600, num_envs=2,
+                     agent_kwargs={**_SAC_TINY, "obs_exclude": [0]}),
+        "small": _sac("walker_params", "small", num_tasks=50, steps_per_task=5000, num_envs=8,
+                      agent_kwargs={**_SAC_SMALL, "obs_exclude": [0]}, checkpoint_every=20_000),
+        "paper": _sac("walker_params", "paper", num_tasks=50, steps_per_task=2_500_000, num_envs=50,
+                      agent_kwargs={**_SAC_FULL, "obs_exclude": [0], "replay_capacity": 2_000_000},
+                      checkpoint_every=1_000_000),
+    },
     "cheetah_dir": {
         "tiny": _sac("cheetah_dir", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
         "small": _sac("cheetah_dir", "small", num_tasks=2, steps_per_task=60_000, num_envs=2, agent_kwargs=_SAC_SMALL,
