@@ -301,3 +301,12 @@ def test_data_of_the_wrong_shape_for_the_family_is_refused(tmp_path):
     dm._buffers = {b.task_index: b for b in buffers}
     with pytest.raises(ValueError, match="inconsistent observation sizes: task 0 .* task 1"):
         dm.setup("fit")
+
+
+def test_path_data_dir_is_saved_as_a_string_so_checkpoints_load_with_weights_only(tmp_path):
+    """A ``pathlib.Path`` data_dir is stored in hparams as ``str`` (weights_only loading rejects PosixPath)."""
+    dm = OfflineMetaDataModule("point_robot", tmp_path)
+    assert dm.hparams["data_dir"] == str(tmp_path) and isinstance(dm.hparams["data_dir"], str)
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, tmp_path / "h.pt")
+    loaded = torch.load(tmp_path / "h.pt", weights_only=True)
+    assert loaded["datamodule_hyper_parameters"]["data_dir"] == str(tmp_path)

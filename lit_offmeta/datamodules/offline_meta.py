@@ -111,6 +111,8 @@ class OfflineMetaDataModule(LightningDataModule):
         use_cache: bool = True,
     ) -> None:
         super().__init__()
+        # hparams go into checkpoints: a Path there would not load under torch.load(weights_only=True).
+        data_dir = str(data_dir)
         self.save_hyperparameters()
         for name, value in (
             ("tasks_per_batch", tasks_per_batch),
