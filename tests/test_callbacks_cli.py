@@ -60,8 +60,7 @@ def test_cli_fit_then_test_writes_report(tmp_path):
 def test_cheetah_ood_finetune_config_combines_with_the_macaw_config(capsys):
     """The fine-tuning config overrides the datamodule's split and adds its callbacks to the MACAW config."""
     macaw = ROOT / "configs" / "macaw" / "cheetah_vel.yaml"
-    if not macaw.exists():
-        pytest.skip("configs/macaw/cheetah_vel.yaml not present")
+    assert macaw.exists(), "configs/macaw/cheetah_vel.yaml is part of the project"
     with pytest.raises(SystemExit):
         main(["test", "--config", str(macaw), "--config", str(ROOT / "configs/eval/cheetah_vel_ood_finetune.yaml"),
               "--print_config"])
