@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lit_offmeta.nn.mlp import mlp
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range of the actor's log standard deviation (squashed into it with tanh, as CleanRL does)."""
 
@@ -76,14 +78,6 @@ def temperature_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -
 # --- networks ---------------------------------------------------------------------------------------------
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """``Linear -> ReLU`` for each hidden width, then a linear output layer."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
-        in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
 
 
 class SquashedGaussianActor(nn.Module):

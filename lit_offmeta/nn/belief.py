@@ -22,15 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """``Linear -> ReLU`` for every hidden size, then a linear output layer."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
-        in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
+from lit_offmeta.nn.mlp import mlp
 
 
 class BeliefEncoder(nn.Module):

@@ -22,20 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_offmeta.nn.mlp import mlp
+
 MIN_VARIANCE = 1e-7
 """Floor on each factor's variance (as PEARL's public code): a factor with variance -> 0 would make the
 product's precision infinite."""
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """A plain ReLU MLP ``in -> hidden... -> out`` (linear output)."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
 
 
 def factor_natural_params(mu_n: Tensor, var_n: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
-from lit_offmeta.nn.belief import mlp
+from lit_offmeta.nn.mlp import mlp
 
 
 # --- pure losses -------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import soft_update
-from lit_offmeta.nn.belief import mlp
+from lit_offmeta.nn.mlp import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
