@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
@@ -25,7 +27,33 @@ class OffMetaCLI(LightningCLI):
     arguments and would hide them from ``--print_config``. Modules check them against the datamodule's
     ``obs_dim``/``action_dim`` in ``setup()`` and raise a ``ValueError`` naming the config key to fix
     (e.g. :meth:`lit_offmeta.algorithms.MACAW.setup`).
+
+    ``--ckpt_path`` also accepts checkpoints written from Python (``Trainer(...).fit(MACAW(...))``): those hold
+    the module's hyperparameters but not its class path, which Lightning's CLI needs to re-read them; the class
+    is then taken from the config's ``model`` (see :meth:`_parse_ckpt_path`).
     """
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return super()._parse_ckpt_path()
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
+        if not hparams or "_class_path" in hparams:  # written by this CLI: Lightning's own parsing handles it
+            return super()._parse_ckpt_path()
+        # The parser has already required a model (``--config`` or ``--model``); its class reads the checkpoint.
+        class_path = self.config[subcommand]["model"]["class_path"]
+        # The checkpoint's hyperparameters override the config's, as Lightning does for CLI checkpoints.
+        override = {subcommand: {"model": {"class_path": class_path, "init_args": hparams}}}
+        try:
+            self.config = self.parser.parse_object(override, self.config)
+        except SystemExit:
+            sys.stderr.write(
+                f"Parsing the hyperparameters of --ckpt_path {ckpt_path} as {class_path} failed: is the config's "
+                "model the class that wrote the checkpoint?\n"
+            )
+            raise
 
 
 def main(argv: list[str] | None = None) -> None:

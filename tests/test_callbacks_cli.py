@@ -70,3 +70,46 @@ def test_cheetah_ood_finetune_config_combines_with_the_macaw_config(capsys):
     names = [c["class_path"] for c in printed["trainer"]["callbacks"]]
     assert names[-1] == "lit_offmeta.callbacks.OnlineFineTuning"
     assert printed["trainer"]["callbacks"][-1]["init_args"]["report_env_steps"] == [20000, 200000]
+
+
+def _python_api_checkpoint(tmp_path):
+    """A checkpoint written the way a user's own Lightning project writes one (no CLI, so no class path)."""
+    from lightning.pytorch import Trainer
+
+    from lit_offmeta.algorithms import MACAW
+    from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
+
+    data = tmp_path / "data"
+    collect(get_preset("point_robot", "tiny"), data, seed=0, progress=False, log=None)
+    dm = OfflineMetaDataModule("point_robot", data, train_ids=[0, 1], test_ids=[2], tasks_per_batch=2,
+                               support_size=16, query_size=16, batches_per_epoch=2)
+    model = MACAW(obs_dim=2, action_dim=2, width=12, depth=2, latent_size=4, lr_policy=3e-4)
+    trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "python_api.ckpt")
+    return data, tmp_path / "python_api.ckpt"
+
+
+def test_cli_test_accepts_a_checkpoint_saved_from_python(tmp_path, monkeypatch):
+    """The config names the class; the checkpoint's own hyperparameters (width 12, not the config's 64) win."""
+    from lit_offmeta.cli import OffMetaCLI
+
+    data, ckpt = _python_api_checkpoint(tmp_path)
+    seen = {}
+    original = OffMetaCLI.after_instantiate_classes
+
+    def record(cli):  # the module the command built, to check whose hyperparameters it has
+        seen.update(cli.model.hparams)
+        return original(cli)
+
+    monkeypatch.setattr(OffMetaCLI, "after_instantiate_classes", record)
+    main([
+        "test", "--config", str(ROOT / "configs" / "macaw" / "point_robot.yaml"),
+        f"--data.init_args.data_dir={data}", "--data.init_args.train_ids=[0, 1]", "--data.init_args.test_ids=[2]",
+        "--data.init_args.tasks_per_batch=2", "--data.init_args.support_size=16", "--data.init_args.query_size=16",
+        "--data.init_args.batches_per_epoch=1", f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}",
+    ])
+    assert seen["width"] == 12 and seen["lr_policy"] == 3e-4
+
