@@ -14,6 +14,10 @@ Example (PointRobot, ~15 min on 2 shared CPU cores)::
     nice -n 10 python benchmarks/compare_baselines.py --family point_robot --data data/ --seeds 0 1 2 \\
         --batches 1500 --out runs/compare_point_robot.json
 
+The paper's ablation set-ups (Cheetah-Vel) are the same command with data or model settings changed:
+``--split sparse_5`` / ``ood_0_1`` (task sparsity, out of distribution), ``--window last
+--window-trajectories 20`` (data quality of the adaptation data), ``--model-set enriched_policy_loss=false``.
+
 Prints ``name: value unit`` lines, then a markdown table.
 """
 
@@ -73,15 +77,15 @@ def evaluate(model, dm, eval_seed: int) -> dict:
 
 
 def run_one(name: str, config: Path, data_dir: str, seed: int, batches: int, eval_seed: int,
-            curve_at: list[int]) -> dict:
+            curve_at: list[int], data_overrides: dict | None = None, model_overrides: dict | None = None) -> dict:
     """Train one algorithm from its config for ``batches`` task batches and evaluate it on held-out tasks
-    (also after each batch count in ``curve_at``, for a learning curve)."""
+    (also after each batch count in ``curve_at``, for a learning curve). ``*_overrides`` replace config values."""
     import lightning.pytorch as pl
 
     cfg = yaml.safe_load(config.read_text())
     pl.seed_everything(seed, verbose=False)
-    model = _instantiate(cfg["model"])
-    dm = _instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed)
+    model = _instantiate(cfg["model"], **(model_overrides or {}))
+    dm = _instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed, **(data_overrides or {}))
     curve: dict[int, dict] = {}
     eval_s = [0.0]
 
@@ -151,16 +155,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="also evaluate after these numbers of batches (learning curve)")
     parser.add_argument("--algorithms", nargs="+", default=DEFAULT_ALGORITHMS, choices=list(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 suits a shared CPU)")
+    parser.add_argument("--split", default=None, help="named task split of the family (default: the config's)")
+    parser.add_argument("--window", default=None, choices=["all", "first", "middle", "last"],
+                        help="data-quality window of the adaptation (support) data")
+    parser.add_argument("--window-trajectories", type=int, default=None, help="trajectories in --window")
+    parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model init argument of every algorithm (YAML value), repeatable")
     parser.add_argument("--out", default=None, help="write all per-run results to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    data_overrides = {k: v for k, v in (("split", args.split), ("window", args.window),
+                                        ("window_trajectories", args.window_trajectories)) if v is not None}
+    model_overrides = {}
+    for item in args.model_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--model-set expects KEY=VALUE, got {item!r}")
+        model_overrides[key] = yaml.safe_load(value)
     results = []
     for seed in args.seeds:
         for name in args.algorithms:
             config = REPO / ALGORITHMS[name].format(family=args.family)
             if not config.exists():
                 raise SystemExit(f"no config {config} for {name} on {args.family}")
-            result = run_one(name, config, args.data, seed, args.batches, eval_seed=0, curve_at=args.curve_at)
+            result = run_one(name, config, args.data, seed, args.batches, eval_seed=0, curve_at=args.curve_at,
+                             data_overrides=data_overrides, model_overrides=model_overrides)
             results.append(result)
             print(f"{name} seed {seed}: return {result['return']:.3f} score {result['score']:.3f} "
                   f"(before adaptation {result['return_steps0']:.3f}); train {result['train_s']:.0f} s", flush=True)
