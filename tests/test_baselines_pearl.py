@@ -14,7 +14,7 @@ from test_baselines_helpers import (  # noqa: F401 (one_torch_thread is an autou
 )
 
 from lit_offmeta.algorithms.pearl import OfflinePEARL, PearlRolloutPolicy, pearl_kl_loss
-from lit_offmeta.collect.sac import SquashedGaussianActor
+from lit_offmeta.algorithms.sac import SquashedGaussianActor
 from lit_offmeta.nn.context_encoder import ContextEncoder, kl_to_standard_normal, product_of_gaussians
 
 

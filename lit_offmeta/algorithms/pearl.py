@@ -15,7 +15,7 @@ Where we knowingly differ from PEARL's public code (and why):
 
 * SAC with twin Q-functions and target Q-networks (Haarnoja et al. 2018b) instead of PEARL's older SAC with a
   separate state-value network; the task-inference part is unchanged. The SAC losses and networks are the
-  project's one SAC (:mod:`lit_offmeta.collect.sac`, the behaviour agent's), applied to ``concat(s, z)``.
+  project's one SAC (:mod:`lit_offmeta.algorithms.sac`, shared with the behaviour agent), applied to ``concat(s, z)``.
 * One optimizer step per batch on the sum of the critic (+ encoder), actor and temperature losses, each with its
   own parameter group; gradients of one loss never reach another's parameters (the actor sees the critic
   through detached parameters). PEARL steps them one after the other. A single backward keeps Lightning's
@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_offmeta.algorithms.meta_bc import check_sizes_against_datamodule
-from lit_offmeta.collect.sac import (
+from lit_offmeta.algorithms.sac import (
     SquashedGaussianActor,
     TwinCritic,
     actor_loss,

@@ -1,8 +1,8 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1812.05905), pure torch: the MuJoCo behaviour agent.
 
 The update reads in the paper's order: soft TD target under ``no_grad``, twin-critic regression, actor,
-temperature, Polyak averaging of the target critics. Each loss is a small pure function (tensors in, scalar
-out) so that the tests can check it against a hand computation. MACAW (arXiv:2008.06043, App. D) collected its
+temperature, Polyak averaging of the target critics. The losses and networks are the project's one copy in
+:mod:`lit_offmeta.algorithms.sac`; this module adds the agent (config, optimisers, update step). MACAW (arXiv:2008.06043, App. D) collected its
 data with per-task SAC (TD3 for Cheetah-Vel); we use SAC throughout, conditioned on the task (see
 :mod:`lit_offmeta.collect.sac_collect`).
 """
@@ -16,120 +16,15 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from lit_offmeta.nn.mlp import mlp
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-"""Range of the actor's log standard deviation (squashed into it with tanh, as CleanRL does)."""
-
-
-# --- losses -----------------------------------------------------------------------------------------------
-
-
-def soft_td_target(
-    rewards: Tensor,
-    terminals: Tensor,
-    next_q1: Tensor,
-    next_q2: Tensor,
-    next_log_pi: Tensor,
-    alpha: float | Tensor,
-    discount: float,
-) -> Tensor:
-    r"""Soft Bellman target :math:`y = r + \gamma (1 - d) (\min_i Q'_i(s', a') - \alpha \log\pi(a'|s'))`.
-
-    Eq. (3) of Haarnoja et al. 2018 with the twin-critic minimum (Fujimoto et al. 2018). ``terminals`` is 1
-    only at a true end of the MDP; a time-limit cut keeps bootstrapping.
-
-    Args:
-        rewards, terminals, next_q1, next_q2, next_log_pi: ``[B]``; ``a' ~ pi(.|s')``.
-        alpha: entropy temperature.
-        discount: gamma.
-
-    Returns:
-        ``[B]`` targets (no gradient is taken through them by the caller).
-    """
-    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_pi
-    return rewards + discount * (1.0 - terminals) * soft_value
-
-
-def critic_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    r"""Twin-critic regression :math:`\mathrm{mean}((Q_1 - y)^2) + \mathrm{mean}((Q_2 - y)^2)`; inputs ``[B]``."""
-    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
-
-
-def actor_loss(log_pi: Tensor, q1_pi: Tensor, q2_pi: Tensor, alpha: float | Tensor) -> Tensor:
-    r"""Policy loss :math:`\mathrm{mean}(\alpha \log\pi(a|s) - \min_i Q_i(s, a))`, ``a ~ pi`` reparameterised.
-
-    Eq. (7) of Haarnoja et al. 2018; inputs ``[B]``.
-    """
-    return (alpha * log_pi - torch.minimum(q1_pi, q2_pi)).mean()
-
-
-def temperature_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> Tensor:
-    r"""Temperature loss :math:`\mathrm{mean}(-\alpha (\log\pi(a|s) + \bar{\mathcal{H}}))`, ``alpha = exp(log_alpha)``.
-
-    Eq. (18) of Haarnoja et al. 2018: alpha grows when the policy's entropy falls below the target
-    ``target_entropy`` (``-act_dim`` by default). ``log_pi`` ``[B]`` is treated as a constant.
-    """
-    return -(log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
-
-
-# --- networks ---------------------------------------------------------------------------------------------
-
-
-
-
-class SquashedGaussianActor(nn.Module):
-    """A Gaussian policy squashed by tanh into the action box ``[low, high]``.
-
-    Args:
-        obs_dim: input size.
-        action_dim: action size.
-        hidden: hidden layer widths.
-        action_low, action_high: the action box, ``[action_dim]`` each.
-    """
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], action_low: Tensor, action_high: Tensor):
-        super().__init__()
-        self.net = mlp(obs_dim, hidden, 2 * action_dim)
-        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
-        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
-
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log standard deviation of the pre-squash Gaussian, ``[B, act_dim]`` each."""
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
-        return mean, log_std
-
-    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """A reparameterised action ``[B, act_dim]`` and its log-probability ``[B]`` (tanh-corrected)."""
-        mean, log_std = self(obs)
-        normal = torch.distributions.Normal(mean, log_std.exp())
-        pre_tanh = normal.rsample()
-        squashed = torch.tanh(pre_tanh)
-        # Change of variables a = scale * tanh(u) + bias: log pi(a) = log N(u) - sum log(scale * (1 - tanh(u)^2)).
-        log_pi = normal.log_prob(pre_tanh) - torch.log(self.action_scale * (1.0 - squashed.pow(2)) + 1e-6)
-        return squashed * self.action_scale + self.action_bias, log_pi.sum(-1)
-
-    def deterministic(self, obs: Tensor) -> Tensor:
-        """The squashed mean action ``[B, act_dim]``."""
-        mean, _ = self(obs)
-        return torch.tanh(mean) * self.action_scale + self.action_bias
-
-
-class TwinCritic(nn.Module):
-    """Two independent Q-networks ``Q_i(s, a)``, each ``[B]``."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int]):
-        super().__init__()
-        self.q1 = mlp(obs_dim + action_dim, hidden, 1)
-        self.q2 = mlp(obs_dim + action_dim, hidden, 1)
-
-    def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([obs, actions], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-
+from lit_offmeta.algorithms.sac import (
+    SquashedGaussianActor,
+    TwinCritic,
+    actor_loss,
+    critic_loss,
+    soft_td_target,
+    temperature_loss,
+)
 
 # --- agent ------------------------------------------------------------------------------------------------
 
