@@ -135,8 +135,8 @@ class MACAW(LightningModule):
         value_trajectory, inner_value = self.adapt_value(support, steps, first_order)  # Alg. 1, l. 7
         policy_weights, inner_policy = self.adapt_policy(support, value_trajectory, steps, first_order)  # l. 8
         value_weights, target_weights = value_trajectory[-1], self.value_target.current_weights()
-        loss_value = self.outer_value_loss(value_weights, query, target_weights)  # Alg. 1, l. 9 (sum over tasks)
-        loss_policy, weights = self.outer_policy_loss(policy_weights, value_weights, query, target_weights)  # l. 10
+        # Alg. 1, l. 9 and 10 (sums over tasks); the query values and targets are computed once for both.
+        loss_value, loss_policy, weights = self._outer_losses(policy_weights, value_weights, query, target_weights)
         self.meta_update(loss_value + loss_policy)  # Alg. 1, l. 9-10: the gradient steps
         if self._log_due():
             self._log_train(loss_value, loss_policy, inner_value, inner_policy, weights, batch.num_tasks)
@@ -152,7 +152,8 @@ class MACAW(LightningModule):
         def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
             values = ValueNetwork.value_from_weights(weights, data["obs"])
             if self.hparams.bootstrap:
-                bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
+                with torch.no_grad():  # a constant target (mc_value_target detaches it): record no graph
+                    bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
             else:  # pure Monte-Carlo targets: skip the bootstrap forward pass
                 bootstrap = torch.zeros_like(values)
             return mc_value_loss(values, mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap))
@@ -220,8 +221,24 @@ class MACAW(LightningModule):
         Returns:
             ``(loss, awr_weights [K, B])``.
         """
+        return self._outer_policy_loss(policy_weights, query, self.advantages(value_weights, query, target_weights))
+
+    def _outer_losses(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor],
+                      target_weights: Weights) -> tuple[Tensor, Tensor, Tensor]:
+        """``outer_value_loss`` and ``outer_policy_loss`` with one query value pass and one target pass.
+
+        The outer AWR advantages are the (detached) query targets minus the adapted values, which the value loss
+        computes anyway: two of the four value-network passes over the query set were repeats.
+        """
+        targets = self.value_targets(query, target_weights)
+        values = _value(value_weights, query["obs"])
+        loss_value = vmap(mc_value_loss)(values, targets).sum()
+        loss_policy, weights = self._outer_policy_loss(policy_weights, query, targets - values.detach())
+        return loss_value, loss_policy, weights
+
+    def _outer_policy_loss(self, policy_weights: Weights, query: dict[str, Tensor], advantages: Tensor
+                           ) -> tuple[Tensor, Tensor]:
         hp = self.hparams
-        advantages = self.advantages(value_weights, query, target_weights)
 
         def task_loss(weights: Weights, obs: Tensor, actions: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
             mean, _ = PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, self.policy.depth)
@@ -305,10 +322,10 @@ class MACAW(LightningModule):
             for name, n in (("pre", 0), ("post", steps)):
                 value_trajectory, _ = self.adapt_value(support, n, first_order=True)
                 policy_weights, _ = self.adapt_policy(support, value_trajectory, n, first_order=True)
-                loss_value = self.outer_value_loss(value_trajectory[-1], query, target_weights).detach()
-                loss_policy, _ = self.outer_policy_loss(policy_weights, value_trajectory[-1], query, target_weights)
+                loss_value, loss_policy, _ = self._outer_losses(policy_weights, value_trajectory[-1], query,
+                                                                target_weights)
                 kwargs = {"batch_size": batch.num_tasks, "sync_dist": True}
-                self.log(f"{stage}/loss_value_{name}", loss_value / batch.num_tasks, **kwargs)
+                self.log(f"{stage}/loss_value_{name}", loss_value.detach() / batch.num_tasks, **kwargs)
                 self.log(f"{stage}/loss_policy_{name}", loss_policy.detach() / batch.num_tasks, **kwargs)
 
     # --- Lightning plumbing -----------------------------------------------------------------------------------
