@@ -6,9 +6,8 @@ Run it as ``python -m lit_offmeta.demo --out runs/demo``. From a fresh clone it
    skipped, so a second run reuses the data),
 2. meta-trains :class:`~lit_offmeta.algorithms.macaw.MACAW` on the 32 training goals of the family's default
    split with the model and data settings of ``configs/macaw/point_robot.yaml`` (its header says where they
-   differ from the paper's MuJoCo defaults, and why), except for the outer learning rates (1e-4 for value and
-   policy: the config's policy rate 1e-3 peaked after ~500 meta-updates and then collapsed in our runs), for
-   5000 meta-updates or at most ``--train-minutes``, whichever comes first,
+   differ from the paper's MuJoCo defaults, and why), for the config's ``trainer.max_steps`` (5000)
+   meta-updates or at most ``--train-minutes``, whichever comes first,
 3. evaluates on the 8 held-out goals with the paper's protocol (one adaptation step on 256 transitions of the
    held-out goal's offline data, then a deterministic rollout) through the same
    :class:`~lit_offmeta.callbacks.AdaptationEvaluator` that ``lit-offmeta test`` uses, and
@@ -74,14 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wall-clock budget of meta-training (the whole demo must fit in 10 minutes)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="MACAW config whose model and data settings the demo uses")
-    parser.add_argument("--max-meta-steps", type=int, default=5000,
+    parser.add_argument("--max-meta-steps", type=int, default=0,
                         help="meta-updates (0: the config's trainer.max_steps); --train-minutes bounds them too")
     parser.add_argument("--evals", type=int, default=4, help="held-out evaluations during training")
-    parser.add_argument("--lr-value", type=float, default=1e-4,
-                        help="outer learning rate of the value function (overrides the config's)")
-    parser.add_argument("--lr-policy", type=float, default=1e-4,
-                        help="outer learning rate of the policy (overrides the config's 1e-3, which peaked after "
-                             "~500 meta-updates and then collapsed in our runs; see docs/RESULTS.md)")
+    parser.add_argument("--lr-value", type=float, default=None,
+                        help="outer learning rate of the value function (default: the config's)")
+    parser.add_argument("--lr-policy", type=float, default=None,
+                        help="outer learning rate of the policy (default: the config's)")
     parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)  # tests: tiny networks
     parser.add_argument("--batch-size", type=int, default=None,
                         help="support, query and adaptation batch size per task (default: the config's)")
@@ -97,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     for name in ("train_minutes", "lr_value", "lr_policy"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0")
     if args.max_meta_steps < 0:
         parser.error("--max-meta-steps must be >= 0")
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                          tasks_per_batch=min(int(data_args.get("tasks_per_batch", 5)), len(train_ids)))
     if args.batch_size is not None:
         data_args.update(support_size=args.batch_size, query_size=args.batch_size)
-    model_args.update(lr_value=args.lr_value, lr_policy=args.lr_policy)
+    model_args.update({k: v for k, v in (("lr_value", args.lr_value), ("lr_policy", args.lr_policy)) if v})
     if args.width is not None:
         model_args.update(width=args.width, latent_size=min(args.width, int(model_args.get("latent_size", 100))))
     max_meta_steps = args.max_meta_steps or max_steps  # MACAW's global_step counts meta-updates
