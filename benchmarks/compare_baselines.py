@@ -54,6 +54,17 @@ def _instantiate(spec: dict, **overrides):
     return cls(**{**spec.get("init_args", {}), **overrides})
 
 
+def _yaml_value(text: str):
+    """A YAML scalar, with ``1e-4`` read as a float (YAML 1.1 wants ``1.0e-4`` and would return a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def evaluate(model, dm, eval_seed: int) -> dict:
     """Held-out mean return and score after each module's default adaptation, and with 0 steps (the prior)."""
     from lit_offmeta.callbacks import AdaptationEvaluator
@@ -171,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--model-set expects KEY=VALUE, got {item!r}")
-        model_overrides[key] = yaml.safe_load(value)
+        model_overrides[key] = _yaml_value(value)
     results = []
     for seed in args.seeds:
         for name in args.algorithms:
