@@ -192,3 +192,31 @@ def test_generator_gradient_is_one_product_per_layer(monkeypatch):
     assert all(shape[0] == 1 + 2 * 2 * K for shape in calls)  # G z, then G^T g and G Z per step and task
     for g, g_ref in zip(grads, ref):
         torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("mode", ["closed_form", "vmap", "loop"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_task_batched_loss_equals_per_task_loss(mode, first_order):
+    """``task_batched=True`` (loss on [K, ...] weights, run as baddbmm) == the per-task loss in the loop mode:
+    adapted weights, inner losses and meta-gradients, two steps."""
+    net, lrs, lam, data, loss_fn = _setup("weight_transform")
+
+    def batched_loss_fn(weights, tasks, step):  # the same loss, written for a batch of tasks: [K] losses
+        mean, predicted = PolicyNetwork.mean_and_advantage_from_weights(weights, tasks["obs"], tasks["actions"],
+                                                                        DEPTH)
+        adv = tasks["adv"][:, step]
+        nll = -(gaussian_log_prob(mean, tasks["actions"]) * torch.exp(adv)).mean(-1)
+        return nll + lam * ((predicted - adv) ** 2).mean(-1)
+
+    ref_traj, ref_losses, ref_grads = _meta_grads(net, lrs, lam, data, loss_fn, 2, first_order, "loop")
+    params = dict(net.named_parameters())
+    traj, losses = adapt(net, params, lrs(), batched_loss_fn, data, 2, first_order, mode, task_batched=True)
+    outer = sum((w**2).sum() + torch.sin(b).sum() for w, b in traj[-1])
+    grads = torch.autograd.grad(outer, [*params.values(), *lrs.parameters(), lam], allow_unused=True)
+    for t in range(2):
+        for (w, b), (w_ref, b_ref) in zip(traj[t], ref_traj[t]):
+            torch.testing.assert_close(w, w_ref)
+            torch.testing.assert_close(b, b_ref)
+        torch.testing.assert_close(losses[t], ref_losses[t])
+    for g, g_ref in zip(grads, ref_grads):
+        torch.testing.assert_close(torch.zeros(()) if g is None else g, g_ref)

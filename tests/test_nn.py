@@ -136,3 +136,25 @@ def test_bad_sizes_and_layer_types_raise():
         WeightTransformLinear(2, 2, latent_size=0)
     with pytest.raises(ValueError, match="depth"):
         ValueNetwork(2, width=8, depth=0)
+
+
+
+def test_task_batched_weights_equal_per_task_evaluation():
+    """``W [K, out, in]`` with ``obs [K, B, ...]`` (one baddbmm per layer) == each task's weights on its own data."""
+    torch.manual_seed(0)
+    policy, value = PolicyNetwork(3, 2, width=8, depth=2, latent_size=4), ValueNetwork(3, width=8, depth=2)
+    obs, actions = torch.randn(4, 5, 3), torch.rand(4, 5, 2) * 2 - 1
+
+    def per_task(weights):  # K = 4 different weight sets around the network's own
+        return [(w + 0.1 * torch.randn(4, *w.shape), b + 0.1 * torch.randn(4, *b.shape)) for w, b in weights]
+
+    batched_p, batched_v = per_task(policy.current_weights()), per_task(value.current_weights())
+    mean, adv = PolicyNetwork.mean_and_advantage_from_weights(batched_p, obs, actions, 2)
+    values = ValueNetwork.value_from_weights(batched_v, obs)
+    for k in range(4):
+        weights_p, weights_v = [(w[k], b[k]) for w, b in batched_p], [(w[k], b[k]) for w, b in batched_v]
+        mean_k, adv_k = PolicyNetwork.mean_and_advantage_from_weights(weights_p, obs[k], actions[k], 2)
+        torch.testing.assert_close(mean[k], mean_k)
+        torch.testing.assert_close(adv[k], adv_k)
+        torch.testing.assert_close(values[k], ValueNetwork.value_from_weights(weights_v, obs[k]))
+    assert not torch.allclose(values[0], values[1])

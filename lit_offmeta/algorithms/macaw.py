@@ -40,7 +40,7 @@ from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
 from lit_offmeta.meta import MODES, InnerLearningRates, adapt, inverse_softplus
 from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, ValueNetwork, Weights, gaussian_log_prob, layer_preset
 
-_value = vmap(ValueNetwork.value_from_weights)  # per-task weights [K, ...], per-task data [K, B, ...]
+_value = ValueNetwork.value_from_weights  # task-batched weights [K, ...] and data [K, B, ...]: baddbmm, no vmap
 
 
 class MACAW(LightningModule):
@@ -149,18 +149,19 @@ class MACAW(LightningModule):
             ``(trajectory, inner_losses)`` from :func:`lit_offmeta.meta.adapt`.
         """
 
-        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
-            values = ValueNetwork.value_from_weights(weights, data["obs"])
+        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:  # [K] per-task losses
+            values = _value(weights, data["obs"])
             if self.hparams.bootstrap:
                 with torch.no_grad():  # a constant target (mc_value_target detaches it): record no graph
-                    bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
+                    bootstrap = _value(weights, data["bootstrap_obs"])
             else:  # pure Monte-Carlo targets: skip the bootstrap forward pass
                 bootstrap = torch.zeros_like(values)
-            return mc_value_loss(values, mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap))
+            targets = mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap)
+            return vmap(mc_value_loss)(values, targets)
 
         data = {k: support[k] for k in ("obs", "mc_returns", "bootstrap_obs", "bootstrap_discounts")}
         return adapt(self.value, dict(self.value.named_parameters()), self.value_lrs(), loss_fn, data, steps,
-                     first_order, self.hparams.adaptation_mode)
+                     first_order, self.hparams.adaptation_mode, task_batched=True)
 
     def adapt_policy(self, support: dict[str, Tensor], value_trajectory: list[Weights], steps: int,
                      first_order: bool) -> tuple[Weights, list]:
@@ -173,18 +174,19 @@ class MACAW(LightningModule):
         lam = self.lam
         hp = self.hparams
 
-        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:
-            adv = data["advantages"][step]
+        def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:  # [K] per-task losses
+            adv = data["advantages"][:, step]
             mean, predicted = PolicyNetwork.mean_and_advantage_from_weights(
                 weights, data["obs"], data["actions"], self.policy.depth)
-            awr = awr_loss(gaussian_log_prob(mean, data["actions"]), adv, hp.temperature, hp.max_weight)
+            awr = vmap(awr_loss, in_dims=(0, 0, None, None))(gaussian_log_prob(mean, data["actions"]), adv,
+                                                             hp.temperature, hp.max_weight)
             if not hp.enriched_policy_loss:
                 return awr
-            return inner_policy_loss(awr, advantage_regression_loss(predicted, adv), lam)
+            return inner_policy_loss(awr, vmap(advantage_regression_loss)(predicted, adv), lam)
 
         data = {"obs": support["obs"], "actions": support["actions"], "advantages": advantages}
         trajectory, losses = adapt(self.policy, dict(self.policy.named_parameters()), self.policy_lrs(), loss_fn,
-                                   data, steps, first_order, hp.adaptation_mode)
+                                   data, steps, first_order, hp.adaptation_mode, task_batched=True)
         return trajectory[-1], losses
 
     def advantages(self, value_weights: Weights, data: dict[str, Tensor], target_weights: Weights | None = None
@@ -239,14 +241,10 @@ class MACAW(LightningModule):
     def _outer_policy_loss(self, policy_weights: Weights, query: dict[str, Tensor], advantages: Tensor
                            ) -> tuple[Tensor, Tensor]:
         hp = self.hparams
-
-        def task_loss(weights: Weights, obs: Tensor, actions: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
-            mean, _ = PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, self.policy.depth)
-            log_probs = gaussian_log_prob(mean, actions)
-            return (awr_loss(log_probs, adv, hp.temperature, hp.max_weight),
-                    awr_weights(adv, hp.temperature, hp.max_weight))
-
-        per_task, weights = vmap(task_loss)(policy_weights, query["obs"], query["actions"], advantages)
+        mean, _ = PolicyNetwork.mean_and_advantage_from_weights(policy_weights, query["obs"], None, self.policy.depth)
+        log_probs = gaussian_log_prob(mean, query["actions"])  # [K, B]
+        per_task = vmap(awr_loss, in_dims=(0, 0, None, None))(log_probs, advantages, hp.temperature, hp.max_weight)
+        weights = vmap(awr_weights, in_dims=(0, None, None))(advantages, hp.temperature, hp.max_weight)
         return per_task.sum(), weights
 
     def meta_update(self, loss: Tensor) -> None:

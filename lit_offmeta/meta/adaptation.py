@@ -59,6 +59,7 @@ def adapt(
     steps: int,
     first_order: bool = False,
     mode: Mode = "closed_form",
+    task_batched: bool = False,
 ) -> tuple[list[Weights], list[Tensor]]:
     """Adapt ``net`` on each task's ``data`` with ``steps`` SGD steps of ``loss_fn``.
 
@@ -71,6 +72,10 @@ def adapt(
         steps: number of inner SGD steps (0 returns the meta-parameters' weights for every task).
         first_order: detach inner gradients (no second-order terms).
         mode: ``closed_form | vmap | loop`` (see the module docstring).
+        task_batched: ``loss_fn`` takes task-batched weights (``W [K, out, in]``) and data (``[K, B, ...]``)
+            and returns the ``[K]`` per-task losses. The closed form then calls it once per step, without
+            ``vmap`` (the networks' ``*_from_weights`` run such weights as ``baddbmm``); the other modes call
+            it with ``K = 1``.
 
     Returns:
         ``(trajectory, inner_losses)``: ``trajectory[t]`` holds the effective weights per layer, with a
@@ -89,7 +94,13 @@ def adapt(
     if missing:
         raise ValueError(f"no inner learning rate for parameter(s) {missing}")
     if mode == "closed_form":
-        return _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order)
+        return _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order, task_batched)
+    if task_batched:  # the per-task function the reference modes need: a batch of one task
+        batched_loss_fn = loss_fn
+
+        def loss_fn(weights: Weights, task_data: dict[str, Tensor], step: int) -> Tensor:
+            one = [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in weights]
+            return batched_loss_fn(one, {k: v.unsqueeze(0) for k, v in task_data.items()}, step)[0]
 
     def one_task(params: dict[str, Tensor], task_data: dict[str, Tensor]) -> tuple[list[Weights], list[Tensor]]:
         trajectory, losses = [], []
@@ -115,7 +126,7 @@ def adapt(
     return trajectory, losses
 
 
-def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order):
+def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order, task_batched):
     num_tasks = next(iter(data.values())).shape[0]
     cut = (lambda t: t.detach()) if first_order else (lambda t: t)
     layers = []
@@ -137,7 +148,8 @@ def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order)
         # vmap(grad): the same gradient, and its double backward runs on ordinary batched ops (about 15% of a
         # meta-update faster at the benchmark's shapes than functorch's per-sample grad).
         with torch.enable_grad():  # the inner gradient is needed even when the caller records no graph
-            loss = vmap(loss_fn, in_dims=(0, 0, None))(weights, data, step)
+            loss = loss_fn(weights, data, step) if task_batched else vmap(loss_fn, in_dims=(0, 0, None))(
+                weights, data, step)
             flat = [t for wb in weights for t in wb]
             flat_grads = torch.autograd.grad(loss.sum(), flat, create_graph=not first_order, allow_unused=True,
                                              materialize_grads=True)  # unused weights (e.g. a head): zero gradient

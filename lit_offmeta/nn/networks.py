@@ -60,12 +60,20 @@ class MetaMLP(nn.Module):
         return self.effective_weights(dict(self.named_parameters()))
 
 
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x W^T + b``; with task-batched weights ``W [K, out, in]``, ``b [K, out]`` and ``x [K, B, in]``, one
+    ``baddbmm`` (about half the time of the same layer evaluated under ``vmap``, which adds the bias apart)."""
+    if weight.dim() == 3:
+        return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-1, -2))
+    return F.linear(x, weight, bias)
+
+
 def _trunk(weights: Weights, x: Tensor) -> tuple[Tensor, Tensor]:
     """Run hidden layers; return (last hidden pre-activation, its ReLU)."""
     pre = x
     h = x
     for weight, bias in weights:
-        pre = F.linear(h, weight, bias)
+        pre = linear(h, weight, bias)
         h = F.relu(pre)
     return pre, h
 
@@ -90,9 +98,9 @@ class ValueNetwork(MetaMLP):
 
     @staticmethod
     def value_from_weights(weights: Weights, obs: Tensor) -> Tensor:
-        """``V(obs)``: ``[..., obs_dim] -> [...]``."""
+        """``V(obs)``: ``[..., obs_dim] -> [...]``; task-batched weights (``W [K, out, in]``) take ``[K, B, obs_dim]``."""
         _, h = _trunk(weights[:-1], obs)
-        return F.linear(h, *weights[-1]).squeeze(-1)
+        return linear(h, *weights[-1]).squeeze(-1)
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.value_from_weights(self.current_weights(), obs)
@@ -128,14 +136,17 @@ class PolicyNetwork(MetaMLP):
     @staticmethod
     def mean_and_advantage_from_weights(weights: Weights, obs: Tensor, actions: Tensor | None,
                                         depth: int) -> tuple[Tensor, Tensor | None]:
-        """Mean action ``[..., action_dim]`` and predicted advantage ``[...]`` (None without ``actions``)."""
+        """Mean action ``[..., action_dim]`` and predicted advantage ``[...]`` (None without ``actions``).
+
+        Task-batched weights (``W [K, out, in]``) take ``obs [K, B, obs_dim]`` and ``actions [K, B, action_dim]``.
+        """
         pre, h = _trunk(weights[:depth], obs)
-        mean = torch.tanh(F.linear(h, *weights[depth]))
+        mean = torch.tanh(linear(h, *weights[depth]))
         if actions is None:
             return mean, None
         x = F.relu(torch.cat([pre, actions], dim=-1))
-        x = F.relu(F.linear(x, *weights[depth + 1]))
-        return mean, F.linear(x, *weights[depth + 2]).squeeze(-1)
+        x = F.relu(linear(x, *weights[depth + 1]))
+        return mean, linear(x, *weights[depth + 2]).squeeze(-1)
 
     def forward(self, obs: Tensor) -> Tensor:
         """Mean action for ``obs [..., obs_dim]``."""
