@@ -172,17 +172,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-trajectories", type=int, default=None, help="trajectories in --window")
     parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model init argument of every algorithm (YAML value), repeatable")
+    parser.add_argument("--data-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a datamodule init argument (YAML value), e.g. tasks_per_batch=3, repeatable")
     parser.add_argument("--out", default=None, help="write all per-run results to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_overrides = {k: v for k, v in (("split", args.split), ("window", args.window),
                                         ("window_trajectories", args.window_trajectories)) if v is not None}
     model_overrides = {}
-    for item in args.model_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--model-set expects KEY=VALUE, got {item!r}")
-        model_overrides[key] = _yaml_value(value)
+    for option, items, overrides in (("--model-set", args.model_set, model_overrides),
+                                     ("--data-set", args.data_set, data_overrides)):
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"{option} expects KEY=VALUE, got {item!r}")
+            overrides[key] = _yaml_value(value)
     results = []
     for seed in args.seeds:
         for name in args.algorithms:
