@@ -220,3 +220,17 @@ def test_task_batched_loss_equals_per_task_loss(mode, first_order):
         torch.testing.assert_close(losses[t], ref_losses[t])
     for g, g_ref in zip(grads, ref_grads):
         torch.testing.assert_close(torch.zeros(()) if g is None else g, g_ref)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_returned_inner_losses_stay_differentiable(first_order):
+    """The inner losses that adapt returns can be differentiated afterwards (MetaFineTuner's SGD does this), with
+    the same gradient as the per-task loop's."""
+    net, lrs, lam, data, loss_fn = _setup("weight_transform")
+    params = dict(net.named_parameters())
+    grads = {}
+    for mode in ("closed_form", "loop"):
+        _, losses = adapt(net, params, lrs(), loss_fn, data, 1, first_order, mode)
+        grads[mode] = torch.autograd.grad(losses[0].sum(), list(params.values()))
+    for g, g_ref in zip(grads["closed_form"], grads["loop"]):
+        torch.testing.assert_close(g, g_ref)

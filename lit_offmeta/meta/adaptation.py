@@ -151,8 +151,9 @@ def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order,
             loss = loss_fn(weights, data, step) if task_batched else vmap(loss_fn, in_dims=(0, 0, None))(
                 weights, data, step)
             flat = [t for wb in weights for t in wb]
-            flat_grads = torch.autograd.grad(loss.sum(), flat, create_graph=not first_order, allow_unused=True,
-                                             materialize_grads=True)  # unused weights (e.g. a head): zero gradient
+            # retain_graph: the returned inner losses stay differentiable (e.g. the fine-tuner's SGD on them).
+            flat_grads = torch.autograd.grad(loss.sum(), flat, create_graph=not first_order, retain_graph=True,
+                                             allow_unused=True, materialize_grads=True)  # unused weights: zero
         grads = [flat_grads[i : i + 2] for i in range(0, len(flat_grads), 2)]
         weights = [rule.step(g_weight, g_bias) for rule, (g_weight, g_bias) in zip(layers, grads)]
         trajectory.append(weights)
