@@ -74,6 +74,46 @@ def test_one_reset_rule_relabelling_equals_the_online_policy(grid_trials, encode
     assert torch.allclose(online, offline, atol=1e-6)
 
 
+def test_episode_time_counts_steps_within_episodes_and_matches_the_online_policy(grid_trials, encoder):
+    """``episode_time``: t / H in the hyper-state, 0 at every episode start and for a successor across an
+    episode boundary; the online policy's count (restarted at ``dones``) gives the very same hyper-states."""
+    plain = relabel_states(encoder, grid_trials)
+    timed = relabel_states(encoder, grid_trials, episode_time=True)
+    assert torch.equal(timed.obs[:, :-1], plain.obs) and torch.equal(timed.next_obs[:, :-1], plain.next_obs)
+    n = grid_trials.num_trials
+    t_now, t_next = timed.obs.reshape(60, n, -1)[:, :, -1], timed.next_obs.reshape(60, n, -1)[:, :, -1]
+    step = torch.arange(60) % 15
+    assert torch.allclose(t_now, (step / 15.0)[:, None].expand(-1, n))
+    expected_next = torch.where(step == 14, 0.0, (step + 1) / 15.0)  # episode end -> the next episode's t = 0
+    assert torch.allclose(t_next, expected_next[:, None].expand(-1, n))
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+    policy = BeliefPolicy(encoder, Recorder(), discrete_actions=True, horizon=15)
+    policy.reset(n)
+    obs, act, rew, nxt = (grid_trials.flat(k) for k in ("obs", "actions", "rewards", "next_obs"))
+    for t in range(60):
+        policy.act(obs[:, t])
+        policy.observe(obs[:, t], act[:, t], rew[:, t], nxt[:, t], np.full(n, (t + 1) % 15 == 0))
+    assert torch.allclose(torch.stack(seen), timed.obs.reshape(60, n, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="horizon"):
+        BeliefPolicy(encoder, Recorder(), discrete_actions=True, horizon=0)
+
+
+def test_pipeline_with_episode_time_sizes_the_agent_and_evaluates():
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, episode_time=True)
+    assert model.agent.cfg.input_dim == 2 + 2 * 5 + 1
+    family = get_family("grid_navi")
+    result = evaluate_trials(model.adapt(), family, family.default_tasks()[:2], episodes=2, seed=0)
+    assert result.returns.shape == (2, 2)
+    assert model.thompson_policy().horizon == family.horizon
+
+
 def test_evaluation_starts_every_episode_from_the_start_state():
     """Bug 6: evaluation trials start at the start state in every episode, never at a random position."""
     for name, start in (("grid_navi", [0.0, 0.0]), ("point_robot_sparse", [0.0, 0.0])):

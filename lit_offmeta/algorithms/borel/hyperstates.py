@@ -9,6 +9,11 @@ The successor of ``s^+_t`` follows the BAMDP: inside an episode it is ``(s_{t+1}
 of an episode that is not the trial's last, the agent continues at the NEXT episode's start state with belief
 ``b_{t+1}``. Only a true environment termination in the trial's last episode is a terminal; reaching a goal never
 is (reference bug 5), and the trial's time-limit end is a truncation (bootstrapped).
+
+With ``episode_time`` the hyper-state also holds the step within the episode as ``t / H`` (the BAMDP wrapper's
+episode-boundary information, REFERENCE_NOTES "Environments"): without it the same ``(s, b)`` is followed by a
+jump back to the start state at some visits and not at others, and a searching agent cannot tell how many steps
+it has left. It is ``0`` at every episode start, so a successor across an episode boundary gets ``0`` too.
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ from lit_offmeta.nn.belief import BeliefEncoder
 HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index", "episode")
 
 
-def hyper_state(obs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``s^+ = (s, mu, logvar)`` concatenated along the last axis."""
-    return torch.cat([obs.float(), mu, logvar], dim=-1)
+def hyper_state(
+    obs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, time: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``s^+ = (s, mu, logvar)`` concatenated along the last axis, and ``t / H`` ``[...]`` last when given."""
+    parts = [obs.float(), mu, logvar]
+    if time is not None:
+        parts.append(time.float().unsqueeze(-1))
+    return torch.cat(parts, dim=-1)
 
 
 @dataclass
@@ -36,7 +46,7 @@ class HyperStateTransitions:
     """Hyper-state transitions of the whole dataset.
 
     Attributes:
-        obs: ``[M, obs_dim + 2 * latent_dim]``, ``s^+_t``.
+        obs: ``[M, obs_dim + 2 * latent_dim (+ 1 with the episode time)]``, ``s^+_t``.
         actions: ``[M, act_dim]`` float or ``[M]`` int64.
         rewards: ``[M]`` float32, the logged (environment) rewards.
         next_obs: ``[M, obs_dim + 2 * latent_dim]``, the BAMDP successor ``s^+_{t+1}``.
@@ -94,13 +104,16 @@ class HyperStateTransitions:
 
 
 @torch.no_grad()
-def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int = 512) -> HyperStateTransitions:
+def relabel_states(
+    encoder: BeliefEncoder, trials: TrialArrays, batch_size: int = 512, episode_time: bool = False
+) -> HyperStateTransitions:
     """Run the frozen ``encoder`` over every trial and build hyper-state transitions.
 
     Args:
         encoder: the trained belief encoder (put in eval mode; gradients are not tracked).
         trials: the logged trials (rewards as the environment gave them).
         batch_size: trials encoded at once.
+        episode_time: append the step within the episode, ``t / H``, to every hyper-state.
 
     Returns:
         One hyper-state transition per valid step of every trial.
@@ -118,6 +131,9 @@ def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int 
     cross = ends & (episode_of_step < e_ - 1)
     # terminal only in the last episode; an earlier termination hands over to the next episode.
     terminals = trials.flat("terminals") & (episode_of_step == e_ - 1)
+    # step within the episode, t / H; the successor's is (t + 1) / H, or 0 after an episode end (a new episode)
+    step = np.tile(np.arange(h), e_)[None].repeat(n, 0).astype(np.float32)  # [N, L]
+    time_t, time_tp1 = step / h, np.where(ends, 0.0, (step + 1) / h).astype(np.float32)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in HYPER_KEYS}
     for start in range(0, n, batch_size):
         sl = slice(start, min(n, start + batch_size))
@@ -133,8 +149,13 @@ def relabel_states(encoder: BeliefEncoder, trials: TrialArrays, batch_size: int 
         for e in range(e_ - 1):
             next_start[e * h : (e + 1) * h] = obs[(e + 1) * h]
         successor = torch.where(cross_b[..., None], next_start, next_obs)
-        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1])  # [L, B, .]
-        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:])
+        times = (
+            [torch.from_numpy(np.ascontiguousarray(x[sl].T)) for x in (time_t, time_tp1)]
+            if episode_time
+            else [None, None]
+        )
+        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0])  # [L, B, .]
+        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1])
         mask = torch.from_numpy(np.ascontiguousarray(valid[sl].T))  # [L, B]
         parts["obs"].append(hyper_t[mask])
         parts["next_obs"].append(hyper_tp1[mask])

@@ -47,6 +47,8 @@ class OfflineVariBAD(LightningModule):
         eval_every: evaluate every this many RL updates (0: only at the end).
         eval_episodes: episodes per evaluation trial (``None``: the datamodule's ``episodes_per_trial``).
         hyperstate_cache: if set, the hyper-state transitions are also written there (atomic ``.pt``).
+        episode_time: the RL agent also sees the step within the episode, ``t / H`` (see
+            :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`); the evaluation policy counts it.
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -69,6 +71,7 @@ class OfflineVariBAD(LightningModule):
         eval_every: int = 0,
         eval_episodes: int | None = None,
         hyperstate_cache: str | None = None,
+        episode_time: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -89,7 +92,7 @@ class OfflineVariBAD(LightningModule):
             raise ValueError(f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'")
         if rl_algorithm == "sac" and fam.discrete_actions:
             raise ValueError(f"OfflineVariBAD: SAC needs continuous actions; family {fam.name!r} is discrete, use 'dqn'")
-        input_dim = fam.obs_dim + 2 * self.vae.encoder.latent_dim
+        input_dim = fam.obs_dim + 2 * self.vae.encoder.latent_dim + int(episode_time)
         agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
         self.agent = agent_cls(input_dim, fam.action_dim, **(rl or {}))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -105,11 +108,12 @@ class OfflineVariBAD(LightningModule):
     def build_hyperstates(self, trials: TrialArrays) -> HyperStateTransitions:
         """Stage 2: freeze the encoder and relabel every logged trial into hyper-state transitions."""
         self.vae.requires_grad_(False)
-        self.hyperstates = relabel_states(self.vae.encoder, trials)
+        self.hyperstates = relabel_states(self.vae.encoder, trials, episode_time=self.hparams.episode_time)
         # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
         # belief that Thompson sampling pairs with its samples.
         last = self.hyperstates.episode == trials.episodes_per_trial - 1
-        logvar = self.hyperstates.obs[:, self.family.obs_dim + self.vae.encoder.latent_dim :]
+        latent = self.vae.encoder.latent_dim
+        logvar = self.hyperstates.obs[:, self.family.obs_dim + latent : self.family.obs_dim + 2 * latent]
         self.logvar_confident.copy_(logvar[last].mean(0))
         if self.hparams.hyperstate_cache:
             self.hyperstates.save(self.hparams.hyperstate_cache)
@@ -161,12 +165,20 @@ class OfflineVariBAD(LightningModule):
     def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None) -> BeliefPolicy:
         """The Bayes-adaptive policy. BOReL adapts ONLINE, by its belief, from the start of each trial; offline
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
-        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions)
+        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon())
+
+    def _horizon(self) -> int | None:
+        return self.family.horizon if self.hparams.episode_time else None
 
     def thompson_policy(self, seed: int = 0) -> ThompsonPolicy:
         """The posterior-sampling comparison policy (one belief sample per episode)."""
         return ThompsonPolicy(
-            self.vae.encoder, self.agent, self.family.discrete_actions, self.logvar_confident, seed=seed
+            self.vae.encoder,
+            self.agent,
+            self.family.discrete_actions,
+            self.logvar_confident,
+            seed=seed,
+            horizon=self._horizon(),
         )
 
     def _eval_setup(self) -> tuple[list[dict], int]:

@@ -30,13 +30,26 @@ class BeliefPolicy:
         agent: an RL module with ``act(hyper_obs [N, d], deterministic) -> actions``.
         discrete_actions: return ``int64`` actions ``[N]``.
         deterministic: greedy / mean actions (the evaluation protocol).
+        horizon: if given, the agent also sees the step within the episode as ``t / horizon`` (the
+            ``episode_time`` hyper-states of :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`);
+            the count restarts at every ``dones``.
     """
 
-    def __init__(self, encoder: BeliefEncoder, agent: nn.Module, discrete_actions: bool, deterministic: bool = True):
+    def __init__(
+        self,
+        encoder: BeliefEncoder,
+        agent: nn.Module,
+        discrete_actions: bool,
+        deterministic: bool = True,
+        horizon: int | None = None,
+    ):
+        if horizon is not None and horizon < 1:
+            raise ValueError(f"BeliefPolicy: horizon must be >= 1 or None, got {horizon}")
         self.encoder = encoder.eval()
         self.agent = agent.eval()
         self.discrete_actions = discrete_actions
         self.deterministic = deterministic
+        self.horizon = horizon
         self.h: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -44,6 +57,7 @@ class BeliefPolicy:
         """Start a trial: every environment's belief becomes the prior ``q_0``."""
         self.h = self.encoder.initial_state(num_envs)
         self.mu, self.logvar = self.encoder.belief(self.h)
+        self.t = torch.zeros(num_envs)
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu, self.logvar
@@ -53,7 +67,8 @@ class BeliefPolicy:
         if self.h is None:
             raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
         mu, logvar = self._latent()
-        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar)
+        time = self.t / self.horizon if self.horizon else None
+        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar, time)
         actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
@@ -79,13 +94,14 @@ class BeliefPolicy:
             torch.as_tensor(np.asarray(rewards), dtype=torch.float32),
         )
         self.mu, self.logvar = self.encoder.belief(self.h)
+        self.t = torch.where(torch.as_tensor(np.asarray(dones, dtype=bool)), 0.0, self.t + 1)
 
 
 class ThompsonPolicy(BeliefPolicy):
     """Posterior sampling: one latent sample per episode, acted on as if it were a confident belief.
 
     Args:
-        encoder, agent, discrete_actions, deterministic: as :class:`BeliefPolicy`.
+        encoder, agent, discrete_actions, deterministic, horizon: as :class:`BeliefPolicy`.
         logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
         seed: seed of the latent samples.
     """
@@ -98,8 +114,9 @@ class ThompsonPolicy(BeliefPolicy):
         logvar_confident: torch.Tensor,
         deterministic: bool = True,
         seed: int = 0,
+        horizon: int | None = None,
     ):
-        super().__init__(encoder, agent, discrete_actions, deterministic)
+        super().__init__(encoder, agent, discrete_actions, deterministic, horizon)
         self.logvar_confident = logvar_confident.detach().float()
         self.generator = torch.Generator().manual_seed(seed)
 
