@@ -1,0 +1,182 @@
+"""GridNavi diagnostics of offline VariBAD: is the belief or the RL stage the weak link?
+
+Two checks, both on the data a config trains on (``docs/BOREL.md`` reports what they measured):
+
+``belief``: the decoded ``p(goal at cell)`` of a trained model's belief after hand-made paths (the prior, a failed
+sweep of the bottom row, a failed sweep of the bottom row and the right column, a walk onto a goal). A
+calibrated belief gives ~1/21 everywhere at the prior and ~0 on searched cells.
+
+``exact-rl``: the SAME DQN as the pipeline trained on hyper-states whose belief part is the EXACT posterior over
+the 21 goals (uniform over the goal cells not yet searched; one-hot once the goal paid), computed from each
+logged trial. It bounds what the RL stage can reach on this data with a perfect belief.
+
+    python -m lit_offmeta.algorithms.borel.diagnostics belief --ckpt <run>/checkpoints/<x>.ckpt
+    python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions
+from lit_offmeta.algorithms.borel.pipeline import evaluate_trials, summarise
+from lit_offmeta.data.relabel import TrialArrays
+from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
+
+CELLS = GRID_SIZE * GRID_SIZE
+GOAL = (2, 3)
+# name -> (cells entered from the start (0, 0), whether the last one is the goal GOAL and pays 1)
+PATHS = {
+    "prior": ([], False),
+    "bottom row searched": ([(1, 0), (2, 0), (3, 0), (4, 0)], False),
+    "bottom row + right column searched": ([(1, 0), (2, 0), (3, 0), (4, 0), (4, 1), (4, 2), (4, 3), (4, 4)], False),
+    "walked onto the goal (2, 3)": ([(1, 0), (2, 0), (2, 1), (2, 2), GOAL], True),
+}
+
+
+def exact_posterior_update(belief: np.ndarray, cell: int, reward: float) -> np.ndarray:
+    """Posterior over goal cells ``[..., 25]`` after entering ``cell`` and receiving ``reward`` (GridNavi)."""
+    out = np.zeros_like(belief)
+    if reward > 0:
+        out[..., cell] = 1.0
+        return out
+    out[...] = belief
+    out[..., cell] = 0.0
+    total = out.sum(-1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+
+
+def exact_prior() -> np.ndarray:
+    prior = np.zeros(CELLS, np.float32)
+    for x, y in GOAL_CELLS:
+        prior[x * GRID_SIZE + y] = 1.0
+    return prior / prior.sum()
+
+
+def exact_hyperstates(trials: TrialArrays, episode_time: bool) -> HyperStateTransitions:
+    """Hyper-state transitions ``(s, exact posterior[, t / H])`` with the BAMDP successors of ``relabel_states``."""
+    n, e_, h = trials.rewards.shape
+    rows: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "task_index")}
+    for i in range(n):
+        belief = exact_prior()
+        for e in range(e_):
+            for t in range(h):
+                if not trials.valid[i, e, t]:
+                    continue
+                nxt = trials.next_obs[i, e, t]
+                new = exact_posterior_update(belief, int(nxt[0]) * GRID_SIZE + int(nxt[1]), trials.rewards[i, e, t])
+                end = t == h - 1 or not trials.valid[i, e, t + 1]
+                successor = trials.obs[i, e + 1, 0] if end and e < e_ - 1 else nxt
+                time = [[t / h], [0.0 if end else (t + 1) / h]] if episode_time else [[], []]
+                rows["obs"].append(np.concatenate([trials.obs[i, e, t], belief, time[0]]))
+                rows["next_obs"].append(np.concatenate([successor, new, time[1]]))
+                rows["actions"].append(trials.actions[i, e, t])
+                rows["rewards"].append(trials.rewards[i, e, t])
+                rows["task_index"].append(trials.task_index[i])
+                belief = new
+    m = len(rows["rewards"])
+    return HyperStateTransitions(
+        obs=torch.as_tensor(np.array(rows["obs"]), dtype=torch.float32),
+        actions=torch.as_tensor(np.array(rows["actions"]), dtype=torch.int64),
+        rewards=torch.as_tensor(np.array(rows["rewards"]), dtype=torch.float32),
+        next_obs=torch.as_tensor(np.array(rows["next_obs"]), dtype=torch.float32),
+        terminals=torch.zeros(m),  # GridNavi never terminates
+        task_index=torch.as_tensor(np.array(rows["task_index"]), dtype=torch.int64),
+        episode=torch.zeros(m, dtype=torch.int64),
+    )
+
+
+class ExactBeliefPolicy:
+    """Rollout policy of the exact-belief DQN: tracks the exact posterior (and the step within the episode)."""
+
+    def __init__(self, agent: HyperStateDQN, horizon: int, episode_time: bool) -> None:
+        self.agent, self.horizon, self.episode_time = agent, horizon, episode_time
+
+    def reset(self, num_envs: int) -> None:
+        self.belief = np.tile(exact_prior(), (num_envs, 1))
+        self.t = np.zeros(num_envs)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        parts = [np.asarray(obs, np.float32), self.belief]
+        if self.episode_time:
+            parts.append(self.t[:, None] / self.horizon)
+        return self.agent.act(torch.as_tensor(np.concatenate(parts, 1), dtype=torch.float32)).numpy()
+
+    def observe(self, obs, actions, rewards, next_obs, dones) -> None:
+        for i, (nxt, r) in enumerate(zip(np.asarray(next_obs), np.asarray(rewards), strict=True)):
+            self.belief[i] = exact_posterior_update(self.belief[i], int(nxt[0]) * GRID_SIZE + int(nxt[1]), r)
+        self.t = np.where(np.asarray(dones, bool), 0, self.t + 1)
+
+
+def exact_rl(args: argparse.Namespace) -> None:
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("grid_navi")
+    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    hyper = exact_hyperstates(trials, args.episode_time)
+    torch.manual_seed(args.seed)
+    rl = json.loads(args.rl)
+    agent = HyperStateDQN(hyper.obs.shape[1], family.action_dim, **rl)
+    opt = agent.configure_optimizers()
+    generator = torch.Generator().manual_seed(args.seed)
+    for step in range(1, args.steps + 1):
+        agent.update(hyper.sample(16, 256, generator), [opt], lambda loss: loss.backward())
+        if step % args.every == 0 or step == args.steps:
+            policy = ExactBeliefPolicy(agent.eval(), family.horizon, args.episode_time)
+            result = summarise(evaluate_trials(policy, family, family.default_tasks(), family.episodes_per_trial))
+            agent.train()
+            print(json.dumps({"rl_updates": step, **{k: round(v, 3) for k, v in result.items()}}), flush=True)
+
+
+@torch.no_grad()
+def belief(args: argparse.Namespace) -> None:
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).eval()
+    enc = model.vae.encoder
+    for name, (path, found) in PATHS.items():
+        h = enc.initial_state(1)
+        for cell in path:
+            reward = 1.0 if found and cell == GOAL else -0.1
+            h = enc.step(h, torch.zeros(1, dtype=torch.long), torch.tensor([cell], dtype=torch.float32),
+                         torch.tensor([reward]))
+        probs = model.vae.goal_probabilities(enc.belief(h)[0])[0].numpy()
+        searched = [] if found else [c for c in path if c in GOAL_CELLS]
+        report = {"path": name, "p_max": round(float(probs.max()), 3),
+                  "p_mean_goal_cells": round(float(np.mean([probs[c] for c in GOAL_CELLS])), 3)}
+        if searched:
+            report["p_searched_mean"] = round(float(np.mean([probs[c] for c in searched])), 3)
+            rest = [c for c in GOAL_CELLS if c not in searched]
+            report["p_unsearched_mean"] = round(float(np.mean([probs[c] for c in rest])), 3)
+        if found:
+            report["p_at_goal"] = round(float(probs[GOAL]), 3)
+        print(json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("belief", help="decoded belief after hand-made paths")
+    b.add_argument("--ckpt", required=True)
+    r = sub.add_parser("exact-rl", help="the pipeline's DQN on the exact posterior")
+    r.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    r.add_argument("--steps", type=int, default=4000)
+    r.add_argument("--every", type=int, default=1000)
+    r.add_argument("--episode-time", action="store_true")
+    r.add_argument("--rl", default='{"lr": 0.001, "tau": 0.01, "double_q": true, "cql_alpha": 3.0}',
+                   help="HyperStateDQN keyword arguments as JSON")
+    r.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    (belief if args.cmd == "belief" else exact_rl)(args)
+
+
+if __name__ == "__main__":
+    main()
