@@ -10,7 +10,11 @@ calibrated belief gives ~1/21 everywhere at the prior and ~0 on searched cells.
 the 21 goals (uniform over the goal cells not yet searched; one-hot once the goal paid), computed from each
 logged trial. It bounds what the RL stage can reach on this data with a perfect belief.
 
-    python -m lit_offmeta.algorithms.borel.diagnostics belief --ckpt <run>/checkpoints/<x>.ckpt
+``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE, Adam, the datamodule's batches),
+a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's ``state_dict``.
+
+    python -m lit_offmeta.algorithms.borel.diagnostics train-vae --data data --mix-prob 1.0 --steps 6000 --out vae.pt
+    python -m lit_offmeta.algorithms.borel.diagnostics belief --vae vae.pt     # or --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000
 """
 
@@ -135,19 +139,54 @@ def exact_rl(args: argparse.Namespace) -> None:
             print(json.dumps({"rl_updates": step, **{k: round(v, 3) for k, v in result.items()}}), flush=True)
 
 
+# the BeliefVAE of configs/borel/grid_navi.yaml
+GRID_VAE = {"decoder": "cells", "state_embed_dim": 32, "action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 64,
+            "latent_dim": 5, "decoder_hidden": (32, 32), "kl_weight": 0.05}
+
+
+def train_vae(args: argparse.Namespace) -> None:
+    import time
+
+    from lit_offmeta.algorithms.borel.vae import BeliefVAE
+    from lit_offmeta.datamodules.trajectory import TrialDataModule
+
+    torch.manual_seed(args.seed)
+    dm = TrialDataModule("grid_navi", data_root=args.data, split="all", reward_relabelling=args.mix_prob > 0,
+                         mix_prob=args.mix_prob, seed=args.seed)
+    dm.setup("fit")
+    vae = BeliefVAE("grid_navi", lr=args.lr, **GRID_VAE)
+    opt = vae.configure_optimizers()
+    rng, start = np.random.default_rng([args.seed, 0]), time.time()
+    for step in range(1, args.steps + 1):
+        loss, _ = vae.compute_loss(dm.sample_batch(rng))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 500 == 0:
+            print(json.dumps({"step": step, "loss": round(float(loss), 1), "s": round(time.time() - start)}), flush=True)
+    torch.save(vae.state_dict(), args.out)
+
+
 @torch.no_grad()
 def belief(args: argparse.Namespace) -> None:
-    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+    if args.ckpt:
+        from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).eval()
-    enc = model.vae.encoder
+        vae = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).vae
+    else:
+        from lit_offmeta.algorithms.borel.vae import BeliefVAE
+
+        vae = BeliefVAE("grid_navi", **GRID_VAE)
+        vae.load_state_dict(torch.load(args.vae, weights_only=True))
+    vae.eval()
+    enc = vae.encoder
     for name, (path, found) in PATHS.items():
         h = enc.initial_state(1)
         for cell in path:
             reward = 1.0 if found and cell == GOAL else -0.1
             h = enc.step(h, torch.zeros(1, dtype=torch.long), torch.tensor([cell], dtype=torch.float32),
                          torch.tensor([reward]))
-        probs = model.vae.goal_probabilities(enc.belief(h)[0])[0].numpy()
+        probs = vae.goal_probabilities(enc.belief(h)[0])[0].numpy()
         searched = [] if found else [c for c in path if c in GOAL_CELLS]
         report = {"path": name, "p_max": round(float(probs.max()), 3),
                   "p_mean_goal_cells": round(float(np.mean([probs[c] for c in GOAL_CELLS])), 3)}
@@ -163,8 +202,17 @@ def belief(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("train-vae", help="the pipeline's VAE stage alone")
+    v.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    v.add_argument("--mix-prob", type=float, default=0.5, help="reward relabelling's mix_prob (0: relabelling off)")
+    v.add_argument("--steps", type=int, default=2000)
+    v.add_argument("--lr", type=float, default=3e-3)
+    v.add_argument("--out", required=True)
+    v.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("belief", help="decoded belief after hand-made paths")
-    b.add_argument("--ckpt", required=True)
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="an OfflineVariBAD checkpoint")
+    which.add_argument("--vae", help="a state_dict written by train-vae")
     r = sub.add_parser("exact-rl", help="the pipeline's DQN on the exact posterior")
     r.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     r.add_argument("--steps", type=int, default=4000)
@@ -175,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    (belief if args.cmd == "belief" else exact_rl)(args)
+    {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl}[args.cmd](args)
 
 
 if __name__ == "__main__":
