@@ -163,7 +163,7 @@ def train_vae(args: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
         if step % 500 == 0:
-            print(json.dumps({"step": step, "loss": round(float(loss), 1), "s": round(time.time() - start)}), flush=True)
+            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 1), "s": round(time.time() - start)}), flush=True)
     torch.save(vae.state_dict(), args.out)
 
 
