@@ -7,6 +7,7 @@ transitions per task, 1 inner step, second-order meta-gradients; one meta-update
 Usage::
 
     python benchmarks/meta_update_throughput.py [--mode closed_form|vmap|loop] [--updates 30] [--device cpu]
+        [--threads N] [--first_order] [--layer weight_transform|bias_transform|linear] [--phases]
 
 Prints the parameter counts, peak memory (CUDA: max allocated; CPU: max RSS of the process) and, last,
 ``meta_updates_per_s: X``.
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave default)")
     parser.add_argument("--first_order", action="store_true")
     parser.add_argument("--phases", action="store_true", help="time the phases of one meta-update (CPU ms)")
+    parser.add_argument("--layer", default="weight_transform", choices=["weight_transform", "bias_transform", "linear"],
+                        help="layer type (linear: what the same update costs without generators)")
     args = parser.parse_args()
     if args.phases and args.device != "cpu":
         parser.error("--phases measures CPU time; use it with --device cpu")
@@ -128,7 +131,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = MACAW(obs_dim=20, action_dim=6, width=100, depth=3, latent_size=100, inner_steps=1,
-                  first_order=args.first_order, adaptation_mode=args.mode)
+                  first_order=args.first_order, adaptation_mode=args.mode, layer=args.layer)
     batches = [random_batch(5, 256, 256, 20, 6, args.device) for _ in range(4)]
     print(f"policy parameters: {num_parameters(model.policy):,}; value parameters: {num_parameters(model.value):,}")
     if args.phases:
