@@ -145,8 +145,8 @@ def _adapt_closed_form(net, meta_params, lrs, loss_fn, data, steps, first_order,
         # Weights that need no meta-gradient (frozen parameters) become leaves so the inner gradient exists.
         weights = [tuple(t if t.requires_grad else t.detach().requires_grad_() for t in wb) for wb in weights]
         # Plain reverse mode on the task-batched loss (task k's loss depends only on weights[...][k]), not
-        # vmap(grad): the same gradient, and its double backward runs on ordinary batched ops (about 15% of a
-        # meta-update faster at the benchmark's shapes than functorch's per-sample grad).
+        # vmap(grad): the same gradient, and its double backward runs on ordinary batched ops, faster at the
+        # benchmark's shapes than functorch's per-sample grad (docs/MACAW.md, Throughput).
         with torch.enable_grad():  # the inner gradient is needed even when the caller records no graph
             loss = loss_fn(weights, data, step) if task_batched else vmap(loss_fn, in_dims=(0, 0, None))(
                 weights, data, step)
