@@ -250,7 +250,7 @@ class _GeneratorSlots(torch.autograd.Function):
     contribution to :math:`\nabla_G` (``y = G x``: :math:`\bar y x^\top`; ``y = G^\top x``: :math:`x \bar y^\top`).
     Autograd sums those zero-padded rows, i.e. stacks them, and calls this backward once with all of them, so
     :math:`\nabla_G = L^\top R` is one matrix product written once, instead of one G-sized product per use of
-    G plus the G-sized sums of them (the bulk of a second-order meta-update's memory traffic).
+    G plus the G-sized sums of them (a large part of the old second-order backward).
     """
 
     @staticmethod
