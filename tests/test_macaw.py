@@ -88,7 +88,7 @@ def test_adapted_policy_matches_functional_adaptation(data):
     """adapt() -> plain nn.Sequential whose output equals the adapted functional policy (loop mode, by hand)."""
     _, buffers, _ = data
     torch.manual_seed(0)
-    model = MACAW(2, 2, **SMALL)
+    model = MACAW(2, 2, inner_steps=2, **SMALL)  # both steps are meta-trained (learned-rate SGD) steps
     context = _context(buffers, 4)
     policy = model.adapt(context, steps=2)
     assert isinstance(policy, nn.Sequential)
@@ -105,6 +105,49 @@ def test_adapted_policy_matches_functional_adaptation(data):
     meta_policy = model.adapt(context, steps=0)
     torch.testing.assert_close(meta_policy(obs), model.policy(obs))
     assert not torch.allclose(policy(obs), meta_policy(obs))
+
+
+def _large_return_context(scale: float, n: int = 64) -> dict[str, torch.Tensor]:
+    """One task's adaptation batch with Monte-Carlo returns in [-2 scale, -scale] (Cheetah-Vel's are ~ -300)."""
+    g = torch.Generator().manual_seed(1)
+    return {"obs": torch.randn(n, 3, generator=g), "actions": torch.rand(n, 2, generator=g) * 2 - 1,
+            "rewards": torch.randn(n, generator=g), "next_obs": torch.randn(n, 3, generator=g),
+            "terminals": torch.zeros(n), "mc_returns": -scale * (1 + torch.rand(n, generator=g)),
+            "bootstrap_obs": torch.randn(n, 3, generator=g), "bootstrap_discounts": torch.full((n,), 0.5)}
+
+
+def test_adaptation_beyond_the_meta_trained_steps_stays_finite_on_large_returns():
+    """Returns of -300..-600: repeating the learned one-step SGD update diverges by step 5 (NaN actions, as on
+    Cheetah-Vel); the default extra steps (Adam at extra_step_lr) stay finite, move the policy, and leave the
+    meta-trained step alone."""
+    context, obs = _large_return_context(300.0), torch.randn(5, 3)
+    torch.manual_seed(0)
+    model = MACAW(3, 2, width=32, depth=2, latent_size=8)  # inner_steps=1, extra_step_lr=1e-5
+    torch.manual_seed(0)
+    repeated = MACAW(3, 2, width=32, depth=2, latent_size=8, extra_step_lr=None)
+    with pytest.warns(RuntimeWarning, match="meta-trained for 1"):
+        assert not torch.isfinite(repeated.adapt(context, steps=5)(obs)).all()
+    one, five, twenty = (model.adapt(context, steps=k)(obs) for k in (1, 5, 20))
+    assert torch.isfinite(five).all() and torch.isfinite(twenty).all()
+    torch.testing.assert_close(one, repeated.adapt(context, steps=1)(obs))  # step 1: Algorithm 2, unchanged
+    assert 1e-4 < (twenty - one).abs().max() < 0.5  # 19 Adam steps of 1e-5 per parameter: a small move
+
+
+def test_meta_trained_steps_on_parameter_copies_equal_the_closed_form(data):
+    """The extra-step path re-takes the meta-trained steps on parameter copies: the same policy as the closed
+    form (2 meta-trained steps, 0 extra)."""
+    _, buffers, _ = data
+    torch.manual_seed(0)
+    model = MACAW(2, 2, inner_steps=2, inner_lr_value=0.02, inner_lr_policy=0.02, **SMALL)
+    support = {k: v.unsqueeze(0) for k, v in _context(buffers, 4).items()}
+    with torch.enable_grad():
+        expected = model._adapted_policy_weights(support, steps=2, first_order=True)
+        got = model._adapt_with_extra_steps(support, meta_steps=2, extra_steps=0, lr=1e-5)
+    moved = max(float((w - w0).detach().abs().max()) for (w, _), (w0, _) in zip(got, model.policy.current_weights()))
+    assert moved > 1e-3
+    for (w, b), (w2, b2) in zip(got, expected):
+        torch.testing.assert_close(w, w2, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b, b2, atol=1e-5, rtol=1e-5)
 
 
 def test_adapted_policy_saves_and_loads_without_lit_offmeta(data, tmp_path):
@@ -195,6 +238,8 @@ def test_bad_arguments_raise():
         MACAW(2, 2, inner_lr_value=0.0)
     with pytest.raises(ValueError, match="target_update_rate"):
         MACAW(2, 2, target_update_rate=2.0)
+    with pytest.raises(ValueError, match="extra_step_lr must be > 0 or None"):
+        MACAW(2, 2, extra_step_lr=0.0)
     model = MACAW(2, 2, **SMALL)
     with pytest.raises(ValueError, match="context lacks key"):
         model.adapt({"obs": torch.zeros(4, 2)})

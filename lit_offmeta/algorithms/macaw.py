@@ -14,11 +14,17 @@ Where we knowingly differ from the paper or the reference code (see docs/MACAW.m
   meta-update (``target_update_rate``), detached. (Averaging effective weights instead of the generator
   parameters avoids a second copy of the generators; the reference's exact target rule is not in the paper.)
 * Learned rates are initialised with the exact inverse softplus, so ``softplus(raw) == inner_lr`` at start.
+* Test-time steps beyond the ``inner_steps`` that meta-training optimised (``adapt(context, steps)`` with
+  ``steps > inner_steps``) are Adam steps at ``extra_step_lr`` on the value loss (Eq. 2) and the AWR loss
+  (Eq. 1), as the reference code fine-tunes after its single offline step; the learned rates are one-step rates
+  and diverge when repeated on Cheetah-Vel (docs/MACAW.md, "Multi-step adaptation"). ``extra_step_lr=None``
+  repeats Algorithm 2's learned-rate SGD step instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
@@ -71,6 +77,9 @@ class MACAW(LightningModule):
         bootstrap: bootstrap value targets where trajectories were cut (off: pure Monte-Carlo returns).
         target_update_rate: slow value target rate, :math:`\\bar\\phi \\leftarrow (1-\\tau)\\bar\\phi + \\tau\\phi`.
         adaptation_mode: ``closed_form`` (fast, exact), ``vmap`` (plain torch.func) or ``loop`` (per task).
+        extra_step_lr: Adam learning rate of the test-time steps beyond ``inner_steps`` (``adapt`` only; the
+            reference's fine-tuning rate: 1e-5). ``None``: every step is Algorithm 2's SGD step with the learned
+            rates, which were meta-trained for ``inner_steps`` steps only and can diverge (with a warning).
 
     Example::
 
@@ -105,6 +114,7 @@ class MACAW(LightningModule):
         bootstrap: bool = True,
         target_update_rate: float = 0.1,
         adaptation_mode: str = "closed_form",
+        extra_step_lr: float | None = 1e-5,
     ) -> None:
         super().__init__()
         _check_args(locals())
@@ -142,8 +152,11 @@ class MACAW(LightningModule):
             self._log_train(loss_value, loss_policy, inner_value, inner_policy, weights, batch.num_tasks)
         return loss_value + loss_policy
 
-    def adapt_value(self, support: dict[str, Tensor], steps: int, first_order: bool) -> tuple[list[Weights], list]:
+    def adapt_value(self, support: dict[str, Tensor], steps: int, first_order: bool,
+                    params: dict[str, Tensor] | None = None) -> tuple[list[Weights], list]:
         r"""Inner value steps :math:`\phi_i = \phi - \eta_1 \nabla_\phi \mathcal{L}_V(\phi, D^{tr}_i)` (Eq. 2).
+
+        ``params`` (default: the value network's own) are the parameters to step from.
 
         Returns:
             ``(trajectory, inner_losses)`` from :func:`lit_offmeta.meta.adapt`.
@@ -160,11 +173,12 @@ class MACAW(LightningModule):
             return vmap(mc_value_loss)(values, targets)
 
         data = {k: support[k] for k in ("obs", "mc_returns", "bootstrap_obs", "bootstrap_discounts")}
-        return adapt(self.value, dict(self.value.named_parameters()), self.value_lrs(), loss_fn, data, steps,
-                     first_order, self.hparams.adaptation_mode, task_batched=True)
+        params = dict(self.value.named_parameters()) if params is None else params
+        return adapt(self.value, params, self.value_lrs(), loss_fn, data, steps, first_order,
+                     self.hparams.adaptation_mode, task_batched=True)
 
     def adapt_policy(self, support: dict[str, Tensor], value_trajectory: list[Weights], steps: int,
-                     first_order: bool) -> tuple[Weights, list]:
+                     first_order: bool, params: dict[str, Tensor] | None = None) -> tuple[Weights, list]:
         r"""Inner policy steps :math:`\theta_i = \theta - \alpha_1 \nabla_\theta \mathcal{L}_\pi(\theta, \phi_i,
         D^{tr}_i)`, with :math:`\mathcal{L}_\pi` = AWR + :math:`\lambda` ADV (Eq. 3) or AWR alone.
 
@@ -185,8 +199,9 @@ class MACAW(LightningModule):
             return inner_policy_loss(awr, vmap(advantage_regression_loss)(predicted, adv), lam)
 
         data = {"obs": support["obs"], "actions": support["actions"], "advantages": advantages}
-        trajectory, losses = adapt(self.policy, dict(self.policy.named_parameters()), self.policy_lrs(), loss_fn,
-                                   data, steps, first_order, hp.adaptation_mode, task_batched=True)
+        params = dict(self.policy.named_parameters()) if params is None else params
+        trajectory, losses = adapt(self.policy, params, self.policy_lrs(), loss_fn, data, steps, first_order,
+                                   hp.adaptation_mode, task_batched=True)
         return trajectory[-1], losses
 
     def advantages(self, value_weights: Weights, data: dict[str, Tensor], target_weights: Weights | None = None
@@ -278,6 +293,10 @@ class MACAW(LightningModule):
     def adapt(self, context: dict[str, Tensor], steps: int | None = None) -> nn.Sequential:
         """Algorithm 2: adapt value then policy on one task's offline ``context``; return the adapted policy.
 
+        The first ``inner_steps`` steps (the number meta-training optimised) are Algorithm 2's SGD steps with
+        the learned rates; further steps are Adam steps at ``extra_step_lr`` (see the class docstring), or,
+        with ``extra_step_lr=None``, more learned-rate SGD steps.
+
         Args:
             context: ``TRANSITION_KEYS`` -> tensors ``[B, ...]`` of ONE task (e.g. 256 uniform transitions).
             steps: adaptation steps (default ``test_inner_steps``).
@@ -294,10 +313,58 @@ class MACAW(LightningModule):
         _check_context(context, self.hparams.obs_dim, self.hparams.action_dim)
         task = {k: torch.as_tensor(context[k], device=self.device, dtype=torch.float32).unsqueeze(0)
                 for k in TRANSITION_KEYS if k in context}
+        extra_lr = self.hparams.extra_step_lr
+        meta_steps = self.hparams.inner_steps
+        if steps > meta_steps and extra_lr is None:
+            warnings.warn(f"MACAW.adapt: {steps} learned-rate SGD steps, but the rates were meta-trained for "
+                          f"{meta_steps}; repeated steps can diverge (docs/MACAW.md, 'Multi-step adaptation'). "
+                          "Set extra_step_lr to take the extra steps with Adam.", RuntimeWarning, stacklevel=2)
         with torch.inference_mode(False), torch.enable_grad():
             task = {k: v.clone() for k, v in task.items()}  # leave inference mode's tensors behind
-            policy_weights = self._adapted_policy_weights(task, steps, first_order=True)
+            if steps <= meta_steps or extra_lr is None:
+                policy_weights = self._adapted_policy_weights(task, steps, first_order=True)
+            else:
+                policy_weights = self._adapt_with_extra_steps(task, meta_steps, steps - meta_steps, extra_lr)
         return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in policy_weights])
+
+    def _adapt_with_extra_steps(self, task: dict[str, Tensor], meta_steps: int, extra_steps: int,
+                                lr: float) -> Weights:
+        """``meta_steps`` learned-rate SGD steps (Algorithm 2), then ``extra_steps`` Adam steps; one task.
+
+        Both phases step parameter copies (the closed form keeps no parameters to continue from). The Adam
+        phase follows the reference's fine-tuning: value MSE onto bootstrapped Monte-Carlo targets (Eq. 2), then
+        AWR (Eq. 1, no advantage head) with the just-updated value, each network with its own Adam.
+        """
+        value = {k: p.detach().clone().requires_grad_() for k, p in self.value.named_parameters()}
+        policy = {k: p.detach().clone().requires_grad_() for k, p in self.policy.named_parameters()}
+
+        def value_weights() -> Weights:  # task-batched (K = 1) effective weights of the current copy
+            return [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in self.value.effective_weights(value)]
+
+        def policy_weights() -> Weights:
+            return [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in self.policy.effective_weights(policy)]
+
+        def sgd(params: dict[str, Tensor], lrs: dict[str, Tensor], loss: Tensor) -> None:
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, materialize_grads=True)
+            with torch.no_grad():
+                for (name, p), g in zip(params.items(), grads):
+                    p.sub_(lrs[name].detach() * g)
+
+        for _ in range(meta_steps):  # == the closed form's steps, taken on the parameters
+            sgd(value, self.value_lrs(), self.adapt_value(task, 1, True, value)[1][0].sum())
+            updated = [tuple(t.detach() for t in wb) for wb in value_weights()]
+            sgd(policy, self.policy_lrs(), self.adapt_policy(task, [updated], 1, True, policy)[1][0].sum())
+        value_opt, policy_opt = torch.optim.Adam(value.values(), lr=lr), torch.optim.Adam(policy.values(), lr=lr)
+        for _ in range(extra_steps):
+            weights = value_weights()
+            value_opt.zero_grad()
+            vmap(mc_value_loss)(_value(weights, task["obs"]), self.value_targets(task, weights)).sum().backward()
+            value_opt.step()
+            updated = [tuple(t.detach() for t in wb) for wb in value_weights()]
+            policy_opt.zero_grad()
+            self._outer_policy_loss(policy_weights(), task, self.advantages(updated, task))[0].backward()
+            policy_opt.step()
+        return policy_weights()
 
     def _adapted_policy_weights(self, support: dict[str, Tensor], steps: int, first_order: bool) -> Weights:
         value_trajectory, _ = self.adapt_value(support, steps, first_order)
@@ -434,6 +501,8 @@ def _check_args(args: dict[str, Any]) -> None:
                  "temperature", "max_weight"):
         if not args[name] > 0:
             raise ValueError(f"{name} must be > 0, got {args[name]}")
+    if args["extra_step_lr"] is not None and not args["extra_step_lr"] > 0:
+        raise ValueError(f"extra_step_lr must be > 0 or None, got {args['extra_step_lr']}")
     if not 0.0 <= args["target_update_rate"] <= 1.0:
         raise ValueError(f"target_update_rate must be in [0, 1], got {args['target_update_rate']}")
 
