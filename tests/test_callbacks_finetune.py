@@ -117,3 +117,21 @@ def test_online_finetuning_callback_at_test(tmp_path):
     for n in (0, 20, 40):
         assert float(trainer.callback_metrics[f"finetune/return_steps_{n}"]) == pytest.approx(
             result["mean_return"][str(n)])
+
+
+def test_fine_tuner_stays_finite_on_large_returns():
+    """Cheetah-Vel-sized returns (-300..-600): repeating the learned one-step update diverges; the default
+    (Adam at ``extra_step_lr`` after the meta-trained step, as MACAW.adapt and the authors' fine-tuning) does not."""
+    g = torch.Generator().manual_seed(1)
+    ctx = {**context(64), "mc_returns": -300.0 * (1 + torch.rand(64, generator=g))}
+    x = torch.randn(5, 2)
+    outputs = {}
+    for extra_step_lr in (1e-5, None):
+        torch.manual_seed(0)
+        model = MACAW(obs_dim=2, action_dim=2, width=32, depth=2, latent_size=8, extra_step_lr=extra_step_lr)
+        tuner = GradientFineTuner(model)
+        for _ in range(20):
+            tuner.step(ctx)
+        outputs[extra_step_lr] = tuner.policy()(x)
+    assert torch.isfinite(outputs[1e-5]).all()
+    assert not torch.isfinite(outputs[None]).all()

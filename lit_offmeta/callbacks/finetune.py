@@ -78,6 +78,7 @@ class GradientFineTuner:
             self.policy_lrs = {k: v.detach().clone() for k, v in self.model.policy_lrs().items()}
         self.model.requires_grad_(False)
         self.num_steps = 0
+        self._optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -91,20 +92,43 @@ class GradientFineTuner:
         """
         task = {k: torch.as_tensor(batch[k], device=self.device, dtype=torch.float32).unsqueeze(0)
                 for k in TRANSITION_KEYS}
+        model = self.model
+        extra_lr = model.hparams.get("extra_step_lr")
+        # Steps after the meta-trained ones: Adam on Eq. 2 and AWR (MACAW.adapt's extra steps, the reference's
+        # fine-tuning); repeating the learned one-step rates diverges on Cheetah-Vel (docs/MACAW.md).
+        extra = extra_lr is not None and self.num_steps >= int(model.hparams.get("inner_steps", 1))
+        if extra and self._optimizers is None:
+            self._optimizers = (torch.optim.Adam(model.value.parameters(), lr=extra_lr),
+                                torch.optim.Adam(model.policy.parameters(), lr=extra_lr))
         with torch.inference_mode(False), torch.enable_grad():
             task = {k: v.clone() for k, v in task.items()}
-            # Alg. 2, l. 5: phi <- phi - eta_1 grad L_V(phi, D)
-            loss_value = self._sgd_step(self.model.value, self.value_lrs,
-                                        lambda: self.model.adapt_value(task, 1, True)[1][0].sum())
-            # Alg. 2, l. 6: theta <- theta - alpha_1 grad L_pi(theta, phi_{t+1}, D), with the updated value
-            value_weights, _ = self.model.adapt_value(task, 0, True)
-            loss_policy = self._sgd_step(self.model.policy, self.policy_lrs,
-                                         lambda: self.model.adapt_policy(task, value_weights, 1, True)[1][0].sum())
+            if extra:
+                value_opt, policy_opt = self._optimizers
+
+                def value_loss():
+                    weights = model.adapt_value(task, 0, True)[0][0]
+                    return model.outer_value_loss(weights, task, weights)  # targets bootstrapped from itself
+
+                loss_value = self._step(model.value, value_loss, adam=value_opt)
+                value_weights = [tuple(t.detach() for t in wb) for wb in model.adapt_value(task, 0, True)[0][0]]
+                loss_policy = self._step(model.policy, lambda: model.outer_policy_loss(
+                    model.adapt_policy(task, [value_weights], 0, True)[0], value_weights, task, value_weights)[0],
+                    adam=policy_opt)
+            else:
+                # Alg. 2, l. 5: phi <- phi - eta_1 grad L_V(phi, D)
+                loss_value = self._step(model.value, lambda: model.adapt_value(task, 1, True)[1][0].sum(),
+                                        lrs=self.value_lrs)
+                # Alg. 2, l. 6: theta <- theta - alpha_1 grad L_pi(theta, phi_{t+1}, D), with the updated value
+                value_weights, _ = model.adapt_value(task, 0, True)
+                loss_policy = self._step(model.policy,
+                                         lambda: model.adapt_policy(task, value_weights, 1, True)[1][0].sum(),
+                                         lrs=self.policy_lrs)
         self.num_steps += 1
         return {"loss_value": loss_value, "loss_policy": loss_policy}
 
     @staticmethod
-    def _sgd_step(net: nn.Module, lrs: dict[str, Tensor], loss_fn) -> float:
+    def _step(net: nn.Module, loss_fn, lrs: dict[str, Tensor] | None = None, adam=None) -> float:
+        """One SGD step with per-tensor ``lrs``, or one step of the Adam optimizer ``adam``, on ``net``."""
         params = dict(net.named_parameters())
         for p in params.values():
             p.requires_grad_(True)
@@ -113,11 +137,16 @@ class GradientFineTuner:
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             with torch.no_grad():
                 for (name, p), g in zip(params.items(), grads):
-                    if g is not None:
+                    if adam is not None:
+                        p.grad = g
+                    elif g is not None:
                         p.sub_(lrs[name] * g)
+            if adam is not None:
+                adam.step()
         finally:
             for p in params.values():
                 p.requires_grad_(False)
+                p.grad = None
         return float(loss.detach())
 
     def policy(self) -> nn.Module:
