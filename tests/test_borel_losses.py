@@ -8,12 +8,7 @@ import pytest
 import torch
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty, dqn_target, soft_update
-from lit_offmeta.algorithms.borel.sac import (
-    TanhGaussianActor,
-    cql_uniform_penalty,
-    sac_actor_loss,
-    sac_critic_target,
-)
+from lit_offmeta.algorithms.borel.sac import TanhGaussianActor, cql_uniform_penalty
 from lit_offmeta.algorithms.borel.vae import (
     BeliefVAE,
     elbo_loss,
@@ -172,21 +167,6 @@ def test_dqn_loss_and_soft_update_by_hand():
 
 
 # --- SAC -------------------------------------------------------------------------------------------------------------
-def test_sac_critic_target_and_actor_loss_by_hand():
-    y = sac_critic_target(
-        torch.tensor([1.0, 0.0]),
-        torch.tensor([0.0, 1.0]),
-        torch.tensor([2.0, 5.0]),
-        torch.tensor([3.0, 1.0]),
-        torch.tensor([-1.0, 0.0]),
-        gamma=0.9,
-        alpha=0.2,
-    )
-    assert y.tolist() == pytest.approx([1.0 + 0.9 * (2.0 + 0.2), 0.0])
-    loss = sac_actor_loss(torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0]), torch.tensor([0.5, -0.5]), 0.2)
-    assert loss.item() == pytest.approx(((0.1 - 1.0) + (-0.1 - 3.0)) / 2)
-
-
 def test_cql_uniform_penalty_by_hand():
     q_random = torch.tensor([[0.0], [math.log(3.0)]])  # K=2 uniform actions, B=1
     d = 2

@@ -17,34 +17,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import soft_update
+from lit_offmeta.algorithms.sac import actor_loss as sac_actor_loss
+from lit_offmeta.algorithms.sac import critic_loss as twin_critic_loss
+from lit_offmeta.algorithms.sac import soft_td_target
 from lit_offmeta.nn.mlp import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 # --- pure losses -------------------------------------------------------------------------------------------------
-def sac_critic_target(
-    rewards: torch.Tensor,
-    terminals: torch.Tensor,
-    next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
-    next_log_pi: torch.Tensor,
-    gamma: float,
-    alpha: float,
-) -> torch.Tensor:
-    """``y = r + gamma (1 - d) (min(Q1', Q2') - alpha log pi(a'|s'))`` (Haarnoja et al. 2018, arXiv:1812.05905, Eq. 3/5).
-
-    All inputs ``[B]``; ``d`` is a true terminal only (a goal reached is not one). Returns ``[B]`` (no gradient).
-    """
-    next_v = torch.minimum(next_q1, next_q2) - alpha * next_log_pi
-    return (rewards + gamma * (1.0 - terminals) * next_v).detach()
-
-
-def sac_actor_loss(q1_pi: torch.Tensor, q2_pi: torch.Tensor, log_pi: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``mean(alpha log pi(a~|s) - min(Q1, Q2)(s, a~))`` with ``a~`` reparameterised (Haarnoja et al. 2018, Eq. 7)."""
-    return (alpha * log_pi - torch.minimum(q1_pi, q2_pi)).mean()
-
-
 def cql_uniform_penalty(q_random: torch.Tensor, q_data: torch.Tensor, action_dim: int) -> torch.Tensor:
     """CQL(H) with uniform proposals: ``mean(logsumexp_k [Q(s, a_k) - log U] - log K - Q(s, a_data))``.
 
@@ -133,11 +114,10 @@ class HyperStateSAC(LightningModule):
         with torch.no_grad():
             next_a, next_log_pi = self.actor(batch["next_obs"])
             q1_t, q2_t = (self._q(net, batch["next_obs"], next_a) for net in self.critics_target)
-            target = sac_critic_target(
-                batch["rewards"], batch["terminals"], q1_t, q2_t, next_log_pi, hp.gamma, hp.alpha
-            )
+            # the project's one SAC target; terminals are true ends only (a goal reached is not one)
+            target = soft_td_target(batch["rewards"], batch["terminals"], q1_t, q2_t, next_log_pi, hp.alpha, hp.gamma)
         q_data = [self._q(net, obs, actions) for net in self.critics]
-        loss = sum(F.mse_loss(q, target) for q in q_data)
+        loss = twin_critic_loss(*q_data, target)
         metrics = {"loss_critic": loss.detach(), "q_mean": q_data[0].mean().detach()}
         if hp.cql_alpha > 0:
             k, b = hp.cql_samples, obs.shape[0]
@@ -154,7 +134,7 @@ class HyperStateSAC(LightningModule):
     def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         action, log_pi = self.actor(batch["obs"])
         q1, q2 = (self._q(net, batch["obs"], action) for net in self.critics)
-        loss = sac_actor_loss(q1, q2, log_pi, self.cfg.alpha)
+        loss = sac_actor_loss(log_pi, q1, q2, self.cfg.alpha)
         return loss, {"loss_actor": loss.detach(), "entropy": -log_pi.mean().detach()}
 
     def update(
