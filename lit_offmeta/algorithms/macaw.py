@@ -356,15 +356,35 @@ class MACAW(LightningModule):
             sgd(policy, self.policy_lrs(), self.adapt_policy(task, [updated], 1, True, policy)[1][0].sum())
         value_opt, policy_opt = torch.optim.Adam(value.values(), lr=lr), torch.optim.Adam(policy.values(), lr=lr)
         for _ in range(extra_steps):
-            weights = value_weights()
-            value_opt.zero_grad()
-            vmap(mc_value_loss)(_value(weights, task["obs"]), self.value_targets(task, weights)).sum().backward()
-            value_opt.step()
-            updated = [tuple(t.detach() for t in wb) for wb in value_weights()]
-            policy_opt.zero_grad()
-            self._outer_policy_loss(policy_weights(), task, self.advantages(updated, task))[0].backward()
-            policy_opt.step()
+            self.extra_adaptation_step(task, value, policy, value_opt, policy_opt)
         return policy_weights()
+
+    def extra_adaptation_step(self, task: dict[str, Tensor], value: dict[str, Tensor], policy: dict[str, Tensor],
+                              value_opt: torch.optim.Optimizer, policy_opt: torch.optim.Optimizer) -> tuple[float, float]:
+        """One test-time step beyond the meta-trained ones (the reference's fine-tuning), on one task (K = 1).
+
+        Adam (``value_opt``) on the value MSE onto bootstrapped Monte-Carlo targets (Eq. 2), then Adam
+        (``policy_opt``) on AWR (Eq. 1, no advantage head) with the just-updated value. ``value`` / ``policy``
+        are the parameter dicts the optimisers hold (copies in :meth:`adapt`, the fine-tuner's own module's
+        parameters in :class:`~lit_offmeta.callbacks.finetune.GradientFineTuner`).
+
+        Returns:
+            The value and policy losses before their steps.
+        """
+        def weights(net, params: dict[str, Tensor]) -> Weights:  # task-batched (K = 1) effective weights
+            return [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in net.effective_weights(params)]
+
+        value_weights = weights(self.value, value)
+        value_opt.zero_grad()
+        loss_value = vmap(mc_value_loss)(_value(value_weights, task["obs"]), self.value_targets(task, value_weights)).sum()
+        loss_value.backward()
+        value_opt.step()
+        updated = [tuple(t.detach() for t in wb) for wb in weights(self.value, value)]
+        policy_opt.zero_grad()
+        loss_policy = self._outer_policy_loss(weights(self.policy, policy), task, self.advantages(updated, task))[0]
+        loss_policy.backward()
+        policy_opt.step()
+        return float(loss_value.detach()), float(loss_policy.detach())
 
     def _adapted_policy_weights(self, support: dict[str, Tensor], steps: int, first_order: bool) -> Weights:
         value_trajectory, _ = self.adapt_value(support, steps, first_order)

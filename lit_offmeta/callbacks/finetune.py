@@ -103,32 +103,29 @@ class GradientFineTuner:
         with torch.inference_mode(False), torch.enable_grad():
             task = {k: v.clone() for k, v in task.items()}
             if extra:
-                value_opt, policy_opt = self._optimizers
-
-                def value_loss():
-                    weights = model.adapt_value(task, 0, True)[0][0]
-                    return model.outer_value_loss(weights, task, weights)  # targets bootstrapped from itself
-
-                loss_value = self._step(model.value, value_loss, adam=value_opt)
-                value_weights = [tuple(t.detach() for t in wb) for wb in model.adapt_value(task, 0, True)[0][0]]
-                loss_policy = self._step(model.policy, lambda: model.outer_policy_loss(
-                    model.adapt_policy(task, [value_weights], 0, True)[0], value_weights, task, value_weights)[0],
-                    adam=policy_opt)
+                value, policy = dict(model.value.named_parameters()), dict(model.policy.named_parameters())
+                for p in (*value.values(), *policy.values()):
+                    p.requires_grad_(True)
+                try:
+                    loss_value, loss_policy = model.extra_adaptation_step(task, value, policy, *self._optimizers)
+                finally:
+                    for p in (*value.values(), *policy.values()):
+                        p.requires_grad_(False)
+                        p.grad = None
             else:
                 # Alg. 2, l. 5: phi <- phi - eta_1 grad L_V(phi, D)
-                loss_value = self._step(model.value, lambda: model.adapt_value(task, 1, True)[1][0].sum(),
-                                        lrs=self.value_lrs)
+                loss_value = self._sgd_step(model.value, self.value_lrs,
+                                            lambda: model.adapt_value(task, 1, True)[1][0].sum())
                 # Alg. 2, l. 6: theta <- theta - alpha_1 grad L_pi(theta, phi_{t+1}, D), with the updated value
                 value_weights, _ = model.adapt_value(task, 0, True)
-                loss_policy = self._step(model.policy,
-                                         lambda: model.adapt_policy(task, value_weights, 1, True)[1][0].sum(),
-                                         lrs=self.policy_lrs)
+                loss_policy = self._sgd_step(model.policy, self.policy_lrs,
+                                             lambda: model.adapt_policy(task, value_weights, 1, True)[1][0].sum())
         self.num_steps += 1
         return {"loss_value": loss_value, "loss_policy": loss_policy}
 
     @staticmethod
-    def _step(net: nn.Module, loss_fn, lrs: dict[str, Tensor] | None = None, adam=None) -> float:
-        """One SGD step with per-tensor ``lrs``, or one step of the Adam optimizer ``adam``, on ``net``."""
+    def _sgd_step(net: nn.Module, lrs: dict[str, Tensor], loss_fn) -> float:
+        """One SGD step with per-tensor ``lrs`` on ``net`` (Algorithm 2's learned-rate step)."""
         params = dict(net.named_parameters())
         for p in params.values():
             p.requires_grad_(True)
@@ -137,16 +134,11 @@ class GradientFineTuner:
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             with torch.no_grad():
                 for (name, p), g in zip(params.items(), grads):
-                    if adam is not None:
-                        p.grad = g
-                    elif g is not None:
+                    if g is not None:
                         p.sub_(lrs[name] * g)
-            if adam is not None:
-                adam.step()
         finally:
             for p in params.values():
                 p.requires_grad_(False)
-                p.grad = None
         return float(loss.detach())
 
     def policy(self) -> nn.Module:
