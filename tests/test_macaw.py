@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_macaw_synthetic import make_buffers, sample_task_batch  # noqa: E402
 
 from lit_offmeta.algorithms import MACAW  # noqa: E402
-from lit_offmeta.nn import PolicyNetwork  # noqa: E402
+from lit_offmeta.nn import PolicyNetwork, ValueNetwork  # noqa: E402
 
 SMALL = dict(width=16, depth=2, latent_size=4)
 
@@ -96,7 +97,7 @@ def test_adapted_policy_matches_functional_adaptation(data):
 
     model.hparams.adaptation_mode = "loop"  # the per-task reference path, independent of the closed form
     support = {k: v.unsqueeze(0) for k, v in context.items()}
-    weights = model._adapted_policy_weights(support, steps=2, first_order=True)
+    _, weights = model.adapted_weights(support, steps=2)
     obs = torch.randn(9, 2)
     expected, _ = PolicyNetwork.mean_and_advantage_from_weights([(w[0], b[0]) for w, b in weights], obs, None,
                                                                 model.policy.depth)
@@ -141,8 +142,8 @@ def test_meta_trained_steps_on_parameter_copies_equal_the_closed_form(data):
     model = MACAW(2, 2, inner_steps=2, inner_lr_value=0.02, inner_lr_policy=0.02, **SMALL)
     support = {k: v.unsqueeze(0) for k, v in _context(buffers, 4).items()}
     with torch.enable_grad():
-        expected = model._adapted_policy_weights(support, steps=2, first_order=True)
-        got = model._adapt_with_extra_steps(support, meta_steps=2, extra_steps=0, lr=1e-5)
+        _, expected = model.adapted_weights(support, steps=2)
+        _, got = model._adapt_with_extra_steps(support, meta_steps=2, extra_steps=0, lr=1e-5)
     moved = max(float((w - w0).detach().abs().max()) for (w, _), (w0, _) in zip(got, model.policy.current_weights()))
     assert moved > 1e-3
     for (w, b), (w2, b2) in zip(got, expected):
@@ -198,6 +199,36 @@ def test_validation_logs_pre_and_post_adaptation_query_losses(data):
         expected = ((model.value(query["obs"]) - target) ** 2).mean()
     torch.testing.assert_close(metrics["val/loss_value_pre"], expected)
     assert not torch.isclose(metrics["val/loss_value_pre"], metrics["val/loss_value_post"])
+
+
+def test_validation_beyond_the_meta_trained_steps_follows_adapts_rule(data):
+    """test_inner_steps > inner_steps: the logged post-adaptation losses come from the rule adapt() follows (the
+    meta-trained step, then Adam at extra_step_lr, per task), not from repeating the learned step."""
+    _, _, batches = data
+    batch = batches[0]
+    logged = {}
+    for extra in (1e-2, None):
+        torch.manual_seed(0)
+        model = MACAW(2, 2, test_inner_steps=3, extra_step_lr=extra, **SMALL)
+        trainer = _trainer()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            trainer.validate(model, _loader([batch]), verbose=False)
+        logged[extra] = trainer.callback_metrics["val/loss_value_post"]
+    model.hparams.extra_step_lr = 1e-2  # the first model's rule, on the second model's (same-seed) weights
+    with torch.enable_grad():
+        value_weights, policy_weights = model.adapted_weights(batch.support, 3)
+    query, obs = batch.query, torch.randn(7, 2)
+    with torch.no_grad():
+        target = query["mc_returns"] + query["bootstrap_discounts"] * model.value_target(query["bootstrap_obs"])
+        expected = ((ValueNetwork.value_from_weights(value_weights, query["obs"]) - target) ** 2).mean()
+    torch.testing.assert_close(logged[1e-2], expected)
+    assert not torch.isclose(logged[1e-2], logged[None])  # repeating the learned step is a different rule
+    for k in range(batch.num_tasks):  # task k of the batched result == adapt() on task k alone
+        policy = model.adapt({key: v[k] for key, v in batch.support.items()}, steps=3)
+        mean, _ = PolicyNetwork.mean_and_advantage_from_weights([(w[k], b[k]) for w, b in policy_weights], obs,
+                                                                None, model.policy.depth)
+        torch.testing.assert_close(policy(obs), mean.detach())
 
 
 def test_without_bootstrap_value_targets_are_pure_monte_carlo(data):

@@ -321,14 +321,33 @@ class MACAW(LightningModule):
                           "Set extra_step_lr to take the extra steps with Adam.", RuntimeWarning, stacklevel=2)
         with torch.inference_mode(False), torch.enable_grad():
             task = {k: v.clone() for k, v in task.items()}  # leave inference mode's tensors behind
-            if steps <= meta_steps or extra_lr is None:
-                policy_weights = self._adapted_policy_weights(task, steps, first_order=True)
-            else:
-                policy_weights = self._adapt_with_extra_steps(task, meta_steps, steps - meta_steps, extra_lr)
+            _, policy_weights = self.adapted_weights(task, steps)
         return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in policy_weights])
 
+    def adapted_weights(self, support: dict[str, Tensor], steps: int) -> tuple[Weights, Weights]:
+        """Test-time adaptation of every task in ``support`` (``[K, B, ...]``): ``(value, policy)`` weights.
+
+        The one rule behind :meth:`adapt` and the validation/test losses: the first ``inner_steps`` steps are
+        the meta-trained learned-rate steps (first order: nothing is meta-trained here), further steps Adam at
+        ``extra_step_lr`` per task (or more learned-rate steps with ``extra_step_lr=None``).
+        """
+        meta_steps, extra_lr = self.hparams.inner_steps, self.hparams.extra_step_lr
+        if steps <= meta_steps or extra_lr is None:
+            value_trajectory, _ = self.adapt_value(support, steps, first_order=True)
+            policy_weights, _ = self.adapt_policy(support, value_trajectory, steps, first_order=True)
+            return value_trajectory[-1], policy_weights
+        per_task = [self._adapt_with_extra_steps({k: v[i : i + 1] for k, v in support.items()}, meta_steps,
+                                                 steps - meta_steps, extra_lr)
+                    for i in range(next(iter(support.values())).shape[0])]  # Adam state is per task: a loop
+
+        def stack(weights: list[Weights]) -> Weights:
+            return [(torch.cat([w[layer][0] for w in weights]), torch.cat([w[layer][1] for w in weights]))
+                    for layer in range(len(weights[0]))]
+
+        return stack([v for v, _ in per_task]), stack([p for _, p in per_task])
+
     def _adapt_with_extra_steps(self, task: dict[str, Tensor], meta_steps: int, extra_steps: int,
-                                lr: float) -> Weights:
+                                lr: float) -> tuple[Weights, Weights]:
         """``meta_steps`` learned-rate SGD steps (Algorithm 2), then ``extra_steps`` Adam steps; one task.
 
         Both phases step parameter copies (the closed form keeps no parameters to continue from). The Adam
@@ -357,7 +376,7 @@ class MACAW(LightningModule):
         value_opt, policy_opt = torch.optim.Adam(value.values(), lr=lr), torch.optim.Adam(policy.values(), lr=lr)
         for _ in range(extra_steps):
             self.extra_adaptation_step(task, value, policy, value_opt, policy_opt)
-        return policy_weights()
+        return value_weights(), policy_weights()
 
     def extra_adaptation_step(self, task: dict[str, Tensor], value: dict[str, Tensor], policy: dict[str, Tensor],
                               value_opt: torch.optim.Optimizer, policy_opt: torch.optim.Optimizer) -> tuple[float, float]:
@@ -386,11 +405,6 @@ class MACAW(LightningModule):
         policy_opt.step()
         return float(loss_value.detach()), float(loss_policy.detach())
 
-    def _adapted_policy_weights(self, support: dict[str, Tensor], steps: int, first_order: bool) -> Weights:
-        value_trajectory, _ = self.adapt_value(support, steps, first_order)
-        policy_weights, _ = self.adapt_policy(support, value_trajectory, steps, first_order)
-        return policy_weights
-
     # --- validation / test: query losses before and after adaptation on held-out tasks -------------------------
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -405,10 +419,8 @@ class MACAW(LightningModule):
             query = {k: v.clone() for k, v in batch.query.items()}
             target_weights = self.value_target.current_weights()
             for name, n in (("pre", 0), ("post", steps)):
-                value_trajectory, _ = self.adapt_value(support, n, first_order=True)
-                policy_weights, _ = self.adapt_policy(support, value_trajectory, n, first_order=True)
-                loss_value, loss_policy, _ = self._outer_losses(policy_weights, value_trajectory[-1], query,
-                                                                target_weights)
+                value_weights, policy_weights = self.adapted_weights(support, n)  # the rule adapt() follows
+                loss_value, loss_policy, _ = self._outer_losses(policy_weights, value_weights, query, target_weights)
                 kwargs = {"batch_size": batch.num_tasks, "sync_dist": True}
                 self.log(f"{stage}/loss_value_{name}", loss_value.detach() / batch.num_tasks, **kwargs)
                 self.log(f"{stage}/loss_policy_{name}", loss_policy.detach() / batch.num_tasks, **kwargs)
