@@ -35,8 +35,13 @@ def test_exact_hyperstates_share_the_pipelines_transitions_and_successors():
         rows = torch.cat(cols, 1).tolist()
         return sorted(map(tuple, rows))
     assert key(exact) == key(learned)
-    # the belief part: a prior at every trial start, one-hot after the goal paid
-    first = exact.obs.reshape(4, 60, -1)[:, 0, 2:27]
-    assert torch.allclose(first, torch.as_tensor(exact_prior()).expand(4, -1))
+    # the belief part, time-major [60 steps, 4 trials]: the loop of exact_posterior_update (the online update)
+    beliefs = exact.obs.reshape(60, 4, -1)[..., 2:27].numpy()
+    cells = (trials.flat("next_obs")[..., 0] * 5 + trials.flat("next_obs")[..., 1]).astype(int)
+    for i in range(4):
+        b = exact_prior()
+        for t in range(60):
+            assert np.allclose(beliefs[t, i], b, atol=1e-6)
+            b = exact_posterior_update(b, cells[i, t], trials.flat("rewards")[i, t])
     paid = exact.rewards > 0
-    assert torch.allclose(exact.next_obs[paid, 2:27].max(1).values, torch.ones(int(paid.sum())))
+    assert paid.any() and torch.allclose(exact.next_obs[paid, 2:27].max(1).values, torch.ones(int(paid.sum())))

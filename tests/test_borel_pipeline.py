@@ -171,15 +171,59 @@ def test_hyperstate_cache_roundtrip_and_bad_file(tmp_path, grid_trials, encoder)
     assert all(len(set(batch["task_index"][i * 8 : (i + 1) * 8].tolist())) == 1 for i in range(4))
 
 
-def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path):
+def _end_cells(trials):
+    """``[N, E]`` the cell (x * 5 + y) each episode ends in: a fingerprint of the behaviour."""
+    last = trials.next_obs[:, :, -1]
+    return (last[..., 0] * 5 + last[..., 1]).astype(int)
+
+
+def test_relabelled_rl_data_replays_in_the_target_tasks_env_and_is_independent_of_the_behaviour():
+    """rl_data="relabelled": each RL trial's rewards are what the env of ITS task pays for those actions, and the
+    behaviour (where episodes end) no longer depends on the trial's task; in the logged data it does."""
+    family = get_family("grid_navi")
+    tasks = [0, 10, 20]  # goals (0, 2), (3, 0), (4, 4)
+    logged = scripted_trials(family, tasks, trials_per_task=40, episodes_per_trial=4, seed=0, eps_final=0.0)
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, rl_data="relabelled",
+                           rl_trials_per_task=300)
+    rl = model.rl_trials(logged)
+    assert np.bincount(rl.task_index).tolist() == [300 if t in tasks else 0 for t in range(21)]
+    for i in range(0, rl.num_trials, 97):  # replay in the environment of the trial's task
+        env = family.make_env(rl.tasks[int(rl.task_index[i])])
+        for e in range(4):
+            obs, _ = env.reset(seed=0)
+            for t in range(15):
+                assert np.array_equal(obs, rl.obs[i, e, t])
+                obs, reward, *_ = env.step(int(rl.actions[i, e, t]))
+                assert np.array_equal(obs, rl.next_obs[i, e, t]) and np.isclose(reward, rl.rewards[i, e, t])
+    goal_cells = [5 * g[0] + g[1] for g in (family.default_tasks()[t]["goal"] for t in tasks)]
+
+    def ends_at(trials):
+        """P(an episode ends on goal cell j | the trial's task is i), [3, 3]."""
+        ends = _end_cells(trials)
+        return np.array([[(ends[trials.task_index == i] == c).mean() for c in goal_cells] for i in tasks])
+
+    own, relabelled = ends_at(logged), ends_at(rl)
+    assert np.diag(own).min() > 0.4 and (own - np.diag(np.diag(own))).max() < 0.15  # logged: task -> behaviour
+    assert np.abs(relabelled - relabelled.mean(0)).max() < 0.06  # relabelled: the same for every task
+    assert np.allclose(relabelled.mean(0), own.mean(0), atol=0.06)  # drawn from the whole pool
+    assert model.rl_trials(logged).num_trials == rl.num_trials and np.array_equal(model.rl_trials(logged).obs, rl.obs)
+    with pytest.raises(ValueError, match="rl_data"):
+        OfflineVariBAD("grid_navi", rl_data="mixed")
+
+
+@pytest.mark.parametrize("rl_data", ["own", "relabelled"])
+def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
     model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=GRID_VAE, rl={"hidden": (8,)},
-                           rl_tasks_per_batch=2, rl_batch_per_task=4, hyperstate_cache=str(tmp_path / "h.pt"))
+                           rl_tasks_per_batch=2, rl_batch_per_task=4, hyperstate_cache=str(tmp_path / "h.pt"),
+                           rl_data=rl_data, rl_trials_per_task=5)
     trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert int(model.updates) == 6
+    # the RL data: the training tasks' 2 logged trials each, or 5 relabelled trials per task; 60 steps per trial
+    assert len(model.hyperstates) == len(dm.split.train) * (2 if rl_data == "own" else 5) * 60
     assert (tmp_path / "h.pt").is_file()
     assert "rollout/success_ep2plus" in trainer.callback_metrics
     assert not any(p.requires_grad for p in model.vae.parameters())  # the encoder is frozen for RL

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
-from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
 from lit_offmeta.algorithms.borel.pipeline import evaluate_trials, summarise
-from lit_offmeta.data.relabel import TrialArrays
+from lit_offmeta.data.relabel import TrialArrays, mix_trials
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
 
@@ -63,37 +65,28 @@ def exact_prior() -> np.ndarray:
     return prior / prior.sum()
 
 
+class ExactBeliefEncoder(torch.nn.Module):
+    """The exact GridNavi posterior in the shape of a belief encoder, so that ``relabel_states`` (the pipeline's own
+    BAMDP transitions and successors) builds the exact-belief hyper-states: ``forward`` returns the posterior over
+    the 25 cells as ``mu`` ``[L + 1, B, 25]`` (``mu[0]`` the prior) and an empty ``logvar`` ``[L + 1, B, 0]``."""
+
+    def forward(self, actions, next_obs, rewards, valid):
+        cells = (next_obs[..., 0] * GRID_SIZE + next_obs[..., 1]).long()  # [L, B] the cell entered
+        paid = (rewards > 0) & valid
+        miss = F.one_hot(cells, CELLS).bool() & (~paid & valid)[..., None]
+        searched = torch.cummax(miss.to(torch.uint8), dim=0).values.bool()  # [L, B, 25] ruled out so far
+        found = torch.cummax(paid.to(torch.uint8), dim=0).values.bool()  # [L, B]
+        goal = cells.gather(0, paid.to(torch.uint8).argmax(0, keepdim=True))[0]  # [B] first paying cell
+        prior = torch.as_tensor(exact_prior())
+        rest = prior * ~searched
+        post = torch.where(found[..., None], F.one_hot(goal, CELLS).float()[None], rest / rest.sum(-1, keepdim=True))
+        mu = torch.cat([prior.expand(1, *post.shape[1:]), post])
+        return mu, mu.new_zeros(*mu.shape[:-1], 0)
+
+
 def exact_hyperstates(trials: TrialArrays, episode_time: bool) -> HyperStateTransitions:
-    """Hyper-state transitions ``(s, exact posterior[, t / H])`` with the BAMDP successors of ``relabel_states``."""
-    n, e_, h = trials.rewards.shape
-    rows: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "task_index")}
-    for i in range(n):
-        belief = exact_prior()
-        for e in range(e_):
-            for t in range(h):
-                if not trials.valid[i, e, t]:
-                    continue
-                nxt = trials.next_obs[i, e, t]
-                new = exact_posterior_update(belief, int(nxt[0]) * GRID_SIZE + int(nxt[1]), trials.rewards[i, e, t])
-                end = t == h - 1 or not trials.valid[i, e, t + 1]
-                successor = trials.obs[i, e + 1, 0] if end and e < e_ - 1 else nxt
-                time = [[t / h], [0.0 if end else (t + 1) / h]] if episode_time else [[], []]
-                rows["obs"].append(np.concatenate([trials.obs[i, e, t], belief, time[0]]))
-                rows["next_obs"].append(np.concatenate([successor, new, time[1]]))
-                rows["actions"].append(trials.actions[i, e, t])
-                rows["rewards"].append(trials.rewards[i, e, t])
-                rows["task_index"].append(trials.task_index[i])
-                belief = new
-    m = len(rows["rewards"])
-    return HyperStateTransitions(
-        obs=torch.as_tensor(np.array(rows["obs"]), dtype=torch.float32),
-        actions=torch.as_tensor(np.array(rows["actions"]), dtype=torch.int64),
-        rewards=torch.as_tensor(np.array(rows["rewards"]), dtype=torch.float32),
-        next_obs=torch.as_tensor(np.array(rows["next_obs"]), dtype=torch.float32),
-        terminals=torch.zeros(m),  # GridNavi never terminates
-        task_index=torch.as_tensor(np.array(rows["task_index"]), dtype=torch.int64),
-        episode=torch.zeros(m, dtype=torch.int64),
-    )
+    """Hyper-state transitions ``(s, exact posterior[, t / H])``: :func:`relabel_states` with the exact belief."""
+    return relabel_states(ExactBeliefEncoder(), trials, batch_size=4096, episode_time=episode_time)
 
 
 class ExactBeliefPolicy:
@@ -124,19 +117,29 @@ def exact_rl(args: argparse.Namespace) -> None:
 
     family = get_family("grid_navi")
     trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    if args.rl_data == "relabelled":
+        # every episode from any agent at any stage of its life, rewards recomputed for a task drawn per trial
+        targets = np.repeat(np.arange(len(GOAL_CELLS)), args.rl_trials)
+        trials = mix_trials(family, trials, targets, np.random.default_rng([args.seed, 1]), mix_prob=1.0)
+    start = time.time()
     hyper = exact_hyperstates(trials, args.episode_time)
+    print(json.dumps({"rl_data": args.rl_data, "trials": trials.num_trials, "transitions": len(hyper),
+                      "goal_fraction": round(float((hyper.rewards > 0).float().mean()), 3),
+                      "s": round(time.time() - start, 1)}), flush=True)
     torch.manual_seed(args.seed)
     rl = json.loads(args.rl)
     agent = HyperStateDQN(hyper.obs.shape[1], family.action_dim, **rl)
     opt = agent.configure_optimizers()
     generator = torch.Generator().manual_seed(args.seed)
+    start = time.time()
     for step in range(1, args.steps + 1):
         agent.update(hyper.sample(16, 256, generator), [opt], lambda loss: loss.backward())
         if step % args.every == 0 or step == args.steps:
             policy = ExactBeliefPolicy(agent.eval(), family.horizon, args.episode_time)
             result = summarise(evaluate_trials(policy, family, family.default_tasks(), family.episodes_per_trial))
             agent.train()
-            print(json.dumps({"rl_updates": step, **{k: round(v, 3) for k, v in result.items()}}), flush=True)
+            print(json.dumps({"rl_updates": step, "s": round(time.time() - start), **{k: round(v, 3) for k, v in result.items()}}),
+                  flush=True)
 
 
 # the BeliefVAE of configs/borel/grid_navi.yaml
@@ -145,8 +148,6 @@ GRID_VAE = {"decoder": "cells", "state_embed_dim": 32, "action_embed_dim": 0, "r
 
 
 def train_vae(args: argparse.Namespace) -> None:
-    import time
-
     from lit_offmeta.algorithms.borel.vae import BeliefVAE
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", type=int, default=4000)
     r.add_argument("--every", type=int, default=1000)
     r.add_argument("--episode-time", action="store_true")
+    r.add_argument("--rl-data", choices=("own", "relabelled"), default="own",
+                   help="own: each task's logged trials; relabelled: mix_trials(mix_prob=1) trials (task independent "
+                        "of the behaviour)")
+    r.add_argument("--rl-trials", type=int, default=400, help="relabelled trials per task (--rl-data relabelled)")
     r.add_argument("--rl", default='{"lr": 0.001, "tau": 0.01, "double_q": true, "cql_alpha": 3.0}',
                    help="HyperStateDQN keyword arguments as JSON")
     r.add_argument("--seed", type=int, default=0)

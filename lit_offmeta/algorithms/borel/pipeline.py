@@ -4,9 +4,11 @@ Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; REFERENC
 
 1. ``vae_steps`` updates of the :class:`~lit_offmeta.algorithms.borel.vae.BeliefVAE` on reward-relabelled
    trials from :class:`~lit_offmeta.datamodules.trajectory.TrialDataModule`;
-2. state relabelling: the now frozen encoder turns every logged trial into hyper-state transitions
+2. state relabelling: the now frozen encoder turns the RL trials into hyper-state transitions
    (:func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`), once, at the first RL update (and again
-   after resuming from a checkpoint, deterministically);
+   after resuming from a checkpoint, deterministically). The RL trials are the logged ones (``rl_data="own"``)
+   or reward-relabelled ones whose task is independent of the behaviour (``rl_data="relabelled"``, see
+   :meth:`OfflineVariBAD.rl_trials`);
 3. ``rl_steps`` updates of DQN (discrete) or SAC (continuous) on hyper-states, ``rl_tasks_per_batch`` tasks x
    ``rl_batch_per_task`` transitions each;
 4. evaluation every ``eval_every`` RL updates and at the end: one trial per held-out task with the
@@ -29,7 +31,7 @@ from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, rela
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
-from lit_offmeta.data.relabel import TrialArrays
+from lit_offmeta.data.relabel import TrialArrays, mix_trials
 
 
 class OfflineVariBAD(LightningModule):
@@ -49,6 +51,10 @@ class OfflineVariBAD(LightningModule):
         hyperstate_cache: if set, the hyper-state transitions are also written there (atomic ``.pt``).
         episode_time: the RL agent also sees the step within the episode, ``t / H`` (see
             :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`); the evaluation policy counts it.
+        rl_data: ``"own"``: the RL stage trains on each task's logged trials; ``"relabelled"``: on
+            ``rl_trials_per_task`` fresh reward-relabelled trials per task (:meth:`rl_trials`). Only for families
+            whose dynamics do not depend on the task.
+        rl_trials_per_task: relabelled RL trials per training task (``rl_data="relabelled"``).
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -72,6 +78,8 @@ class OfflineVariBAD(LightningModule):
         eval_episodes: int | None = None,
         hyperstate_cache: str | None = None,
         episode_time: bool = False,
+        rl_data: Literal["own", "relabelled"] = "own",
+        rl_trials_per_task: int = 400,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -79,6 +87,10 @@ class OfflineVariBAD(LightningModule):
             raise ValueError(f"OfflineVariBAD: need vae_steps >= 1 and rl_steps >= 0, got {vae_steps}, {rl_steps}")
         if rl_tasks_per_batch < 1 or rl_batch_per_task < 1:
             raise ValueError("OfflineVariBAD: rl_tasks_per_batch and rl_batch_per_task must be >= 1")
+        if rl_data not in ("own", "relabelled"):
+            raise ValueError(f"OfflineVariBAD: rl_data must be 'own' or 'relabelled', got {rl_data!r}")
+        if rl_data == "relabelled" and rl_trials_per_task < 1:
+            raise ValueError(f"OfflineVariBAD: rl_trials_per_task must be >= 1, got {rl_trials_per_task}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.vae = BeliefVAE(family, **(vae or {}))
@@ -105,9 +117,29 @@ class OfflineVariBAD(LightningModule):
     def in_rl_stage(self) -> bool:
         return int(self.updates) >= self.hparams.vae_steps
 
+    def rl_trials(self, trials: TrialArrays) -> TrialArrays:
+        """The trials the RL stage learns from.
+
+        ``rl_data="own"``: the logged trials. In those the behaviour depends on the task (an agent walks to its own
+        goal), so the data's Bellman targets at a hyper-state ``(s, b)`` average over the tasks whose agents go
+        there, not over the belief ``b``: ``E_data[r | s, b, a] != E_b[r | s, a]``, and the Q-function is
+        optimistic about the behaviour's own directions (the MDP ambiguity again, now in the RL stage).
+        ``rl_data="relabelled"``: ``rl_trials_per_task`` trials per task from :func:`mix_trials` with
+        ``mix_prob=1``: every episode from any trial and episode slot, rewards recomputed for the trial's task. The
+        task is then independent of the behaviour, so given ``(s, b)`` it is distributed as the belief says (for a
+        calibrated belief). Drawn once with a fixed generator (``seed``), so a resumed run rebuilds the same data.
+        """
+        if self.hparams.rl_data == "own":
+            return trials
+        targets = np.repeat(np.unique(trials.task_index), self.hparams.rl_trials_per_task)
+        rng = np.random.default_rng([self.hparams.seed, 1])
+        return mix_trials(self.family, trials, targets, rng, mix_prob=1.0)
+
     def build_hyperstates(self, trials: TrialArrays) -> HyperStateTransitions:
-        """Stage 2: freeze the encoder and relabel every logged trial into hyper-state transitions."""
+        """Stage 2: freeze the encoder and relabel the RL trials (:meth:`rl_trials` of ``trials``) into
+        hyper-state transitions."""
         self.vae.requires_grad_(False)
+        trials = self.rl_trials(trials)
         self.hyperstates = relabel_states(self.vae.encoder, trials, episode_time=self.hparams.episode_time)
         # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
         # belief that Thompson sampling pairs with its samples.
