@@ -256,3 +256,14 @@ def test_every_borel_config_builds_its_model_and_datamodule(config):
     dm = TrialDataModule(**cfg["data"]["init_args"])
     assert model.family.name == dm.family.name
     assert cfg["trainer"]["max_steps"] == -1  # the module stops itself; optimizer-step counts differ by stage
+
+
+def test_distinct_cells_counts_the_cells_entered_per_episode():
+    from types import SimpleNamespace
+
+    from lit_offmeta.algorithms.borel.plots import distinct_cells
+
+    walk = {"observations": np.array([[0, 0], [1, 0], [2, 0], [1, 0], [1, 0]], np.float32)}  # enters 2 cells
+    stay = {"observations": np.zeros((5, 2), np.float32)}  # enters (0, 0) only
+    result = SimpleNamespace(episodes=[[walk, stay], [stay, stay]])  # [task][episode]
+    assert distinct_cells(result) == [1.5, 1.0]

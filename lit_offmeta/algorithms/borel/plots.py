@@ -35,6 +35,15 @@ def visit_counts(result: RolloutResult, grid_size: int = 5) -> np.ndarray:
     return counts
 
 
+def distinct_cells(result: RolloutResult) -> list[float]:
+    """Per episode of the trial, the mean number of distinct cells entered (``s_{t+1}``): how widely it searches."""
+    episodes = len(result.episodes[0])
+    return [
+        float(np.mean([len({tuple(c) for c in eps[e]["observations"][1:, :2].astype(int)}) for eps in result.episodes]))
+        for e in range(episodes)
+    ]
+
+
 def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str | Path, title: str = "") -> Path:
     """One panel per episode: the path of each task's agent (first task) and the visit counts over all tasks."""
     counts = visit_counts(result)
@@ -141,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     bayes = evaluate_trials(model.adapt(), family, tasks, args.episodes, seed=args.seed, record=True)
     thompson = evaluate_trials(model.thompson_policy(args.seed), family, tasks, args.episodes, seed=args.seed)
     report = {"tasks": index, "bayes_adaptive": summarise(bayes), "thompson": summarise(thompson)}
+    if family.name == "grid_navi":
+        report["bayes_adaptive_distinct_cells_per_episode"] = distinct_cells(bayes)
     print(json.dumps(report, indent=1))
     if family.name == "grid_navi":
         goals = [t["goal"] for t in tasks]
