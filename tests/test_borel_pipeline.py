@@ -267,3 +267,35 @@ def test_distinct_cells_counts_the_cells_entered_per_episode():
     stay = {"observations": np.zeros((5, 2), np.float32)}  # enters (0, 0) only
     result = SimpleNamespace(episodes=[[walk, stay], [stay, stay]])  # [task][episode]
     assert distinct_cells(result) == [1.5, 1.0]
+
+
+def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
+    """rl_belief_input="decoded": the hyper-state holds p(goal at cell) at the belief mean instead of (mu, logvar),
+    the same in the relabelled data and in the online policy along the same trial."""
+    torch.manual_seed(0)
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae={**GRID_VAE, "decoder": "cells"},
+                           episode_time=True, rl_belief_input="decoded")
+    assert model.agent.cfg.input_dim == 2 + 25 + 1
+    hyper = model.build_hyperstates(grid_trials)
+    latent = relabel_states(model.vae.encoder, grid_trials, episode_time=True)
+    goal_map = model.vae.goal_probabilities(latent.obs[:, 2:7]).flatten(-2)
+    assert torch.allclose(hyper.obs[:, 2:27], goal_map) and torch.equal(hyper.obs[:, -1], latent.obs[:, -1])
+    assert torch.equal(hyper.obs[:, :2], latent.obs[:, :2]) and torch.equal(hyper.next_obs[:, :2], latent.next_obs[:, :2])
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+    policy = model.adapt()
+    policy.agent = Recorder()
+    n = grid_trials.num_trials
+    policy.reset(n)
+    obs, act, rew, nxt = (grid_trials.flat(k) for k in ("obs", "actions", "rewards", "next_obs"))
+    for t in range(60):
+        policy.act(obs[:, t])
+        policy.observe(obs[:, t], act[:, t], rew[:, t], nxt[:, t], np.full(n, (t + 1) % 15 == 0))
+    assert torch.allclose(torch.stack(seen), hyper.obs.reshape(60, n, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="decoder='cells'"):
+        OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, rl_belief_input="decoded")

@@ -19,6 +19,7 @@ it has left. It is ``0`` at every episode start, so a successor across an episod
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,11 +32,22 @@ from lit_offmeta.nn.belief import BeliefEncoder
 HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index", "episode")
 
 
+BeliefInput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def hyper_state(
-    obs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, time: torch.Tensor | None = None
+    obs: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    time: torch.Tensor | None = None,
+    belief_input: BeliefInput | None = None,
 ) -> torch.Tensor:
-    """``s^+ = (s, mu, logvar)`` concatenated along the last axis, and ``t / H`` ``[...]`` last when given."""
-    parts = [obs.float(), mu, logvar]
+    """``s^+ = (s, mu, logvar)`` concatenated along the last axis, and ``t / H`` ``[...]`` last when given.
+
+    ``belief_input(mu, logvar)``, when given, replaces ``(mu, logvar)`` by another representation of the same belief
+    (e.g. the decoded goal map, :meth:`~lit_offmeta.algorithms.borel.vae.BeliefVAE.goal_probabilities`)."""
+    belief = [mu, logvar] if belief_input is None else [belief_input(mu, logvar)]
+    parts = [obs.float(), *belief]
     if time is not None:
         parts.append(time.float().unsqueeze(-1))
     return torch.cat(parts, dim=-1)
@@ -105,7 +117,11 @@ class HyperStateTransitions:
 
 @torch.no_grad()
 def relabel_states(
-    encoder: BeliefEncoder, trials: TrialArrays, batch_size: int = 512, episode_time: bool = False
+    encoder: BeliefEncoder,
+    trials: TrialArrays,
+    batch_size: int = 512,
+    episode_time: bool = False,
+    belief_input: BeliefInput | None = None,
 ) -> HyperStateTransitions:
     """Run the frozen ``encoder`` over every trial and build hyper-state transitions.
 
@@ -114,6 +130,7 @@ def relabel_states(
         trials: the logged trials (rewards as the environment gave them).
         batch_size: trials encoded at once.
         episode_time: append the step within the episode, ``t / H``, to every hyper-state.
+        belief_input: the belief's representation in the hyper-state (see :func:`hyper_state`).
 
     Returns:
         One hyper-state transition per valid step of every trial.
@@ -154,8 +171,8 @@ def relabel_states(
             if episode_time
             else [None, None]
         )
-        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0])  # [L, B, .]
-        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1])
+        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0], belief_input)  # [L, B, .]
+        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1], belief_input)
         mask = torch.from_numpy(np.ascontiguousarray(valid[sl].T))  # [L, B]
         parts["obs"].append(hyper_t[mask])
         parts["next_obs"].append(hyper_tp1[mask])

@@ -55,6 +55,9 @@ class OfflineVariBAD(LightningModule):
             ``rl_trials_per_task`` fresh reward-relabelled trials per task (:meth:`rl_trials`). Only for families
             whose dynamics do not depend on the task.
         rl_trials_per_task: relabelled RL trials per training task (``rl_data="relabelled"``).
+        rl_belief_input: how the RL agent sees the belief: ``"latent"``, ``(mu, logvar)``; ``"decoded"``, the
+            frozen decoder's goal map ``p(goal at cell)`` at ``mu`` (``decoder="cells"`` only), the same belief in
+            the coordinates in which Q-values are simple (which cells are still worth searching).
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -80,6 +83,7 @@ class OfflineVariBAD(LightningModule):
         episode_time: bool = False,
         rl_data: Literal["own", "relabelled"] = "own",
         rl_trials_per_task: int = 400,
+        rl_belief_input: Literal["latent", "decoded"] = "latent",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -104,7 +108,12 @@ class OfflineVariBAD(LightningModule):
             raise ValueError(f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'")
         if rl_algorithm == "sac" and fam.discrete_actions:
             raise ValueError(f"OfflineVariBAD: SAC needs continuous actions; family {fam.name!r} is discrete, use 'dqn'")
-        input_dim = fam.obs_dim + 2 * self.vae.encoder.latent_dim + int(episode_time)
+        if rl_belief_input not in ("latent", "decoded"):
+            raise ValueError(f"OfflineVariBAD: rl_belief_input must be 'latent' or 'decoded', got {rl_belief_input!r}")
+        if rl_belief_input == "decoded" and self.vae.decoder_kind != "cells":
+            raise ValueError("OfflineVariBAD: rl_belief_input='decoded' needs the VAE's decoder='cells' (GridNavi)")
+        belief_dim = 2 * self.vae.encoder.latent_dim if rl_belief_input == "latent" else self.vae.grid_size**2
+        input_dim = fam.obs_dim + belief_dim + int(episode_time)
         agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
         self.agent = agent_cls(input_dim, fam.action_dim, **(rl or {}))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -140,16 +149,25 @@ class OfflineVariBAD(LightningModule):
         hyper-state transitions."""
         self.vae.requires_grad_(False)
         trials = self.rl_trials(trials)
-        self.hyperstates = relabel_states(self.vae.encoder, trials, episode_time=self.hparams.episode_time)
-        # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
-        # belief that Thompson sampling pairs with its samples.
-        last = self.hyperstates.episode == trials.episodes_per_trial - 1
-        latent = self.vae.encoder.latent_dim
-        logvar = self.hyperstates.obs[:, self.family.obs_dim + latent : self.family.obs_dim + 2 * latent]
-        self.logvar_confident.copy_(logvar[last].mean(0))
+        self.hyperstates = relabel_states(
+            self.vae.encoder, trials, episode_time=self.hparams.episode_time, belief_input=self.belief_input()
+        )
+        if self.hparams.rl_belief_input == "latent":
+            # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
+            # belief that Thompson sampling pairs with its samples (the decoded input does not read logvar).
+            last = self.hyperstates.episode == trials.episodes_per_trial - 1
+            latent = self.vae.encoder.latent_dim
+            logvar = self.hyperstates.obs[:, self.family.obs_dim + latent : self.family.obs_dim + 2 * latent]
+            self.logvar_confident.copy_(logvar[last].mean(0))
         if self.hparams.hyperstate_cache:
             self.hyperstates.save(self.hparams.hyperstate_cache)
         return self.hyperstates
+
+    def belief_input(self):
+        """The belief's representation in the hyper-state (``None``: ``(mu, logvar)``), see ``rl_belief_input``."""
+        if self.hparams.rl_belief_input == "latent":
+            return None
+        return lambda mu, logvar: self.vae.goal_probabilities(mu).flatten(-2)
 
     def _trials(self) -> TrialArrays:
         dm = getattr(self.trainer, "datamodule", None)
@@ -197,7 +215,8 @@ class OfflineVariBAD(LightningModule):
     def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None) -> BeliefPolicy:
         """The Bayes-adaptive policy. BOReL adapts ONLINE, by its belief, from the start of each trial; offline
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
-        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon())
+        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon(),
+                            belief_input=self.belief_input())
 
     def _horizon(self) -> int | None:
         return self.family.horizon if self.hparams.episode_time else None
@@ -211,6 +230,7 @@ class OfflineVariBAD(LightningModule):
             self.logvar_confident,
             seed=seed,
             horizon=self._horizon(),
+            belief_input=self.belief_input(),
         )
 
     def _eval_setup(self) -> tuple[list[dict], int]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lit_offmeta.algorithms.borel.hyperstates import hyper_state
+from lit_offmeta.algorithms.borel.hyperstates import BeliefInput, hyper_state
 from lit_offmeta.nn.belief import BeliefEncoder
 
 
@@ -33,6 +33,8 @@ class BeliefPolicy:
         horizon: if given, the agent also sees the step within the episode as ``t / horizon`` (the
             ``episode_time`` hyper-states of :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`);
             the count restarts at every ``dones``.
+        belief_input: the belief's representation in the hyper-state, as in ``relabel_states`` (``None``:
+            ``(mu, logvar)``).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class BeliefPolicy:
         discrete_actions: bool,
         deterministic: bool = True,
         horizon: int | None = None,
+        belief_input: BeliefInput | None = None,
     ):
         if horizon is not None and horizon < 1:
             raise ValueError(f"BeliefPolicy: horizon must be >= 1 or None, got {horizon}")
@@ -50,6 +53,7 @@ class BeliefPolicy:
         self.discrete_actions = discrete_actions
         self.deterministic = deterministic
         self.horizon = horizon
+        self.belief_input = belief_input
         self.h: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -68,7 +72,7 @@ class BeliefPolicy:
             raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
         mu, logvar = self._latent()
         time = self.t / self.horizon if self.horizon else None
-        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar, time)
+        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar, time, self.belief_input)
         actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
@@ -101,7 +105,7 @@ class ThompsonPolicy(BeliefPolicy):
     """Posterior sampling: one latent sample per episode, acted on as if it were a confident belief.
 
     Args:
-        encoder, agent, discrete_actions, deterministic, horizon: as :class:`BeliefPolicy`.
+        encoder, agent, discrete_actions, deterministic, horizon, belief_input: as :class:`BeliefPolicy`.
         logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
         seed: seed of the latent samples.
     """
@@ -115,8 +119,9 @@ class ThompsonPolicy(BeliefPolicy):
         deterministic: bool = True,
         seed: int = 0,
         horizon: int | None = None,
+        belief_input: BeliefInput | None = None,
     ):
-        super().__init__(encoder, agent, discrete_actions, deterministic, horizon)
+        super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input)
         self.logvar_confident = logvar_confident.detach().float()
         self.generator = torch.Generator().manual_seed(seed)
 
