@@ -86,7 +86,7 @@ class ExactBeliefEncoder(torch.nn.Module):
 
 def exact_hyperstates(trials: TrialArrays, episode_time: bool) -> HyperStateTransitions:
     """Hyper-state transitions ``(s, exact posterior[, t / H])``: :func:`relabel_states` with the exact belief."""
-    return relabel_states(ExactBeliefEncoder(), trials, batch_size=4096, episode_time=episode_time)
+    return relabel_states(ExactBeliefEncoder(), trials, episode_time=episode_time)  # same row order as the VAE
 
 
 class ExactBeliefPolicy:
