@@ -10,12 +10,16 @@ calibrated belief gives ~1/21 everywhere at the prior and ~0 on searched cells.
 the 21 goals (uniform over the goal cells not yet searched; one-hot once the goal paid), computed from each
 logged trial. It bounds what the RL stage can reach on this data with a perfect belief.
 
+``belief-error``: the total variation between a trained model's decoded belief and the exact posterior, on the
+trials its RL stage trains on.
+
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE, Adam, the datamodule's batches),
 a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's ``state_dict``.
 
     python -m lit_offmeta.algorithms.borel.diagnostics train-vae --data data --mix-prob 1.0 --steps 6000 --out vae.pt
     python -m lit_offmeta.algorithms.borel.diagnostics belief --vae vae.pt     # or --ckpt <run>/checkpoints/<x>.ckpt
-    python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000
+    python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000 [--rl-data relabelled]
+    python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data
 """
 
 from __future__ import annotations
@@ -142,6 +146,42 @@ def exact_rl(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+@torch.no_grad()
+def belief_error(args: argparse.Namespace) -> None:
+    """How far a trained model's decoded belief is from the exact posterior along the trials its RL stage uses.
+
+    Total variation between the decoded goal map (normalised to sum 1) and the exact posterior, at every hyper-state
+    of ``model.rl_trials`` (every ``--every``-th trial), split into "goal already found" and "not yet found", and
+    for the latter by step of the trial; plus the mean decoded ``p`` on searched and on unsearched goal cells.
+    """
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
+    vae = model.vae.eval()
+    trials = load_trials_from_storage(model.family, args.data, list(range(len(GOAL_CELLS))), model.family.episodes_per_trial)
+    trials = model.rl_trials(trials)
+    trials = trials.select(np.arange(0, trials.num_trials, args.every))
+    learned = relabel_states(vae.encoder, trials)  # (s, mu, logvar), in the same row order as the exact ones
+    exact = exact_hyperstates(trials, episode_time=True)
+    latent = vae.encoder.latent_dim
+    decoded = vae.goal_probabilities(learned.obs[:, 2 : 2 + latent]).flatten(-2)
+    post = exact.obs[:, 2 : 2 + CELLS]
+    tv = 0.5 * (decoded / decoded.sum(-1, keepdim=True) - post).abs().sum(-1)
+    found = post.max(-1).values > 0.999
+    step = (exact.obs[:, -1] * trials.horizon).round().long() + trials.horizon * exact.episode
+    goal_cell = torch.as_tensor(exact_prior() > 0)
+    searched, unsearched = (post == 0) & goal_cell & ~found[:, None], (post > 0) & ~found[:, None]
+    report = {"rl_data": model.hparams.rl_data, "hyperstates": len(tv),
+              "tv_found": round(float(tv[found].mean()), 3), "tv_not_found": round(float(tv[~found].mean()), 3),
+              "p_searched_goal_cells": round(float(decoded[searched].mean()), 3),
+              "p_unsearched_goal_cells": round(float(decoded[unsearched].mean()), 3),
+              "exact_p_unsearched": round(float(post[unsearched].mean()), 3),
+              "tv_not_found_at_step": {int(k): round(float(tv[(step == k) & ~found].mean()), 3)
+                                       for k in (0, 5, 14, 29, 44, 59) if ((step == k) & ~found).any()}}
+    print(json.dumps(report))
+
+
 # the BeliefVAE of configs/borel/grid_navi.yaml
 GRID_VAE = {"decoder": "cells", "state_embed_dim": 32, "action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 64,
             "latent_dim": 5, "decoder_hidden": (32, 32), "kl_weight": 0.05}
@@ -226,9 +266,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--rl", default='{"lr": 0.001, "tau": 0.01, "double_q": true, "cql_alpha": 3.0}',
                    help="HyperStateDQN keyword arguments as JSON")
     r.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("belief-error", help="decoded belief vs the exact posterior on a model's RL trials")
+    e.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (grid_navi, decoder 'cells')")
+    e.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl}[args.cmd](args)
+    {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error}[args.cmd](args)
 
 
 if __name__ == "__main__":
