@@ -93,6 +93,17 @@ def test_mix_prob_zero_keeps_each_tasks_own_episodes_and_rewards():
             assert match.any()
 
 
+def test_mixing_across_tasks_is_refused_when_dynamics_depend_on_the_task():
+    """Walker-Params changes masses and friction per task: another task's path is not a path of the target task."""
+    from lit_offmeta.tasks import FAMILIES
+
+    varying = {name for name in FAMILIES if get_family(name).dynamics_vary_with_task}
+    assert varying == {"walker_params"}
+    trials = scripted_trials(get_family("grid_navi"), [2, 7], trials_per_task=2, episodes_per_trial=2, seed=0)
+    with pytest.raises(ValueError, match="walker_params.*task-dependent dynamics"):
+        mix_trials(get_family("walker_params"), trials, np.array([2]), np.random.default_rng(0), mix_prob=0.5)
+
+
 def test_trials_from_episodes_groups_orders_and_drops_incomplete_trials():
     family = get_family("grid_navi")
     task = family.default_tasks()[0]

@@ -206,7 +206,8 @@ def mix_trials(
     ``mix_prob`` the episode is one drawn uniformly from ALL episodes in ``trials`` (any task, any slot),
     otherwise episode ``e`` of a random trial of task ``i`` itself; either way, its rewards are recomputed with
     task ``i``'s reward function. Dynamics must not depend on the task (true for GridNavi, PointRobot,
-    Cheetah-Vel, Ant-Dir; NOT for Walker-Params), which ``mix_prob = 0`` covers.
+    Cheetah-Vel, Ant-Dir; NOT for Walker-Params, ``family.dynamics_vary_with_task``, which raises unless
+    ``mix_prob = 0``).
 
     The reference replaces the first of 2 episodes, i.e. half of them; ``mix_prob`` generalises that to any number
     of episodes (``TrialDataModule`` uses 0.5). ``mix_prob = 1`` makes the visited states fully independent of the
@@ -225,6 +226,9 @@ def mix_trials(
     """
     if not 0.0 <= mix_prob <= 1.0:
         raise ValueError(f"mix_trials: mix_prob must be in [0, 1], got {mix_prob}")
+    if mix_prob > 0 and family.dynamics_vary_with_task:
+        raise ValueError(f"mix_trials: family {family.name!r} has task-dependent dynamics, so episodes of other tasks "
+                         "are not paths of the target task; use mix_prob=0 (no reward relabelling across tasks)")
     b, e_ = len(target_tasks), trials.episodes_per_trial
     own = {int(t): np.flatnonzero(trials.task_index == t) for t in np.unique(target_tasks)}
     for t, idx in own.items():

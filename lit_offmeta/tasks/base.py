@@ -66,6 +66,9 @@ class TaskFamily(ABC):
     """True when the action space is ``Discrete`` (GridNavi)."""
     default_split: ClassVar[str] = "paper"
     """The split used when the user names none."""
+    dynamics_vary_with_task: ClassVar[bool] = False
+    """True when the task changes the transition dynamics (Walker-Params): another task's paths are then not
+    paths of this task, so reward relabelling across tasks (:func:`lit_offmeta.data.relabel.mix_trials`) is invalid."""
 
     # --- tasks -------------------------------------------------------------------------------------------
     @abstractmethod

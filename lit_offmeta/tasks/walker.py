@@ -61,6 +61,7 @@ class Walker2dParams(MujocoTaskFamily):
     """Walker2d with per-task mass, inertia, friction and damping; see the module docstring."""
 
     name: ClassVar[str] = "walker_params"
+    dynamics_vary_with_task: ClassVar[bool] = True  # body masses, inertia, damping, friction
     env_id: ClassVar[str] = "lit_offmeta/Walker2dParams-v0"
     horizon: ClassVar[int] = 200
     num_default_tasks: ClassVar[int] = 50
