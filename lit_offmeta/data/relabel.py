@@ -210,9 +210,10 @@ def mix_trials(
     ``mix_prob = 0``).
 
     The reference replaces the first of 2 episodes, i.e. half of them; ``mix_prob`` generalises that to any number
-    of episodes (``TrialDataModule`` uses 0.5). ``mix_prob = 1`` makes the visited states fully independent of the
-    task, but goal rewards then become rare and the belief learned much more slowly in our GridNavi runs
-    (docs/BOREL.md).
+    of episodes (``TrialDataModule``'s default is 0.5). ``mix_prob = 1`` makes the visited states fully
+    independent of the task: goal rewards become rarer and the belief needs more updates, but only then is it
+    calibrated in our GridNavi runs (its config uses 1.0 with 6000 VAE updates; docs/BOREL.md), and the RL stage's
+    relabelled trials (``OfflineVariBAD(rl_data="relabelled")``) use 1.0 for the same reason.
 
     Args:
         family: the task family (its ``reward`` relabels).
