@@ -157,7 +157,7 @@ def belief_error(args: argparse.Namespace) -> None:
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
     vae = model.vae.eval()
     trials = load_trials_from_storage(model.family, args.data, list(range(len(GOAL_CELLS))), model.family.episodes_per_trial)
     trials = model.rl_trials(trials)
@@ -213,7 +213,7 @@ def belief(args: argparse.Namespace) -> None:
     if args.ckpt:
         from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 
-        vae = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).vae
+        vae = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).vae
     else:
         from lit_offmeta.algorithms.borel.vae import BeliefVAE
 

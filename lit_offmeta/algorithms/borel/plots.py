@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu")
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
     family = model.family
     all_tasks = family.default_tasks()
     if args.tasks == "test":
