@@ -45,3 +45,42 @@ def test_exact_hyperstates_share_the_pipelines_transitions_and_successors():
             b = exact_posterior_update(b, cells[i, t], trials.flat("rewards")[i, t])
     paid = exact.rewards > 0
     assert paid.any() and torch.allclose(exact.next_obs[paid, 2:27].max(1).values, torch.ones(int(paid.sum())))
+
+
+def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypatch, capsys):
+    """``train-vae`` writes its settings with the weights, ``belief-error --vae`` scores that file on the config's
+    relabelled RL trials; scripted trials stand in for a collected data folder."""
+    import json
+
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.datamodules import trajectory
+
+    family = get_family("grid_navi")
+    pool = scripted_trials(family, list(range(21)), trials_per_task=2, episodes_per_trial=4, seed=0)
+    monkeypatch.setattr(trajectory, "load_trials_from_storage", lambda *args, **kwargs: pool)
+    out = tmp_path / "vae.pt"
+    settings = '{"hidden_dim": 16, "latent_dim": 3, "kl_weight": 0.0}'
+    diagnostics.main(["train-vae", "--data", "x", "--mix-prob", "1.0", "--steps", "2", "--vae", settings,
+                      "--batch", '{"tasks_per_batch": 2, "trials_per_task": 2}', "--out", str(out)])
+    vae = diagnostics.load_vae(str(out))
+    assert (vae.encoder.hidden_dim, vae.encoder.latent_dim, vae.cfg.kl_weight) == (16, 3, 0.0)
+    assert vae.cfg.lr == 3e-3 and vae.cfg.reward_embed_dim == 8  # the rest are the config's settings
+    saved = torch.load(out, weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in vae.state_dict().items())
+
+    # A decoder with constant logits 0 decodes p = 0.5 on every cell: the normalised map is uniform over the 25
+    # cells, so with k goal cells searched the total variation to the exact posterior is (4 + k) / 25 and the mass
+    # on searched cells k / 25 (4 = the cells that are never a goal): TV - searched mass = 4 / 25 at every step.
+    last = vae.decoder.net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    torch.save({"settings": torch.load(out, weights_only=True)["settings"], "state_dict": vae.state_dict()}, out)
+    capsys.readouterr()
+    diagnostics.main(["belief-error", "--vae", str(out), "--data", "x", "--every", "50"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["rl_data"] == "relabelled" and report["hyperstates"] == 21 * 400 // 50 * 60
+    assert report["p_searched_goal_cells"] == report["p_unsearched_goal_cells"] == 0.5
+    assert report["tv_not_found_at_step"]["0"] == 0.16 and report["searched_mass_at_step"]["0"] == 0.0
+    for k, tv in report["tv_not_found_at_step"].items():
+        assert abs(tv - report["searched_mass_at_step"][k] - 0.16) < 2e-3
+    assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search

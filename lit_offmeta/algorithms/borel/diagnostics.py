@@ -11,12 +11,15 @@ the 21 goals (uniform over the goal cells not yet searched; one-hot once the goa
 logged trial. It bounds what the RL stage can reach on this data with a perfect belief.
 
 ``belief-error``: the total variation between a trained model's decoded belief and the exact posterior, on the
-trials its RL stage trains on.
+trials its RL stage trains on (``--ckpt``), or a ``train-vae`` VAE's on the config's RL trials (``--vae``).
 
-``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE, Adam, the datamodule's batches),
-a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's ``state_dict``.
+``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
+Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
+settings and ``state_dict``.
 
-    python -m lit_offmeta.algorithms.borel.diagnostics train-vae --data data --mix-prob 1.0 --steps 6000 --out vae.pt
+    python -m lit_offmeta.algorithms.borel.diagnostics train-vae --data data --mix-prob 1.0 --steps 6000 --out vae.pt \
+        [--vae '{"kl_weight": 0.01}'] [--batch '{"tasks_per_batch": 16}']
+    python -m lit_offmeta.algorithms.borel.diagnostics belief-error --vae vae.pt --data data
     python -m lit_offmeta.algorithms.borel.diagnostics belief --vae vae.pt     # or --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000 [--rl-data relabelled]
     python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data
@@ -148,38 +151,64 @@ def exact_rl(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def belief_error(args: argparse.Namespace) -> None:
-    """How far a trained model's decoded belief is from the exact posterior along the trials its RL stage uses.
+    """How far a trained decoded belief is from the exact posterior along the trials an RL stage uses.
 
-    Total variation between the decoded goal map (normalised to sum 1) and the exact posterior, at every hyper-state
-    of ``model.rl_trials`` (every ``--every``-th trial), split into "goal already found" and "not yet found", and
-    for the latter by step of the trial; plus the mean decoded ``p`` on searched and on unsearched goal cells.
+    ``--ckpt``: an ``OfflineVariBAD`` checkpoint and ITS ``rl_trials``. ``--vae``: a ``train-vae`` file, scored on
+    the RL trials the GridNavi config's pipeline builds (``rl_data: relabelled``, ``rl_trials_per_task`` 400,
+    seed 0), so that the VAE stage can be measured without an RL stage. See :func:`belief_error_report`.
     """
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
-    vae = model.vae.eval()
-    trials = load_trials_from_storage(model.family, args.data, list(range(len(GOAL_CELLS))), model.family.episodes_per_trial)
-    trials = model.rl_trials(trials)
+    family = get_family("grid_navi")
+    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    if args.ckpt:
+        model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+        vae, trials, rl_data = model.vae, model.rl_trials(trials), model.hparams.rl_data
+    else:
+        vae, rl_data = load_vae(args.vae), "relabelled"
+        targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
+        trials = mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)  # as rl_trials
     trials = trials.select(np.arange(0, trials.num_trials, args.every))
+    print(json.dumps({"rl_data": rl_data, **belief_error_report(vae, trials)}))
+
+
+CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
+REPORT_STEPS = (0, 5, 14, 29, 44, 59)
+
+
+@torch.no_grad()
+def belief_error_report(vae, trials: TrialArrays) -> dict:
+    """Decoded belief of ``vae`` (a ``"cells"`` BeliefVAE) vs the exact posterior at every hyper-state of ``trials``.
+
+    Total variation between the decoded goal map (normalised to sum 1) and the exact posterior, split into "goal
+    already found" and "not yet found", and for the latter by step of the trial; the mean decoded ``p`` on
+    searched and on unsearched goal cells; and, while not found, the normalised map's mass on searched cells (the
+    exact posterior puts none there: this part of the total variation comes from cells not ruled out firmly enough).
+    """
+    vae = vae.eval()
     learned = relabel_states(vae.encoder, trials)  # (s, mu, logvar), in the same row order as the exact ones
     exact = exact_hyperstates(trials, episode_time=True)
     latent = vae.encoder.latent_dim
     decoded = vae.goal_probabilities(learned.obs[:, 2 : 2 + latent]).flatten(-2)
     post = exact.obs[:, 2 : 2 + CELLS]
-    tv = 0.5 * (decoded / decoded.sum(-1, keepdim=True) - post).abs().sum(-1)
+    normalised = decoded / decoded.sum(-1, keepdim=True)
+    tv = 0.5 * (normalised - post).abs().sum(-1)
     found = post.max(-1).values > 0.999
     step = (exact.obs[:, -1] * trials.horizon).round().long() + trials.horizon * exact.episode
     goal_cell = torch.as_tensor(exact_prior() > 0)
     searched, unsearched = (post == 0) & goal_cell & ~found[:, None], (post > 0) & ~found[:, None]
-    report = {"rl_data": model.hparams.rl_data, "hyperstates": len(tv),
-              "tv_found": round(float(tv[found].mean()), 3), "tv_not_found": round(float(tv[~found].mean()), 3),
-              "p_searched_goal_cells": round(float(decoded[searched].mean()), 3),
-              "p_unsearched_goal_cells": round(float(decoded[unsearched].mean()), 3),
-              "exact_p_unsearched": round(float(post[unsearched].mean()), 3),
-              "tv_not_found_at_step": {int(k): round(float(tv[(step == k) & ~found].mean()), 3)
-                                       for k in (0, 5, 14, 29, 44, 59) if ((step == k) & ~found).any()}}
-    print(json.dumps(report))
+    searched_mass = (normalised * searched).sum(-1)
+
+    def at_steps(x: torch.Tensor) -> dict[int, float]:
+        return {k: round(float(x[(step == k) & ~found].mean()), 3) for k in REPORT_STEPS if ((step == k) & ~found).any()}
+
+    return {"hyperstates": len(tv),
+            "tv_found": round(float(tv[found].mean()), 3), "tv_not_found": round(float(tv[~found].mean()), 3),
+            "p_searched_goal_cells": round(float(decoded[searched].mean()), 3),
+            "p_unsearched_goal_cells": round(float(decoded[unsearched].mean()), 3),
+            "exact_p_unsearched": round(float(post[unsearched].mean()), 3),
+            "tv_not_found_at_step": at_steps(tv), "searched_mass_at_step": at_steps(searched_mass)}
 
 
 # the BeliefVAE of configs/borel/grid_navi.yaml
@@ -187,25 +216,41 @@ GRID_VAE = {"decoder": "cells", "state_embed_dim": 32, "action_embed_dim": 0, "r
             "latent_dim": 5, "decoder_hidden": (32, 32), "kl_weight": 0.05}
 
 
+def load_vae(path: str):
+    """A BeliefVAE written by ``train-vae`` (``{"settings", "state_dict"}``), or a bare ``state_dict`` of the
+    config's VAE (``GRID_VAE``; files of earlier sessions)."""
+    from lit_offmeta.algorithms.borel.vae import BeliefVAE
+
+    saved = torch.load(path, weights_only=True)
+    settings, state = (saved["settings"], saved["state_dict"]) if "state_dict" in saved else (GRID_VAE, saved)
+    vae = BeliefVAE("grid_navi", **settings)
+    vae.load_state_dict(state)
+    return vae
+
+
 def train_vae(args: argparse.Namespace) -> None:
     from lit_offmeta.algorithms.borel.vae import BeliefVAE
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
+    settings = {**GRID_VAE, "lr": args.lr, **json.loads(args.vae)}
+    batch = {"tasks_per_batch": 8, "trials_per_task": 8, **json.loads(args.batch)}
     torch.manual_seed(args.seed)
     dm = TrialDataModule("grid_navi", data_root=args.data, split="all", reward_relabelling=args.mix_prob > 0,
-                         mix_prob=args.mix_prob, seed=args.seed)
+                         mix_prob=args.mix_prob, seed=args.seed, steps_per_epoch=500, **batch)
     dm.setup("fit")
-    vae = BeliefVAE("grid_navi", lr=args.lr, **GRID_VAE)
+    vae = BeliefVAE("grid_navi", **settings)
     opt = vae.configure_optimizers()
-    rng, start = np.random.default_rng([args.seed, 0]), time.time()
+    start = time.time()
     for step in range(1, args.steps + 1):
+        if step % dm.steps_per_epoch == 1:  # the datamodule's batch stream: a generator per 500-batch epoch
+            rng = np.random.default_rng([args.seed, (step - 1) // dm.steps_per_epoch])
         loss, _ = vae.compute_loss(dm.sample_batch(rng))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 500 == 0:
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 1), "s": round(time.time() - start)}), flush=True)
-    torch.save(vae.state_dict(), args.out)
+    torch.save({"settings": settings, "state_dict": vae.state_dict()}, args.out)
 
 
 @torch.no_grad()
@@ -215,10 +260,7 @@ def belief(args: argparse.Namespace) -> None:
 
         vae = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).vae
     else:
-        from lit_offmeta.algorithms.borel.vae import BeliefVAE
-
-        vae = BeliefVAE("grid_navi", **GRID_VAE)
-        vae.load_state_dict(torch.load(args.vae, weights_only=True))
+        vae = load_vae(args.vae)
     vae.eval()
     enc = vae.encoder
     for name, (path, found) in PATHS.items():
@@ -248,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     v.add_argument("--mix-prob", type=float, default=0.5, help="reward relabelling's mix_prob (0: relabelling off)")
     v.add_argument("--steps", type=int, default=2000)
     v.add_argument("--lr", type=float, default=3e-3)
+    v.add_argument("--vae", default="{}", help="BeliefVAE keyword arguments as JSON, over the config's (GRID_VAE, --lr)")
+    v.add_argument("--batch", default="{}", help='batch shape as JSON, e.g. {"tasks_per_batch": 8, "trials_per_task": 8}')
     v.add_argument("--out", required=True)
     v.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("belief", help="decoded belief after hand-made paths")
@@ -267,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="HyperStateDQN keyword arguments as JSON")
     r.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("belief-error", help="decoded belief vs the exact posterior on a model's RL trials")
-    e.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (grid_navi, decoder 'cells')")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="an OfflineVariBAD checkpoint (grid_navi, decoder 'cells'): its RL trials")
+    which.add_argument("--vae", help="a file written by train-vae: the config's RL trials (relabelled, 400/task, seed 0)")
     e.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     args = parser.parse_args(argv)
