@@ -77,6 +77,32 @@ def test_cells_decoder_nll_reads_the_head_of_the_arrival_cell():
     assert torch.allclose(nll[:, 1, 0], expected_j1.expand(3))
 
 
+def test_all_cells_targets_decode_the_tasks_reward_in_every_cell_once_per_belief():
+    vae = BeliefVAE("grid_navi", action_embed_dim=0, reward_embed_dim=8, hidden_dim=16, cell_targets="all")
+    # the target table: task i pays +1 only in its goal cell x * 5 + y
+    goals = [5 * x + y for x, y in (t["goal"] for t in vae.family.default_tasks())]
+    assert torch.equal(vae.cell_goal, torch.nn.functional.one_hot(torch.tensor(goals), 25).float())
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.zero_()
+        vae.decoder.net[-1].bias.copy_(torch.arange(25, dtype=torch.float32) / 10)
+    z = torch.zeros(3, 2, 5)
+    nll = vae.all_cells_nll(z, torch.tensor([0, 20]))  # goals (0, 2) = cell 2 and (4, 4) = cell 24
+    logit = torch.arange(25, dtype=torch.float32) / 10
+    for b, goal in ((0, 2), (1, 24)):
+        expected = -torch.log(1 - torch.sigmoid(logit))
+        expected[goal] = -torch.log(torch.sigmoid(logit[goal]))
+        assert torch.allclose(nll[:, :, b], expected.expand(3, 25))
+    # the loss: every belief (prior included) decodes the 25 cells, mean over trials; padding removes beliefs only
+    batch = {"actions": torch.zeros(2, 2, dtype=torch.long), "next_obs": torch.zeros(2, 2, 2),
+             "rewards": torch.full((2, 2), -0.1), "valid": torch.tensor([[True, True], [True, False]]),
+             "task_index": torch.tensor([0, 20])}
+    vae.cfg.kl_weight = 0.0
+    loss, _ = vae.compute_loss(batch)
+    per_trial = nll[0, :, 0].sum() * 3 + nll[0, :, 1].sum() * 2  # trial 1 has 2 beliefs (prior + 1 step)
+    assert loss.item() == pytest.approx(per_trial.item() / 2, rel=1e-5)
+
+
 def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():
     vae = BeliefVAE("point_robot_sparse", hidden_dim=16)
     assert vae.decoder_kind == "next_obs"
@@ -99,6 +125,10 @@ def test_vae_validates_arguments():
         BeliefVAE("point_robot_sparse", decoder="cells")
     with pytest.raises(ValueError, match="kl_weight"):
         BeliefVAE("grid_navi", kl_weight=-1.0)
+    with pytest.raises(ValueError, match="cell_targets"):
+        BeliefVAE("grid_navi", cell_targets="some")
+    with pytest.raises(ValueError, match="cell_targets='all' needs"):
+        BeliefVAE("point_robot_sparse", cell_targets="all")
 
 
 # --- encoder: one recurrence ---------------------------------------------------------------------------------------

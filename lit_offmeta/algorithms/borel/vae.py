@@ -64,15 +64,18 @@ def elbo_loss(
     kl: torch.Tensor,
     valid: torch.Tensor,
     kl_weight: float = 0.05,
+    target_valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative ELBO over all beliefs, each decoding all transitions (past and future).
 
     Args:
-        reward_nll: ``[L + 1, L, B]``: ``-log p(r_{j+1} | z_t, x_j)`` for belief ``t`` and transition ``j``.
+        reward_nll: ``[L + 1, L, B]``: ``-log p(r_{j+1} | z_t, x_j)`` for belief ``t`` and transition ``j``
+            (or ``[L + 1, K, B]`` for ``K`` other reconstruction targets, see ``target_valid``).
         kl: ``[L + 1, B]``: ``KL(q_t || q_{t-1})``.
         valid: ``[L, B]`` bool, transitions that exist (not padding). Belief ``t >= 1`` exists where
             transition ``t - 1`` does; the prior always does.
         kl_weight: ``beta`` (reference 0.05).
+        target_valid: ``[K, B]``, which of the ``K`` targets exist (``None``: the transitions, ``valid``).
 
     Returns:
         ``(loss, metrics)``: the scalar loss (summed over ELBO and reconstruction terms, mean over trials) and
@@ -80,7 +83,8 @@ def elbo_loss(
     """
     valid = valid.float()
     belief_valid = torch.cat([torch.ones_like(valid[:1]), valid])  # [L + 1, B]
-    pair_valid = belief_valid[:, None, :] * valid[None, :, :]  # [L + 1, L, B]
+    targets = valid if target_valid is None else target_valid.float()
+    pair_valid = belief_valid[:, None, :] * targets[None, :, :]  # [L + 1, K, B]
     batch = valid.shape[1]
     recon = (reward_nll * pair_valid).sum() / batch
     kl_term = (kl * belief_valid).sum() / batch
@@ -104,6 +108,12 @@ class BeliefVAE(LightningModule):
         kl_weight: ``beta`` of the ELBO.
         lr: Adam learning rate.
         reward_threshold: ``"cells"`` decoder: a reward above it means "goal here".
+        cell_targets: ``"cells"`` decoder: what each belief decodes. ``"visited"`` (reference): the rewards of the
+            trial's transitions, i.e. the cells the trial entered, each as often as it was entered. ``"all"``:
+            the reward the trial's task pays in EVERY cell, once per cell (the task's reward function, known for
+            offline and relabelled trials). Both have the exact posterior as the decoder's optimum when the path
+            is independent of the task, but with ``"visited"`` a late belief learns about the cells not yet
+            searched only from the few transitions left in its trial (docs/BOREL.md, "Fourth session").
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -125,12 +135,13 @@ class BeliefVAE(LightningModule):
         kl_weight: float = 0.05,
         lr: float = 3e-4,
         reward_threshold: float = 0.0,
+        cell_targets: Literal["visited", "all"] = "visited",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold)
+        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets)
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
@@ -141,6 +152,10 @@ class BeliefVAE(LightningModule):
             )
         if decoder == "cells" and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
+        if cell_targets not in ("visited", "all"):
+            raise ValueError(f"BeliefVAE: cell_targets must be 'visited' or 'all', got {cell_targets!r}")
+        if cell_targets == "all" and decoder != "cells":
+            raise ValueError(f"BeliefVAE: cell_targets='all' needs decoder='cells', got {decoder!r}")
         if kl_weight < 0:
             raise ValueError(f"BeliefVAE: kl_weight must be >= 0, got {kl_weight}")
         self.decoder_kind = decoder
@@ -158,6 +173,11 @@ class BeliefVAE(LightningModule):
         if decoder == "cells":
             self.grid_size = int(round(float(fam.observation_space.high.max()))) + 1
             self.decoder = CellRewardDecoder(latent_dim, self.grid_size**2, decoder_hidden)
+            # [tasks, cells]: does task i pay more than reward_threshold in cell c (target of cell_targets="all")
+            cells = np.stack(np.divmod(np.arange(self.grid_size**2), self.grid_size), -1).astype(np.float32)
+            paid = [fam.reward(task, cells, np.zeros(len(cells), np.int64), cells) > reward_threshold
+                    for task in fam.default_tasks()]
+            self.register_buffer("cell_goal", torch.as_tensor(np.stack(paid), dtype=torch.float32), persistent=False)
         else:
             act_in = 0 if fam.discrete_actions else self.action_dim
             in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in
@@ -193,7 +213,18 @@ class BeliefVAE(LightningModule):
         valid = batch["valid"]
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
-        return elbo_loss(self.reward_nll(z, batch), kl_to_previous(mu, logvar), valid, self.cfg.kl_weight)
+        kl = kl_to_previous(mu, logvar)
+        if self.cfg.cell_targets == "all":
+            nll = self.all_cells_nll(z, batch["task_index"])
+            return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
+        return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
+
+    def all_cells_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+        """``cell_targets="all"``: ``-log p(goal at c = task's | z_t)`` for every latent ``z [L+1, B, D]`` and cell
+        ``c`` -> ``[L+1, C, B]``; ``task_index [B]`` indexes ``family.default_tasks()``."""
+        logits = self.decoder(z)  # [L + 1, B, C]
+        target = self.cell_goal[task_index.long()].expand_as(logits)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").permute(0, 2, 1)
 
     @torch.no_grad()
     def goal_probabilities(self, mu: torch.Tensor) -> torch.Tensor:
