@@ -101,6 +101,11 @@ def test_all_cells_targets_decode_the_tasks_reward_in_every_cell_once_per_belief
     loss, _ = vae.compute_loss(batch)
     per_trial = nll[0, :, 0].sum() * 3 + nll[0, :, 1].sum() * 2  # trial 1 has 2 beliefs (prior + 1 step)
     assert loss.item() == pytest.approx(per_trial.item() / 2, rel=1e-5)
+    # "both": plus the visited transitions' terms (both trials enter cell 0, no goal there: logit 0)
+    vae.cfg.cell_targets = "both"
+    loss_both, _ = vae.compute_loss(batch)
+    visited = -math.log(0.5) * (3 * 2 + 2 * 1)  # 3 beliefs x 2 transitions + 2 beliefs x 1 transition
+    assert loss_both.item() == pytest.approx((per_trial.item() + visited) / 2, rel=1e-5)
 
 
 def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():

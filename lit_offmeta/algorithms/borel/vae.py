@@ -114,6 +114,7 @@ class BeliefVAE(LightningModule):
             offline and relabelled trials). Both have the exact posterior as the decoder's optimum when the path
             is independent of the task, but with ``"visited"`` a late belief learns about the cells not yet
             searched only from the few transitions left in its trial (docs/BOREL.md, "Fourth session").
+            ``"both"``: the sum of the two reconstruction terms.
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -135,7 +136,7 @@ class BeliefVAE(LightningModule):
         kl_weight: float = 0.05,
         lr: float = 3e-4,
         reward_threshold: float = 0.0,
-        cell_targets: Literal["visited", "all"] = "visited",
+        cell_targets: Literal["visited", "all", "both"] = "visited",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -152,10 +153,10 @@ class BeliefVAE(LightningModule):
             )
         if decoder == "cells" and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
-        if cell_targets not in ("visited", "all"):
-            raise ValueError(f"BeliefVAE: cell_targets must be 'visited' or 'all', got {cell_targets!r}")
-        if cell_targets == "all" and decoder != "cells":
-            raise ValueError(f"BeliefVAE: cell_targets='all' needs decoder='cells', got {decoder!r}")
+        if cell_targets not in ("visited", "all", "both"):
+            raise ValueError(f"BeliefVAE: cell_targets must be 'visited', 'all' or 'both', got {cell_targets!r}")
+        if cell_targets != "visited" and decoder != "cells":
+            raise ValueError(f"BeliefVAE: cell_targets={cell_targets!r} needs decoder='cells', got {decoder!r}")
         if kl_weight < 0:
             raise ValueError(f"BeliefVAE: kl_weight must be >= 0, got {kl_weight}")
         self.decoder_kind = decoder
@@ -214,10 +215,14 @@ class BeliefVAE(LightningModule):
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
         kl = kl_to_previous(mu, logvar)
-        if self.cfg.cell_targets == "all":
-            nll = self.all_cells_nll(z, batch["task_index"])
-            return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
-        return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
+        if self.cfg.cell_targets == "visited":
+            return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
+        nll = self.all_cells_nll(z, batch["task_index"])  # [L + 1, C, B]
+        target_valid = torch.ones_like(nll[0])
+        if self.cfg.cell_targets == "both":  # the visited transitions' terms, then the C cells' terms
+            nll = torch.cat([self.reward_nll(z, batch), nll], dim=1)
+            target_valid = torch.cat([valid.float(), target_valid])
+        return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=target_valid)
 
     def all_cells_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
         """``cell_targets="all"``: ``-log p(goal at c = task's | z_t)`` for every latent ``z [L+1, B, D]`` and cell
