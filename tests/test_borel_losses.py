@@ -106,6 +106,14 @@ def test_all_cells_targets_decode_the_tasks_reward_in_every_cell_once_per_belief
     loss_both, _ = vae.compute_loss(batch)
     visited = -math.log(0.5) * (3 * 2 + 2 * 1)  # 3 beliefs x 2 transitions + 2 beliefs x 1 transition
     assert loss_both.item() == pytest.approx((per_trial.item() + visited) / 2, rel=1e-5)
+    # "goal": one categorical over the 25 cells, -log softmax(logits)[goal] per belief; the map sums to 1
+    vae.cfg.cell_targets = "goal"
+    log_p = torch.log_softmax(logit, -1)
+    assert torch.allclose(vae.goal_nll(z, torch.tensor([0, 20])), -torch.stack([log_p[2], log_p[24]]).expand(3, 2))
+    loss_goal, _ = vae.compute_loss(batch)
+    assert loss_goal.item() == pytest.approx(-(3 * log_p[2] + 2 * log_p[24]).item() / 2, rel=1e-5)
+    probs = vae.goal_probabilities(torch.zeros(5))
+    assert torch.allclose(probs.flatten(), torch.softmax(logit, -1)) and probs[0, 2] == probs.flatten()[2]
 
 
 def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():

@@ -114,7 +114,10 @@ class BeliefVAE(LightningModule):
             offline and relabelled trials). Both have the exact posterior as the decoder's optimum when the path
             is independent of the task, but with ``"visited"`` a late belief learns about the cells not yet
             searched only from the few transitions left in its trial (docs/BOREL.md, "Fourth session").
-            ``"both"``: the sum of the two reconstruction terms.
+            ``"both"``: the sum of the two reconstruction terms. ``"goal"``: the decoder's cell logits as ONE
+            categorical over cells (softmax; a task pays in exactly one cell), each belief decoding the trial's goal
+            cell, ``-log p(goal | z_t)`` (VariBAD's task decoder with task ids); :meth:`goal_probabilities` is then
+            the softmax, a map that sums to 1.
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -136,7 +139,7 @@ class BeliefVAE(LightningModule):
         kl_weight: float = 0.05,
         lr: float = 3e-4,
         reward_threshold: float = 0.0,
-        cell_targets: Literal["visited", "all", "both"] = "visited",
+        cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,8 +156,10 @@ class BeliefVAE(LightningModule):
             )
         if decoder == "cells" and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
-        if cell_targets not in ("visited", "all", "both"):
-            raise ValueError(f"BeliefVAE: cell_targets must be 'visited', 'all' or 'both', got {cell_targets!r}")
+        if cell_targets not in ("visited", "all", "both", "goal"):
+            raise ValueError(
+                f"BeliefVAE: cell_targets must be 'visited', 'all', 'both' or 'goal', got {cell_targets!r}"
+            )
         if cell_targets != "visited" and decoder != "cells":
             raise ValueError(f"BeliefVAE: cell_targets={cell_targets!r} needs decoder='cells', got {decoder!r}")
         if kl_weight < 0:
@@ -179,6 +184,8 @@ class BeliefVAE(LightningModule):
             paid = [fam.reward(task, cells, np.zeros(len(cells), np.int64), cells) > reward_threshold
                     for task in fam.default_tasks()]
             self.register_buffer("cell_goal", torch.as_tensor(np.stack(paid), dtype=torch.float32), persistent=False)
+            if cell_targets == "goal" and not bool((self.cell_goal.sum(-1) == 1).all()):
+                raise ValueError("BeliefVAE: cell_targets='goal' needs every task to pay in exactly one cell")
         else:
             act_in = 0 if fam.discrete_actions else self.action_dim
             in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in
@@ -217,6 +224,9 @@ class BeliefVAE(LightningModule):
         kl = kl_to_previous(mu, logvar)
         if self.cfg.cell_targets == "visited":
             return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
+        if self.cfg.cell_targets == "goal":
+            nll = self.goal_nll(z, batch["task_index"])[:, None]  # [L + 1, 1, B]: one target per belief
+            return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
         nll = self.all_cells_nll(z, batch["task_index"])  # [L + 1, C, B]
         target_valid = torch.ones_like(nll[0])
         if self.cfg.cell_targets == "both":  # the visited transitions' terms, then the C cells' terms
@@ -231,12 +241,20 @@ class BeliefVAE(LightningModule):
         target = self.cell_goal[task_index.long()].expand_as(logits)
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").permute(0, 2, 1)
 
+    def goal_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+        """``cell_targets="goal"``: ``-log softmax(logits(z_t))[goal cell of the task]`` -> ``[L+1, B]``."""
+        logits = self.decoder(z)  # [L + 1, B, C]
+        goal = self.cell_goal[task_index.long()].argmax(-1)  # [B]
+        return -torch.log_softmax(logits, -1).gather(-1, goal[None, :, None].expand(len(z), -1, 1))[..., 0]
+
     @torch.no_grad()
     def goal_probabilities(self, mu: torch.Tensor) -> torch.Tensor:
-        """``"cells"`` decoder: ``p(goal at cell)`` at the belief mean, ``[..., G, G]`` indexed ``[x, y]``."""
+        """``"cells"`` decoder: ``p(goal at cell)`` at the belief mean, ``[..., G, G]`` indexed ``[x, y]`` (independent
+        Bernoullis, or one categorical for ``cell_targets="goal"``)."""
         if self.decoder_kind != "cells":
             raise ValueError("goal_probabilities needs decoder='cells'")
-        probs = torch.sigmoid(self.decoder(mu))
+        logits = self.decoder(mu)
+        probs = torch.softmax(logits, -1) if self.cfg.cell_targets == "goal" else torch.sigmoid(logits)
         return probs.reshape(*probs.shape[:-1], self.grid_size, self.grid_size)
 
     # --- Lightning ---------------------------------------------------------------------------------------------
