@@ -145,11 +145,26 @@ def test_vae_validates_arguments():
 
 
 # --- encoder: one recurrence ---------------------------------------------------------------------------------------
-def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief():
+def test_grid_one_hot_state_embedding_reads_the_cells_column():
+    enc = BeliefEncoder(2, 5, True, 8, 0, 0, hidden_dim=16, latent_dim=3, grid_size=5)
+    out = enc.embed(torch.zeros(2, dtype=torch.long), torch.tensor([[2.0, 3.0], [0.0, 1.0]]), torch.zeros(2))
+    lin = enc.embed_state[0]
+    assert torch.allclose(out, torch.relu(lin.weight[:, [13, 1]].T + lin.bias))  # cells 2 * 5 + 3 and 0 * 5 + 1
+    with pytest.raises(ValueError, match="grid_size"):
+        BeliefEncoder(3, 5, True, 8, 0, 0, grid_size=5)
+    with pytest.raises(ValueError, match="state_one_hot"):
+        BeliefVAE("point_robot_sparse", state_one_hot=True)
+    vae = BeliefVAE("grid_navi", action_embed_dim=0, reward_embed_dim=8, hidden_dim=16, state_one_hot=True)
+    assert vae.encoder.grid_size == 5 and vae.encoder.embed_state[0].in_features == 25
+
+
+@pytest.mark.parametrize("grid_size", [0, 5])
+def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief(grid_size):
     torch.manual_seed(0)
-    enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3)
+    enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3, grid_size=grid_size)
     actions = torch.randint(0, 5, (6, 2))
-    next_obs, rewards = torch.randn(6, 2, 2), torch.randn(6, 2)
+    next_obs = torch.randint(0, 5, (6, 2, 2)).float() if grid_size else torch.randn(6, 2, 2)
+    rewards = torch.randn(6, 2)
     mu, logvar = enc(actions, next_obs, rewards)
     h = enc.initial_state(2)
     for t in range(6):

@@ -37,6 +37,9 @@ class BeliefEncoder(nn.Module):
         reward_embed_dim: embedding size of ``r_{t+1}`` (0: not used).
         hidden_dim: GRU hidden size.
         latent_dim: size of the task latent ``m``.
+        grid_size: observations are the cells ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi): embed the
+            cell's one-hot instead of the coordinates, so that WHICH cells were visited is linear in the input
+            (0: the coordinates, as the reference).
     """
 
     def __init__(
@@ -49,17 +52,20 @@ class BeliefEncoder(nn.Module):
         reward_embed_dim: int = 16,
         hidden_dim: int = 128,
         latent_dim: int = 5,
+        grid_size: int = 0,
     ) -> None:
         super().__init__()
         if state_embed_dim + action_embed_dim + reward_embed_dim <= 0:
             raise ValueError("BeliefEncoder: at least one of the state/action/reward embeddings must be > 0")
         self.obs_dim, self.action_dim, self.discrete_actions = obs_dim, action_dim, discrete_actions
-        self.hidden_dim, self.latent_dim = hidden_dim, latent_dim
+        self.hidden_dim, self.latent_dim, self.grid_size = hidden_dim, latent_dim, grid_size
+        if grid_size < 0 or (grid_size > 0 and obs_dim != 2):
+            raise ValueError(f"BeliefEncoder: grid_size needs 2-D cell observations and >= 0, got {grid_size}, {obs_dim}")
 
         def embed(n_in: int, n_out: int) -> nn.Module | None:
             return nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU()) if n_out > 0 else None
 
-        self.embed_state = embed(obs_dim, state_embed_dim)
+        self.embed_state = embed(grid_size**2 if grid_size else obs_dim, state_embed_dim)
         self.embed_action = embed(action_dim, action_embed_dim)
         self.embed_reward = embed(1, reward_embed_dim)
         # One nn.GRU serves whole trials (fused loop) and single online steps (a length-1 sequence).
@@ -79,7 +85,11 @@ class BeliefEncoder(nn.Module):
         """Per-input embeddings of transitions with any leading shape ``[...]`` -> ``[..., input_size]``."""
         parts = []
         if self.embed_state is not None:
-            parts.append(self.embed_state(next_obs.float()))
+            state = next_obs.float()
+            if self.grid_size:
+                cell = state.round().long().clamp(0, self.grid_size - 1)
+                state = F.one_hot(cell[..., 0] * self.grid_size + cell[..., 1], self.grid_size**2).float()
+            parts.append(self.embed_state(state))
         if self.embed_action is not None:
             if self.discrete_actions:
                 action = F.one_hot(action.long(), self.action_dim).float()

@@ -118,6 +118,8 @@ class BeliefVAE(LightningModule):
             categorical over cells (softmax; a task pays in exactly one cell), each belief decoding the trial's goal
             cell, ``-log p(goal | z_t)`` (VariBAD's task decoder with task ids); :meth:`goal_probabilities` is then
             the softmax, a map that sums to 1.
+        state_one_hot: grid families: the encoder embeds the one-hot of the cell entered, not its coordinates
+            (``BeliefEncoder(grid_size=...)``).
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -140,12 +142,13 @@ class BeliefVAE(LightningModule):
         lr: float = 3e-4,
         reward_threshold: float = 0.0,
         cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
+        state_one_hot: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets)
+        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets, state_one_hot=state_one_hot)
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
@@ -164,8 +167,11 @@ class BeliefVAE(LightningModule):
             raise ValueError(f"BeliefVAE: cell_targets={cell_targets!r} needs decoder='cells', got {decoder!r}")
         if kl_weight < 0:
             raise ValueError(f"BeliefVAE: kl_weight must be >= 0, got {kl_weight}")
+        if state_one_hot and fam.name != "grid_navi":
+            raise ValueError(f"BeliefVAE: state_one_hot needs a grid family (grid_navi), got {fam.name!r}")
         self.decoder_kind = decoder
         self.obs_dim, self.action_dim = fam.obs_dim, fam.action_dim
+        grid_size = int(round(float(fam.observation_space.high.max()))) + 1 if fam.name == "grid_navi" else 0
         self.encoder = BeliefEncoder(
             self.obs_dim,
             self.action_dim,
@@ -175,9 +181,10 @@ class BeliefVAE(LightningModule):
             reward_embed_dim,
             hidden_dim,
             latent_dim,
+            grid_size if state_one_hot else 0,
         )
         if decoder == "cells":
-            self.grid_size = int(round(float(fam.observation_space.high.max()))) + 1
+            self.grid_size = grid_size
             self.decoder = CellRewardDecoder(latent_dim, self.grid_size**2, decoder_hidden)
             # [tasks, cells]: does task i pay more than reward_threshold in cell c (target of cell_targets="all")
             cells = np.stack(np.divmod(np.arange(self.grid_size**2), self.grid_size), -1).astype(np.float32)
