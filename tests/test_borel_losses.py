@@ -158,10 +158,26 @@ def test_grid_one_hot_state_embedding_reads_the_cells_column():
     assert vae.encoder.grid_size == 5 and vae.encoder.embed_state[0].in_features == 25
 
 
-@pytest.mark.parametrize("grid_size", [0, 5])
-def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief(grid_size):
+def test_max_aggregator_is_the_running_max_of_the_features():
     torch.manual_seed(0)
-    enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3, grid_size=grid_size)
+    enc = BeliefEncoder(2, 5, True, 8, 0, 4, hidden_dim=16, latent_dim=3, aggregator="max")
+    actions, next_obs, rewards = torch.zeros(4, 1, dtype=torch.long), torch.randn(4, 1, 2), torch.randn(4, 1)
+    feats = enc.features(enc.embed(actions, next_obs, rewards))[:, 0]  # [4, 16]
+    mu, _ = enc(actions, next_obs, rewards)
+    expected = [torch.zeros(16)] + [feats[: t + 1].max(0).values for t in range(4)]
+    assert torch.allclose(mu[:, 0], enc.head_mu(torch.stack(expected)), atol=1e-6)
+    # the order of the transitions does not matter for the last belief
+    mu_rev, _ = enc(actions.flip(0), next_obs.flip(0), rewards.flip(0))
+    assert torch.allclose(mu_rev[-1], mu[-1], atol=1e-6)
+    with pytest.raises(ValueError, match="aggregator"):
+        BeliefEncoder(2, 5, True, 8, 0, 4, aggregator="mean")
+
+
+
+@pytest.mark.parametrize(("grid_size", "aggregator"), [(0, "gru"), (5, "gru"), (0, "max"), (5, "max")])
+def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief(grid_size, aggregator):
+    torch.manual_seed(0)
+    enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3, grid_size=grid_size, aggregator=aggregator)
     actions = torch.randint(0, 5, (6, 2))
     next_obs = torch.randint(0, 5, (6, 2, 2)).float() if grid_size else torch.randn(6, 2, 2)
     rewards = torch.randn(6, 2)

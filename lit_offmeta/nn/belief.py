@@ -28,6 +28,11 @@ from lit_offmeta.nn.mlp import mlp
 class BeliefEncoder(nn.Module):
     """GRU over ``(a_t, s_{t+1}, r_{t+1})`` -> Gaussian belief ``N(mu_t, exp(logvar_t))`` over the task latent.
 
+    ``aggregator="max"`` replaces the GRU by a running max of per-transition features,
+    ``h_t = max(h_{t-1}, relu(W x_t + b))`` (``h_0 = 0``): a permutation-invariant summary of the transitions so
+    far, which can hold WHICH cells were searched without having to learn a recurrent memory (the GridNavi
+    posterior depends on that set only). Same interface, same one recurrence for trials and online steps.
+
     Args:
         obs_dim: observation size.
         action_dim: action size (continuous) or number of actions (discrete, one-hot encoded).
@@ -35,11 +40,12 @@ class BeliefEncoder(nn.Module):
         state_embed_dim: embedding size of ``s_{t+1}`` (0: not used).
         action_embed_dim: embedding size of ``a_t`` (0: not used).
         reward_embed_dim: embedding size of ``r_{t+1}`` (0: not used).
-        hidden_dim: GRU hidden size.
+        hidden_dim: GRU hidden size (``"max"``: feature size).
         latent_dim: size of the task latent ``m``.
         grid_size: observations are the cells ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi): embed the
             cell's one-hot instead of the coordinates, so that WHICH cells were visited is linear in the input
             (0: the coordinates, as the reference).
+        aggregator: ``"gru"`` (reference) or ``"max"``.
     """
 
     def __init__(
@@ -53,8 +59,12 @@ class BeliefEncoder(nn.Module):
         hidden_dim: int = 128,
         latent_dim: int = 5,
         grid_size: int = 0,
+        aggregator: str = "gru",
     ) -> None:
         super().__init__()
+        if aggregator not in ("gru", "max"):
+            raise ValueError(f"BeliefEncoder: aggregator must be 'gru' or 'max', got {aggregator!r}")
+        self.aggregator = aggregator
         if state_embed_dim + action_embed_dim + reward_embed_dim <= 0:
             raise ValueError("BeliefEncoder: at least one of the state/action/reward embeddings must be > 0")
         self.obs_dim, self.action_dim, self.discrete_actions = obs_dim, action_dim, discrete_actions
@@ -68,8 +78,12 @@ class BeliefEncoder(nn.Module):
         self.embed_state = embed(grid_size**2 if grid_size else obs_dim, state_embed_dim)
         self.embed_action = embed(action_dim, action_embed_dim)
         self.embed_reward = embed(1, reward_embed_dim)
-        # One nn.GRU serves whole trials (fused loop) and single online steps (a length-1 sequence).
-        self.gru = nn.GRU(state_embed_dim + action_embed_dim + reward_embed_dim, hidden_dim)
+        input_size = state_embed_dim + action_embed_dim + reward_embed_dim
+        if aggregator == "gru":
+            # One nn.GRU serves whole trials (fused loop) and single online steps (a length-1 sequence).
+            self.gru = nn.GRU(input_size, hidden_dim)
+        else:
+            self.features = nn.Sequential(nn.Linear(input_size, hidden_dim), nn.ReLU())  # >= 0: h_0 = 0 is neutral
         self.head_mu = nn.Linear(hidden_dim, latent_dim)
         self.head_logvar = nn.Linear(hidden_dim, latent_dim)
 
@@ -119,6 +133,8 @@ class BeliefEncoder(nn.Module):
             The new hidden state ``[B, hidden_dim]``.
         """
         x = self.embed(action, next_obs, reward)
+        if self.aggregator == "max":
+            return torch.maximum(h, self.features(x))
         _, h_new = self.gru(x[None], h[None])
         return h_new[0]
 
@@ -144,7 +160,12 @@ class BeliefEncoder(nn.Module):
         length, batch = rewards.shape
         x = self.embed(actions, next_obs, rewards)  # [L, B, input]
         h0 = self.initial_state(batch, x.device)
-        if valid is None or bool(valid.all()):
+        if self.aggregator == "max":
+            feats = self.features(x)  # [L, B, H]
+            if valid is not None:
+                feats = feats * valid[..., None].to(feats.dtype)  # a padding step adds 0: the max is unchanged
+            hs = torch.cummax(feats, dim=0).values
+        elif valid is None or bool(valid.all()):
             hs, _ = self.gru(x, h0[None])  # [L, B, H]
         else:
             # Padding sits inside the trial (after an episode that terminated early): move each trial's valid

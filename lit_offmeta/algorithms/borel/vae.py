@@ -120,6 +120,8 @@ class BeliefVAE(LightningModule):
             the softmax, a map that sums to 1.
         state_one_hot: grid families: the encoder embeds the one-hot of the cell entered, not its coordinates
             (``BeliefEncoder(grid_size=...)``).
+        aggregator: the encoder's summary of the history, ``"gru"`` (reference) or ``"max"`` (running max of
+            per-transition features, see :class:`~lit_offmeta.nn.belief.BeliefEncoder`).
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -143,12 +145,13 @@ class BeliefVAE(LightningModule):
         reward_threshold: float = 0.0,
         cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
         state_one_hot: bool = False,
+        aggregator: Literal["gru", "max"] = "gru",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets, state_one_hot=state_one_hot)
+        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets, state_one_hot=state_one_hot, aggregator=aggregator)
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
@@ -182,6 +185,7 @@ class BeliefVAE(LightningModule):
             hidden_dim,
             latent_dim,
             grid_size if state_one_hot else 0,
+            aggregator,
         )
         if decoder == "cells":
             self.grid_size = grid_size
