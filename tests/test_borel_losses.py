@@ -56,6 +56,12 @@ def test_elbo_loss_sums_all_beliefs_and_transitions_and_masks_padding():
     assert loss.item() == pytest.approx(recon + 0.05 * kl_term)
 
 
+def test_elbo_without_kl_weight_ignores_a_non_finite_kl():
+    nll, valid = torch.ones(2, 1, 1), torch.ones(1, 1, dtype=torch.bool)
+    loss, metrics = elbo_loss(nll, torch.tensor([[0.5], [float("nan")]]), valid, kl_weight=0.0)
+    assert loss.item() == 2.0 and math.isnan(metrics["kl"].item())
+
+
 def test_cells_decoder_nll_reads_the_head_of_the_arrival_cell():
     vae = BeliefVAE("grid_navi", action_embed_dim=0, reward_embed_dim=8, hidden_dim=16)
     # a decoder whose logit for cell c is c / 10 (ignores z)

@@ -88,7 +88,8 @@ def elbo_loss(
     batch = valid.shape[1]
     recon = (reward_nll * pair_valid).sum() / batch
     kl_term = (kl * belief_valid).sum() / batch
-    loss = recon + kl_weight * kl_term
+    # kl_weight 0: leave the KL out of the loss (with no pull on it, logvar can run to -inf and the KL to nan)
+    loss = recon + kl_weight * kl_term if kl_weight > 0 else recon
     return loss, {"reward_nll": recon.detach(), "kl": kl_term.detach()}
 
 
