@@ -84,3 +84,4 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     for k, tv in report["tv_not_found_at_step"].items():
         assert abs(tv - report["searched_mass_at_step"][k] - 0.16) < 2e-3
     assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search
+    assert set(report["posterior_std_at_step"]) == set(report["tv_not_found_at_step"])

@@ -184,7 +184,8 @@ def belief_error_report(vae, trials: TrialArrays) -> dict:
     Total variation between the decoded goal map (normalised to sum 1) and the exact posterior, split into "goal
     already found" and "not yet found", and for the latter by step of the trial; the mean decoded ``p`` on
     searched and on unsearched goal cells; and, while not found, the normalised map's mass on searched cells (the
-    exact posterior puts none there: this part of the total variation comes from cells not ruled out firmly enough).
+    exact posterior puts none there: this part of the total variation comes from cells not ruled out firmly enough),
+    and the belief's mean posterior standard deviation ``exp(logvar / 2)``.
     """
     vae = vae.eval()
     learned = relabel_states(vae.encoder, trials)  # (s, mu, logvar), in the same row order as the exact ones
@@ -208,7 +209,8 @@ def belief_error_report(vae, trials: TrialArrays) -> dict:
             "p_searched_goal_cells": round(float(decoded[searched].mean()), 3),
             "p_unsearched_goal_cells": round(float(decoded[unsearched].mean()), 3),
             "exact_p_unsearched": round(float(post[unsearched].mean()), 3),
-            "tv_not_found_at_step": at_steps(tv), "searched_mass_at_step": at_steps(searched_mass)}
+            "tv_not_found_at_step": at_steps(tv), "searched_mass_at_step": at_steps(searched_mass),
+            "posterior_std_at_step": at_steps(learned.obs[:, 2 + latent : 2 + 2 * latent].mul(0.5).exp().mean(-1))}
 
 
 # the BeliefVAE of configs/borel/grid_navi.yaml
