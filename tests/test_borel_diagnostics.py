@@ -85,3 +85,19 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
         assert abs(tv - report["searched_mass_at_step"][k] - 0.16) < 2e-3
     assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search
     assert set(report["posterior_std_at_step"]) == set(report["tv_not_found_at_step"])
+
+
+def test_fit_probe_reads_out_a_representation_that_holds_the_posterior():
+    """The probe fitted on features that ARE the exact posterior (plus noise columns) gives it back on held-out
+    rows; on features without the searched set (the state only) it cannot."""
+    from lit_offmeta.algorithms.borel.diagnostics import fit_probe
+
+    trials = scripted_trials(get_family("grid_navi"), list(range(21)), trials_per_task=3, episodes_per_trial=4, seed=0)
+    exact = exact_hyperstates(trials, episode_time=False)
+    post = exact.obs[:, 2:27]
+    held_out = torch.arange(len(post)) % 5 == 0
+    noise = torch.randn(len(post), 3, generator=torch.Generator().manual_seed(0))
+    for features, bound in ((torch.cat([post, noise], 1), 0.1), (exact.obs[:, :2], None)):
+        probe = fit_probe(features, post, ~held_out, steps=1500)
+        tv = 0.5 * (probe - post).abs().sum(-1)[held_out & (post.max(-1).values < 0.999)].mean()
+        assert tv < bound if bound else tv > 0.2

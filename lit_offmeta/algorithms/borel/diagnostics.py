@@ -13,6 +13,9 @@ logged trial. It bounds what the RL stage can reach on this data with a perfect 
 ``belief-error``: the total variation between a trained model's decoded belief and the exact posterior, on the
 trials its RL stage trains on (``--ckpt``), or a ``train-vae`` VAE's on the config's RL trials (``--vae``).
 
+``belief-probe``: a supervised readout (MLP) fitted to the exact posterior from a VAE's belief or its encoder's
+hidden state: how much of the posterior the representation holds at all.
+
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
 Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
 settings and ``state_dict``.
@@ -20,6 +23,7 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics train-vae --data data --mix-prob 1.0 --steps 6000 --out vae.pt \
         [--vae '{"kl_weight": 0.01}'] [--batch '{"tasks_per_batch": 16}']
     python -m lit_offmeta.algorithms.borel.diagnostics belief-error --vae vae.pt --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics belief-probe --vae vae.pt --data data [--hidden]
     python -m lit_offmeta.algorithms.borel.diagnostics belief --vae vae.pt     # or --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000 [--rl-data relabelled]
     python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data
@@ -213,6 +217,62 @@ def belief_error_report(vae, trials: TrialArrays) -> dict:
             "posterior_std_at_step": at_steps(learned.obs[:, 2 + latent : 2 + 2 * latent].mul(0.5).exp().mean(-1))}
 
 
+def fit_probe(features: torch.Tensor, post: torch.Tensor, train: torch.Tensor, steps: int = 4000, seed: int = 0):
+    """A fresh MLP (128, 128) from standardised ``features [N, F]`` to a softmax over the 25 cells, fitted by
+    cross-entropy to the exact posterior ``post [N, 25]`` on the rows ``train``; returns its map ``[N, 25]``. How much
+    of the exact posterior a representation holds, read out as well as a supervised probe can."""
+    from lit_offmeta.nn.mlp import mlp
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean, std = features[train].mean(0), features[train].std(0) + 1e-6
+    x = (features - mean) / std
+    net = mlp(x.shape[1], (128, 128), post.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rows = torch.nonzero(train)[:, 0]
+    for _ in range(steps):
+        idx = rows[torch.randint(len(rows), (512,), generator=generator)]
+        loss = -(post[idx] * torch.log_softmax(net(x[idx]), -1)).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return torch.softmax(net(x), -1)
+
+
+def belief_probe(args: argparse.Namespace) -> None:
+    """``fit_probe`` on a ``train-vae`` VAE's belief ``(mu, logvar)`` or (``--hidden``) its encoder's hidden state,
+    along the config's RL trials (as ``belief-error --vae``); total variation on held-out trials (every third)."""
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("grid_navi")
+    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
+    trials = mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)
+    trials = trials.select(np.arange(0, trials.num_trials, args.every))
+    encoder = load_vae(args.vae).eval().encoder
+    if args.hidden:  # the hidden state itself in the place of (mu, logvar)
+        encoder.belief = lambda h: (h, h[..., :0])
+    with torch.no_grad():
+        learned = relabel_states(encoder, trials)
+    exact = exact_hyperstates(trials, episode_time=True)
+    post = exact.obs[:, 2 : 2 + CELLS]
+    # relabel_states' row order: chunks of 512 trials, each time-major over its valid steps
+    valid = torch.as_tensor(trials.flat("valid"))
+    trial = torch.cat([torch.arange(s, min(s + 512, trials.num_trials))[None].expand(valid.shape[1], -1)[valid[s : s + 512].T]
+                       for s in range(0, trials.num_trials, 512)])
+    held_out = trial % 3 == 0
+    probe = fit_probe(learned.obs[:, 2:], post, ~held_out, args.steps)
+    tv = 0.5 * (probe - post).abs().sum(-1)
+    found = post.max(-1).values > 0.999
+    step = (exact.obs[:, -1] * trials.horizon).round().long() + trials.horizon * exact.episode
+    rows = held_out & ~found
+    print(json.dumps({"input": "hidden" if args.hidden else "belief", "features": learned.obs.shape[1] - 2,
+                      "probe_tv_not_found": round(float(tv[rows].mean()), 3),
+                      "probe_tv_not_found_at_step": {k: round(float(tv[rows & (step == k)].mean()), 3)
+                                                     for k in REPORT_STEPS if (rows & (step == k)).any()}}))
+
+
 # the BeliefVAE of configs/borel/grid_navi.yaml
 GRID_VAE = {"decoder": "cells", "state_embed_dim": 32, "action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 64,
             "latent_dim": 5, "decoder_hidden": (32, 32), "kl_weight": 0.05}
@@ -318,9 +378,16 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--vae", help="a file written by train-vae: the config's RL trials (relabelled, 400/task, seed 0)")
     e.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
+    p = sub.add_parser("belief-probe", help="how much of the exact posterior a VAE's belief (or hidden state) holds")
+    p.add_argument("--vae", required=True, help="a file written by train-vae")
+    p.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    p.add_argument("--hidden", action="store_true", help="probe the encoder's hidden state instead of (mu, logvar)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error}[args.cmd](args)
+    {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
+     "belief-probe": belief_probe}[args.cmd](args)
 
 
 if __name__ == "__main__":
