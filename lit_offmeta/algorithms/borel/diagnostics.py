@@ -164,21 +164,30 @@ def belief_error(args: argparse.Namespace) -> None:
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
-    family = get_family("grid_navi")
-    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
     if args.ckpt:
         model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
-        vae, trials, rl_data = model.vae, model.rl_trials(trials), model.hparams.rl_data
+        family = model.family
+        logged = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+        vae, trials, rl_data = model.vae, model.rl_trials(logged), model.hparams.rl_data
     else:
-        vae, rl_data = load_vae(args.vae), "relabelled"
-        targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
-        trials = mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)  # as rl_trials
+        vae, trials, rl_data = load_vae(args.vae), config_rl_trials(args.data), "relabelled"
     trials = trials.select(np.arange(0, trials.num_trials, args.every))
     print(json.dumps({"rl_data": rl_data, **belief_error_report(vae, trials)}))
 
 
 CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
 REPORT_STEPS = (0, 5, 14, 29, 44, 59)
+
+
+def config_rl_trials(data: str) -> TrialArrays:
+    """The RL trials the GridNavi config's pipeline builds from the logged trials in ``data`` (``rl_data:
+    relabelled``, ``rl_trials_per_task`` 400, seed 0; as ``OfflineVariBAD.rl_trials``)."""
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("grid_navi")
+    trials = load_trials_from_storage(family, data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
+    return mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)
 
 
 @torch.no_grad()
@@ -243,12 +252,7 @@ def fit_probe(features: torch.Tensor, post: torch.Tensor, train: torch.Tensor, s
 def belief_probe(args: argparse.Namespace) -> None:
     """``fit_probe`` on a ``train-vae`` VAE's belief ``(mu, logvar)`` or (``--hidden``) its encoder's hidden state,
     along the config's RL trials (as ``belief-error --vae``); total variation on held-out trials (every third)."""
-    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
-
-    family = get_family("grid_navi")
-    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
-    targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
-    trials = mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)
+    trials = config_rl_trials(args.data)
     trials = trials.select(np.arange(0, trials.num_trials, args.every))
     encoder = load_vae(args.vae).eval().encoder
     if args.hidden:  # the hidden state itself in the place of (mu, logvar)
