@@ -158,6 +158,37 @@ def test_datamodule_batches_whole_trials_with_and_without_relabelling():
     assert set(batch["task_index"].tolist()) <= set(dm.split.train)
 
 
+def test_shared_paths_relabel_one_path_for_every_task_of_the_batch():
+    """``path_index``: trials of one path share their episodes (any task), and rewards are each task's own."""
+    family = get_family("grid_navi")
+    trials = scripted_trials(family, [2, 7, 11], trials_per_task=4, episodes_per_trial=2, seed=3)
+    targets, paths = np.array([2, 7, 11, 2, 7, 11]), np.array([0, 0, 0, 1, 1, 1])
+    mixed = mix_trials(family, trials, targets, np.random.default_rng(1), mix_prob=1.0, path_index=paths)
+    for b in (1, 2):
+        np.testing.assert_array_equal(mixed.obs[b], mixed.obs[0])
+        np.testing.assert_array_equal(mixed.actions[b], mixed.actions[0])
+        np.testing.assert_array_equal(mixed.obs[3 + b], mixed.obs[3])
+    assert not np.array_equal(mixed.obs[0], mixed.obs[3])  # two paths drawn (different with this seed)
+    for b, t in enumerate(targets):
+        np.testing.assert_array_equal(
+            mixed.rewards[b], relabel_rewards(family, trials.tasks[int(t)], mixed.obs[b], mixed.actions[b],
+                                              mixed.next_obs[b]))
+    with pytest.raises(ValueError, match="path_index needs mix_prob=1"):
+        mix_trials(family, trials, targets, np.random.default_rng(1), mix_prob=0.5, path_index=paths)
+    with pytest.raises(ValueError, match="path_index must be 6"):
+        mix_trials(family, trials, targets, np.random.default_rng(1), mix_prob=1.0, path_index=paths[:3])
+
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=3, tasks_per_batch=4, trials_per_task=2,
+                         mix_prob=1.0, shared_paths=True, steps_per_epoch=2)
+    dm.setup("fit")
+    batch = dm.sample_batch(np.random.default_rng(0))
+    obs = batch["obs"].reshape(60, 4, 2, 2)  # [time, task, path, xy]
+    assert (obs == obs[:, :1]).all()  # every task of the batch sees the same two paths
+    assert len(set(batch["task_index"].tolist())) == 4  # distinct tasks (21 to draw from)
+    with pytest.raises(ValueError, match="shared_paths needs"):
+        TrialDataModule("grid_navi", mix_prob=0.5, shared_paths=True)
+
+
 def test_datamodule_validates_arguments():
     with pytest.raises(ValueError, match="tasks_per_batch"):
         TrialDataModule("grid_navi", tasks_per_batch=0)

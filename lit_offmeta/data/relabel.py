@@ -199,6 +199,7 @@ def mix_trials(
     target_tasks: np.ndarray,
     rng: np.random.Generator,
     mix_prob: float = 1.0,
+    path_index: np.ndarray | None = None,
 ) -> TrialArrays:
     """Reward relabelling: trials for ``target_tasks`` whose episodes come from random trials of the data.
 
@@ -221,6 +222,8 @@ def mix_trials(
         target_tasks: ``[B]`` task indices (keys of ``trials.tasks``) to build trials for.
         rng: numpy random generator.
         mix_prob: probability that an episode comes from the pooled data rather than the task's own trials.
+        path_index: ``[B]`` ints, optional (needs ``mix_prob = 1``): output trials with the same value get the same
+            pooled episodes (one path relabelled for several tasks) instead of independent draws.
 
     Returns:
         ``B`` trials with ``task_index = target_tasks``.
@@ -231,6 +234,12 @@ def mix_trials(
         raise ValueError(f"mix_trials: family {family.name!r} has task-dependent dynamics, so episodes of other tasks "
                          "are not paths of the target task; use mix_prob=0 (no reward relabelling across tasks)")
     b, e_ = len(target_tasks), trials.episodes_per_trial
+    if path_index is not None:
+        path_index = np.asarray(path_index, np.int64)
+        if mix_prob != 1.0:
+            raise ValueError(f"mix_trials: path_index needs mix_prob=1 (paths independent of the task), got {mix_prob}")
+        if path_index.shape != (b,) or path_index.min(initial=0) < 0:
+            raise ValueError(f"mix_trials: path_index must be {b} non-negative ints, got shape {path_index.shape}")
     own = {int(t): np.flatnonzero(trials.task_index == t) for t in np.unique(target_tasks)}
     for t, idx in own.items():
         if idx.size == 0:
@@ -242,6 +251,11 @@ def mix_trials(
     mixed = rng.random((b, e_)) < mix_prob
     src_trial[mixed] = rng.integers(0, trials.num_trials, size=int(mixed.sum()))
     src_episode[mixed] = rng.integers(0, e_, size=int(mixed.sum()))
+    if path_index is not None:  # every trial takes the episodes drawn for the first trial of its path
+        _, first = np.unique(path_index, return_index=True)
+        lookup = np.zeros(path_index.max() + 1, np.int64)
+        lookup[path_index[first]] = first
+        src_trial, src_episode = src_trial[lookup[path_index]], src_episode[lookup[path_index]]
 
     def gather(x: np.ndarray) -> np.ndarray:
         return x[src_trial, src_episode]

@@ -89,6 +89,11 @@ class TrialDataModule(LightningDataModule):
             reward function (the MDP-ambiguity fix). ``False`` is the ablation.
         mix_prob: with relabelling, the probability that an episode comes from the pooled data (0.5: on average
             one of two episodes, as the reference replaces the first of two).
+        shared_paths: with relabelling and ``mix_prob`` 1, draw ``trials_per_task`` paths (pooled episodes) per
+            batch and relabel EACH for every task of the batch (tasks then drawn without replacement where there are
+            enough), instead of a fresh path per trial. The expected ELBO is the same; the tasks are stratified
+            per path, so each belief on a path is trained against several tasks' rewards at once: a
+            lower-variance signal for what a path rules out (docs/BOREL.md, fifth session).
         scripted_trials_per_task: with ``data_root=None``, trials per task of the scripted behaviour
             (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
@@ -113,6 +118,7 @@ class TrialDataModule(LightningDataModule):
         trials_per_task: int = 8,
         reward_relabelling: bool = True,
         mix_prob: float = 0.5,
+        shared_paths: bool = False,
         scripted_trials_per_task: int = 200,
         steps_per_epoch: int = 1000,
         seed: int = 0,
@@ -128,6 +134,10 @@ class TrialDataModule(LightningDataModule):
                 raise ValueError(f"TrialDataModule: {name} must be >= 1, got {value}")
         if not 0.0 <= mix_prob <= 1.0:
             raise ValueError(f"TrialDataModule: mix_prob must be in [0, 1], got {mix_prob}")
+        if shared_paths and not (reward_relabelling and mix_prob == 1.0):
+            raise ValueError("TrialDataModule: shared_paths needs reward_relabelling=True and mix_prob=1.0 (a path "
+                             f"relabelled for several tasks), got reward_relabelling={reward_relabelling}, "
+                             f"mix_prob={mix_prob}")
         if data_root is None and scripted_trials_per_task < 1:
             raise ValueError(
                 "TrialDataModule: give data_root (a folder from `lit-offmeta collect`) or "
@@ -142,6 +152,7 @@ class TrialDataModule(LightningDataModule):
         self.trials_per_task = trials_per_task
         self.reward_relabelling = reward_relabelling
         self.mix_prob = mix_prob
+        self.shared_paths = shared_paths
         self.scripted_trials_per_task = scripted_trials_per_task
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
@@ -198,10 +209,14 @@ class TrialDataModule(LightningDataModule):
         if self.train_trials is None:
             raise RuntimeError("TrialDataModule.sample_batch called before setup(); call dm.setup('fit') first")
         trials = self.train_trials
-        tasks = rng.choice(np.asarray(self.split.train), size=self.tasks_per_batch, replace=True)
+        train = np.asarray(self.split.train)
+        # Shared paths: distinct tasks where there are enough, so each path is relabelled for different tasks.
+        replace = not self.shared_paths or self.tasks_per_batch > len(train)
+        tasks = rng.choice(train, size=self.tasks_per_batch, replace=replace)
         targets = np.repeat(tasks, self.trials_per_task)
         if self.reward_relabelling:
-            batch = mix_trials(self.family, trials, targets, rng, self.mix_prob)
+            paths = np.tile(np.arange(self.trials_per_task), self.tasks_per_batch) if self.shared_paths else None
+            batch = mix_trials(self.family, trials, targets, rng, self.mix_prob, path_index=paths)
         else:
             by_task = {int(t): np.flatnonzero(trials.task_index == t) for t in np.unique(targets)}
             batch = trials.select(np.array([rng.choice(by_task[int(t)]) for t in targets]))
