@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
 from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
-from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.datamodules.trajectory import TrialDataModule
 from lit_offmeta.nn.belief import BeliefEncoder
@@ -236,6 +236,37 @@ def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_da
     result = evaluate_trials(loaded.adapt(), loaded.family, loaded.family.default_tasks()[:2], episodes=4)
     assert result.returns.shape == (2, 4)
     assert set(summarise(result)) >= {"return_ep1", "success_ep4", "success_ep2plus", "return_trial"}
+
+
+def test_cosine_lr_decay_anneals_from_the_initial_rate_and_survives_a_state_dict_round_trip():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.4)
+    for progress, expected in [(0.0, 0.4), (0.5, 0.2), (0.25, 0.2 * (1 + np.sqrt(0.5))), (1.0, 0.0), (2.0, 0.0)]:
+        cosine_lr_decay_([opt], progress)  # always from the initial rate, never compounding
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    fresh = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.4)
+    fresh.load_state_dict(opt.state_dict())  # a resumed run: lr 0 now, the initial rate kept
+    cosine_lr_decay_([fresh], 0.5)
+    assert fresh.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_pipeline_rl_lr_decay_ends_at_zero_and_leaves_the_vae_rate_alone(tmp_path):
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
+                         steps_per_epoch=4)
+    model = OfflineVariBAD("grid_navi", vae_steps=2, rl_steps=4, vae=GRID_VAE, rl={"hidden": (8,), "lr": 0.01},
+                           rl_tasks_per_batch=2, rl_batch_per_task=4, rl_lr_decay=True)
+    rates = []
+    original = model.agent.update
+
+    def spy(batch, optimizers, backward):
+        rates.append(optimizers[0].param_groups[0]["lr"])
+        return original(batch, optimizers, backward)
+
+    model.agent.update = spy
+    Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path).fit(model, dm)
+    # RL update i (0-based) of 4 runs at 0.01 * (1 + cos(pi * i / 4)) / 2
+    assert rates == pytest.approx([0.01 * (1 + np.cos(np.pi * i / 4)) / 2 for i in range(4)])
+    assert model.optimizers()[0].param_groups[0]["lr"] == model.vae.cfg.lr
 
 
 def test_pipeline_validates_arguments():

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
 from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
-from lit_offmeta.algorithms.borel.pipeline import evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.pipeline import cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.data.relabel import TrialArrays, mix_trials
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
@@ -144,6 +144,8 @@ def exact_rl(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     start = time.time()
     for step in range(1, args.steps + 1):
+        if args.lr_decay:
+            cosine_lr_decay_([opt], (step - 1) / args.steps)
         agent.update(hyper.sample(16, 256, generator), [opt], lambda loss: loss.backward())
         if step % args.every == 0 or step == args.steps:
             policy = ExactBeliefPolicy(agent.eval(), family.horizon, args.episode_time)
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--rl-trials", type=int, default=400, help="relabelled trials per task (--rl-data relabelled)")
     r.add_argument("--rl", default='{"lr": 0.001, "tau": 0.01, "double_q": true, "cql_alpha": 3.0}',
                    help="HyperStateDQN keyword arguments as JSON")
+    r.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay to 0 (rl_lr_decay)")
     r.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("belief-error", help="decoded belief vs the exact posterior on a model's RL trials")
     which = e.add_mutually_exclusive_group(required=True)

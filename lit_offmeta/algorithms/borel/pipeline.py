@@ -58,6 +58,8 @@ class OfflineVariBAD(LightningModule):
         rl_belief_input: how the RL agent sees the belief: ``"latent"``, ``(mu, logvar)``; ``"decoded"``, the
             frozen decoder's goal map ``p(goal at cell)`` at ``mu`` (``decoder="cells"`` only), the same belief in
             the coordinates in which Q-values are simple (which cells are still worth searching).
+        rl_lr_decay: anneal the RL optimisers' learning rates to 0 over the ``rl_steps`` updates (cosine), so
+            the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md, fifth session).
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -84,6 +86,7 @@ class OfflineVariBAD(LightningModule):
         rl_data: Literal["own", "relabelled"] = "own",
         rl_trials_per_task: int = 400,
         rl_belief_input: Literal["latent", "decoded"] = "latent",
+        rl_lr_decay: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -196,6 +199,8 @@ class OfflineVariBAD(LightningModule):
                 self.build_hyperstates(self._trials())  # stage 2: state relabelling, once
             rl_batch = self.hyperstates.sample(hp.rl_tasks_per_batch, hp.rl_batch_per_task, self._generator)
             rl_batch = {k: v.to(self.device) for k, v in rl_batch.items()}
+            if hp.rl_lr_decay:
+                cosine_lr_decay_(agent_opts, (self.updates - hp.vae_steps) / max(hp.rl_steps, 1))
             metrics = self.agent.update(rl_batch, agent_opts, self.manual_backward)  # stage 3: RL
             self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()}, prog_bar=False)
         self.updates += 1
@@ -247,6 +252,16 @@ class OfflineVariBAD(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.hyperstates = None  # rebuilt from the data at the next RL update
+
+
+def cosine_lr_decay_(optimizers, progress: float) -> None:
+    """Set every param group's ``lr`` to its initial one times ``(1 + cos(pi * progress)) / 2`` (``progress`` in
+    [0, 1]). The initial rate is kept in the group (``initial_lr``, saved with the optimiser's state), so a resumed
+    run continues the same schedule."""
+    factor = 0.5 * (1.0 + np.cos(np.pi * min(max(progress, 0.0), 1.0)))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
 
 def evaluate_trials(policy, family, tasks: list[dict], episodes: int, seed: int = 0, record: bool = False):
