@@ -101,3 +101,26 @@ def test_fit_probe_reads_out_a_representation_that_holds_the_posterior():
         probe = fit_probe(features, post, ~held_out, steps=1500)
         tv = 0.5 * (probe - post).abs().sum(-1)[held_out & (post.max(-1).values < 0.999)].mean()
         assert tv < bound if bound else tv > 0.2
+
+
+def test_policy_trials_are_the_policys_own_rollouts_and_feed_belief_error():
+    """``belief-error --on-policy``: one recorded trial per goal of the checkpoint's policy, starting at the start
+    cell, rewards as the rollout paid them, scored like the RL trials."""
+    import pytest
+
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded", episode_time=True,
+                           vae={"decoder": "cells", "hidden_dim": 8, "latent_dim": 3, "action_embed_dim": 0})
+    trials = diagnostics.policy_trials(model)
+    family = model.family
+    assert trials.num_trials == 21 and trials.episodes_per_trial == 4
+    assert (trials.obs[:, :, 0] == 0).all()  # every episode from the start cell
+    reference = evaluate_trials(model.adapt(), family, family.default_tasks(), 4, seed=model.hparams.seed)
+    np.testing.assert_allclose(trials.rewards.sum(-1), reference.returns, rtol=1e-6)
+    report = diagnostics.belief_error_report(model.vae, trials)
+    assert report["hyperstates"] == 21 * 60 and 0.0 <= report["tv_not_found"] <= 1.0
+    with pytest.raises(SystemExit, match="--on-policy needs --ckpt"):
+        diagnostics.main(["belief-error", "--vae", "v.pt", "--data", "x", "--on-policy"])

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
 from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
 from lit_offmeta.algorithms.borel.pipeline import cosine_lr_decay_, evaluate_trials, summarise
-from lit_offmeta.data.relabel import TrialArrays, mix_trials
+from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
 
@@ -161,11 +161,20 @@ def belief_error(args: argparse.Namespace) -> None:
 
     ``--ckpt``: an ``OfflineVariBAD`` checkpoint and ITS ``rl_trials``. ``--vae``: a ``train-vae`` file, scored on
     the RL trials the GridNavi config's pipeline builds (``rl_data: relabelled``, ``rl_trials_per_task`` 400,
-    seed 0), so that the VAE stage can be measured without an RL stage. See :func:`belief_error_report`.
+    seed 0), so that the VAE stage can be measured without an RL stage. ``--on-policy`` (with ``--ckpt``): instead,
+    the trials the checkpoint's own Bayes-adaptive policy walks, one per goal (the evaluation protocol): there the
+    paths are the policy's, not the data's. See :func:`belief_error_report`.
     """
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
+    if args.on_policy and not args.ckpt:
+        raise SystemExit("belief-error: --on-policy needs --ckpt (the policy whose rollouts are scored)")
+    if args.on_policy:
+        model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+        trials = policy_trials(model)
+        print(json.dumps({"rl_data": "on_policy", **belief_error_report(model.vae, trials)}))
+        return
     if args.ckpt:
         model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
         family = model.family
@@ -175,6 +184,18 @@ def belief_error(args: argparse.Namespace) -> None:
         vae, trials, rl_data = load_vae(args.vae), config_rl_trials(args.data), "relabelled"
     trials = trials.select(np.arange(0, trials.num_trials, args.every))
     print(json.dumps({"rl_data": rl_data, **belief_error_report(vae, trials)}))
+
+
+def policy_trials(model) -> TrialArrays:
+    """One recorded trial per GridNavi goal of ``model``'s Bayes-adaptive policy (greedy, from the start state)."""
+    family = model.family
+    tasks = family.default_tasks()
+    result = evaluate_trials(model.adapt(), family, tasks, family.episodes_per_trial, seed=model.hparams.seed,
+                             record=True)
+    meta = [{"trial_index": 0, "episode_in_trial": e} for e in range(family.episodes_per_trial)]
+    return TrialArrays.concatenate([
+        trials_from_episodes(i, task, result.episodes[i], meta, family.episodes_per_trial, family.horizon, "rollout")
+        for i, task in enumerate(tasks)])
 
 
 CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
@@ -385,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--vae", help="a file written by train-vae: the config's RL trials (relabelled, 400/task, seed 0)")
     e.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
+    e.add_argument("--on-policy", action="store_true",
+                   help="with --ckpt: score the belief along the checkpoint's own policy's trials (one per goal)")
     p = sub.add_parser("belief-probe", help="how much of the exact posterior a VAE's belief (or hidden state) holds")
     p.add_argument("--vae", required=True, help="a file written by train-vae")
     p.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
