@@ -330,3 +330,17 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
     assert torch.allclose(torch.stack(seen), hyper.obs.reshape(60, n, -1), atol=1e-6)
     with pytest.raises(ValueError, match="decoder='cells'"):
         OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, rl_belief_input="decoded")
+
+
+def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
+    from lit_offmeta.algorithms.borel.plots import plot_point_paths
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8})
+    tasks = model.family.default_tasks()[80:83]
+    result = evaluate_trials(model.adapt(), model.family, tasks, episodes=2, record=True)
+    out = plot_point_paths(result, [t["goal"] for t in tasks], GOAL_RADIUS, tmp_path / "fig" / "paths.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="2 goals for 3 recorded trials"):
+        plot_point_paths(result, [t["goal"] for t in tasks[:2]], GOAL_RADIUS, tmp_path / "bad.png")

@@ -1,10 +1,13 @@
-"""Figures for offline VariBAD on GridNavi: visited cells per episode, and the belief over goals along a trial.
+"""Figures for offline VariBAD: GridNavi's visited cells per episode and belief over goals along a trial; sparse
+PointRobot's paths per episode.
 
 ``python -m lit_offmeta.algorithms.borel.plots --ckpt path/to/model.ckpt --out docs/figures`` loads a trained
 :class:`~lit_offmeta.algorithms.borel.pipeline.OfflineVariBAD`, runs one evaluation trial per task of the chosen
 tasks with the Bayes-adaptive policy and with the Thompson-sampling comparison, prints the per-episode success and
 return as JSON, and writes ``borel_grid_visits.png`` (the policy's trials) and ``borel_grid_belief.png`` (the
-decoded belief along a hand-made row-by-row search of the first task's grid, see :func:`search_episode`).
+decoded belief along a hand-made row-by-row search of the first task's grid, see :func:`search_episode`); for
+sparse PointRobot ``borel_point_paths.png`` (every task's path in each episode of its trial, see
+:func:`plot_point_paths`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,37 @@ def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str
         ax.set_yticks(range(5))
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=6)
     fig.suptitle(title or "cells entered (blue: all evaluated tasks; orange: the first task's path)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_point_paths(result: RolloutResult, goals: Sequence[Sequence[float]], radius: float, path: str | Path,
+                     title: str = "") -> Path:
+    """One panel per episode: each task's path from the origin, in the colour of its goal (a star with the
+    rewarded disc around it), on the upper unit semicircle the goals lie on (sparse PointRobot)."""
+    if len(goals) != len(result.episodes):
+        raise ValueError(f"plot_point_paths: {len(goals)} goals for {len(result.episodes)} recorded trials "
+                         "(one goal per task; evaluate with record=True)")
+    episodes = len(result.episodes[0])
+    colours = plt.cm.hsv(np.linspace(0, 0.9, len(goals)))
+    fig, axes = plt.subplots(1, episodes, figsize=(4 * episodes, 2.6 * 1.3))
+    arc = np.linspace(0, np.pi, 200)
+    for e, ax in enumerate(np.atleast_1d(axes)):
+        ax.plot(np.cos(arc), np.sin(arc), ":", color="grey", lw=1)
+        for task_eps, goal, colour in zip(result.episodes, goals, colours, strict=True):
+            xy = task_eps[e]["observations"][:, :2]
+            ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, lw=0.9, alpha=0.8)
+            ax.add_patch(plt.Circle(goal, radius, color=colour, alpha=0.15))
+            ax.plot(*goal, "*", color=colour, ms=8)
+        ax.set_title(f"episode {e + 1}: success {result.success[:, e].mean():.0%}")
+        ax.set_xlim(-1.4, 1.4)
+        ax.set_ylim(-0.3, 1.4)
+        ax.set_aspect("equal")
+    fig.suptitle(title or "paths from the origin (colour: task; star and disc: its goal and rewarded region)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="docs/figures", help="folder for the PNGs")
     parser.add_argument("--tasks", default="test", help="'test' (held-out split), 'all', or comma-separated indices")
     parser.add_argument("--split", default=None, help="task split (default: the family's)")
-    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per trial (default: the family's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
@@ -147,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         index = [int(i) for i in args.tasks.split(",")]
     tasks = [all_tasks[i] for i in index]
+    args.episodes = args.episodes or getattr(family, "episodes_per_trial", 2)
     bayes = evaluate_trials(model.adapt(), family, tasks, args.episodes, seed=args.seed, record=True)
     thompson = evaluate_trials(model.thompson_policy(args.seed), family, tasks, args.episodes, seed=args.seed)
     report = {"tasks": index, "bayes_adaptive": summarise(bayes), "thompson": summarise(thompson)}
@@ -158,6 +193,11 @@ def main(argv: list[str] | None = None) -> None:
         print(plot_visits(bayes, goals, Path(args.out) / "borel_grid_visits.png"))
         trial = [search_episode(family, tasks[0])]
         print(plot_belief(model, trial, goals[0], Path(args.out) / "borel_grid_belief.png"))
+    elif family.name == "point_robot_sparse":
+        from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+        goals = [t["goal"] for t in tasks]
+        print(plot_point_paths(bayes, goals, GOAL_RADIUS, Path(args.out) / "borel_point_paths.png"))
 
 
 if __name__ == "__main__":
