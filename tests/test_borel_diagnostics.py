@@ -124,3 +124,24 @@ def test_policy_trials_are_the_policys_own_rollouts_and_feed_belief_error():
     assert report["hyperstates"] == 21 * 60 and 0.0 <= report["tv_not_found"] <= 1.0
     with pytest.raises(SystemExit, match="--on-policy needs --ckpt"):
         diagnostics.main(["belief-error", "--vae", "v.pt", "--data", "x", "--on-policy"])
+
+
+def test_exact_eval_runs_the_agent_on_both_beliefs_and_refuses_unnormalised_maps():
+    import pytest
+
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+
+    torch.manual_seed(0)
+    vae = {"decoder": "cells", "cell_targets": "goal", "hidden_dim": 8, "latent_dim": 3, "action_embed_dim": 0}
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded", episode_time=True, vae=vae)
+    report = diagnostics.exact_eval_report(model)
+    family = model.family
+    assert report["learned_belief"] == summarise(evaluate_trials(model.adapt(), family, family.default_tasks(), 4))
+    # the exact posterior as input: the same agent acting on the exact belief of exact-rl
+    exact = diagnostics.ExactBeliefPolicy(model.agent, family.horizon, episode_time=True)
+    assert report["exact_belief"] == summarise(evaluate_trials(exact, family, family.default_tasks(), 4))
+    visited = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded",
+                             vae={**vae, "cell_targets": "visited"})
+    with pytest.raises(SystemExit, match="normalised goal map"):
+        diagnostics.exact_eval_report(visited)

@@ -11,7 +11,11 @@ the 21 goals (uniform over the goal cells not yet searched; one-hot once the goa
 logged trial. It bounds what the RL stage can reach on this data with a perfect belief.
 
 ``belief-error``: the total variation between a trained model's decoded belief and the exact posterior, on the
-trials its RL stage trains on (``--ckpt``), or a ``train-vae`` VAE's on the config's RL trials (``--vae``).
+trials its RL stage trains on (``--ckpt``), or a ``train-vae`` VAE's on the config's RL trials (``--vae``), or along
+the checkpoint's own policy's trials (``--ckpt --on-policy``).
+
+``exact-eval``: a checkpoint's agent evaluated with its learned belief and with the exact posterior in its place
+(agents that see a normalised goal map): how much the belief at evaluation costs.
 
 ``belief-probe``: a supervised readout (MLP) fitted to the exact posterior from a VAE's belief or its encoder's
 hidden state: how much of the posterior the representation holds at all.
@@ -26,7 +30,9 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics belief-probe --vae vae.pt --data data [--hidden]
     python -m lit_offmeta.algorithms.borel.diagnostics belief --vae vae.pt     # or --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics exact-rl --data data --steps 4000 [--rl-data relabelled]
-    python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data \
+        [--on-policy]
+    python -m lit_offmeta.algorithms.borel.diagnostics exact-eval --ckpt <run>/checkpoints/<x>.ckpt
 """
 
 from __future__ import annotations
@@ -153,6 +159,29 @@ def exact_rl(args: argparse.Namespace) -> None:
             agent.train()
             print(json.dumps({"rl_updates": step, "s": round(time.time() - start), **{k: round(v, 3) for k, v in result.items()}}),
                   flush=True)
+
+
+def exact_eval(args: argparse.Namespace) -> None:
+    """``exact-eval``: :func:`exact_eval_report` of a pipeline checkpoint, as JSON."""
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    print(json.dumps(exact_eval_report(model)))
+
+
+def exact_eval_report(model) -> dict[str, dict[str, float]]:
+    """A pipeline model's agent evaluated twice on the 21 goals: with its learned belief (the evaluation protocol)
+    and with the EXACT posterior in the belief's place. Needs an agent whose belief input is a goal map that sums
+    to 1 (``rl_belief_input: decoded`` with ``cell_targets: goal``), the form of the exact posterior."""
+    if model.hparams.rl_belief_input != "decoded" or model.vae.cfg.cell_targets != "goal":
+        raise SystemExit("exact-eval: the agent must see a normalised goal map (rl_belief_input 'decoded' with "
+                         f"cell_targets 'goal'), got {model.hparams.rl_belief_input!r} / {model.vae.cfg.cell_targets!r}")
+    family, tasks = model.family, model.family.default_tasks()
+    exact_policy = ExactBeliefPolicy(model.agent.eval(), family.horizon, model.hparams.episode_time)
+    return {
+        name: summarise(evaluate_trials(policy, family, tasks, family.episodes_per_trial, seed=model.hparams.seed))
+        for name, policy in (("learned_belief", model.adapt()), ("exact_belief", exact_policy))
+    }
 
 
 @torch.no_grad()
@@ -408,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     e.add_argument("--on-policy", action="store_true",
                    help="with --ckpt: score the belief along the checkpoint's own policy's trials (one per goal)")
+    x = sub.add_parser("exact-eval", help="a checkpoint's agent with its learned belief vs the exact posterior")
+    x.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (grid_navi, cell_targets 'goal')")
     p = sub.add_parser("belief-probe", help="how much of the exact posterior a VAE's belief (or hidden state) holds")
     p.add_argument("--vae", required=True, help="a file written by train-vae")
     p.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
@@ -417,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
-     "belief-probe": belief_probe}[args.cmd](args)
+     "belief-probe": belief_probe, "exact-eval": exact_eval}[args.cmd](args)
 
 
 if __name__ == "__main__":
