@@ -297,3 +297,23 @@ def test_ddp_two_processes_split_tasks_and_log_the_full_result(tmp_path):
         assert float(m[f"rollout/task_{t}/return"]) == pytest.approx(r["return"], rel=1e-6)
         assert float(m[f"rollout/task_{t}/score"]) == pytest.approx(r["score"], rel=1e-6)
     assert float(m["rollout/return_mean"]) == pytest.approx(np.mean([r["return"] for r in expected.values()]))
+
+
+def test_save_figure_is_atomic_and_leaves_nothing_when_writing_fails(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from lit_offmeta.callbacks.plots import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "new" / "fig.png", dpi=50)
+    assert out.read_bytes()[:4] == b"\x89PNG" and sorted(p.name for p in out.parent.iterdir()) == ["fig.png"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    fig.savefig = broken
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(fig, tmp_path / "new" / "other.png")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fig.png"]  # no temporary file, no partial image
+    plt.close(fig)

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lit_offmeta.callbacks.plots import save_figure  # noqa: E402
 from lit_offmeta.callbacks.rollout import RolloutResult  # noqa: E402
 
 
@@ -63,11 +64,10 @@ def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=6)
     fig.suptitle(title or "cells entered (blue: all evaluated tasks; orange: the first task's path)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def plot_point_paths(result: RolloutResult, goals: Sequence[Sequence[float]], radius: float, path: str | Path,
@@ -94,11 +94,10 @@ def plot_point_paths(result: RolloutResult, goals: Sequence[Sequence[float]], ra
         ax.set_aspect("equal")
     fig.suptitle(title or "paths from the origin (colour: task; star and disc: its goal and rewarded region)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 @torch.no_grad()
@@ -129,11 +128,10 @@ def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[in
         ax.set_yticks(range(5))
     fig.suptitle("decoded belief p(goal at cell); white: path so far, red star: true goal")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def search_episode(family, task: dict, horizon: int = 15) -> dict[str, np.ndarray]:
