@@ -308,6 +308,7 @@ def test_save_figure_is_atomic_and_leaves_nothing_when_writing_fails(tmp_path):
     ax.plot([0, 1], [1, 0])
     out = save_figure(fig, tmp_path / "new" / "fig.png", dpi=50)
     assert out.read_bytes()[:4] == b"\x89PNG" and sorted(p.name for p in out.parent.iterdir()) == ["fig.png"]
+    assert out.stat().st_mode & 0o777 == 0o644
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

@@ -70,6 +70,7 @@ def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=dpi)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
