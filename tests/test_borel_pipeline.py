@@ -266,6 +266,7 @@ def test_pipeline_rl_lr_decay_ends_at_zero_and_leaves_the_vae_rate_alone(tmp_pat
             enable_model_summary=False, default_root_dir=tmp_path).fit(model, dm)
     # RL update i (0-based) of 4 runs at 0.01 * (1 + cos(pi * i / 4)) / 2
     assert rates == pytest.approx([0.01 * (1 + np.cos(np.pi * i / 4)) / 2 for i in range(4)])
+    assert all(type(rate) is float for rate in rates)  # a plain float in the optimiser's state, not a tensor
     assert model.optimizers()[0].param_groups[0]["lr"] == model.vae.cfg.lr
 
 

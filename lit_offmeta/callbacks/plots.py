@@ -63,16 +63,19 @@ def plot_adaptation_curve(
 
 def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (a temporary file in the same folder, then a rename, so no
-    half-written image is left behind), creating the folder; returns the path. The caller closes ``fig``."""
+    half-written image is left behind), creating the folder, and close ``fig``; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=dpi)
+            os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
     return path

@@ -199,13 +199,11 @@ def belief_error(args: argparse.Namespace) -> None:
 
     if args.on_policy and not args.ckpt:
         raise SystemExit("belief-error: --on-policy needs --ckpt (the policy whose rollouts are scored)")
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True) if args.ckpt else None
     if args.on_policy:
-        model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
-        trials = policy_trials(model)
-        print(json.dumps({"rl_data": "on_policy", **belief_error_report(model.vae, trials)}))
+        print(json.dumps({"rl_data": "on_policy", **belief_error_report(model.vae, policy_trials(model))}))
         return
-    if args.ckpt:
-        model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    if model is not None:
         family = model.family
         logged = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
         vae, trials, rl_data = model.vae, model.rl_trials(logged), model.hparams.rl_data

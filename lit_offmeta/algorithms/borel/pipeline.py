@@ -20,6 +20,7 @@ which differ between the stages, so leave it at -1).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -200,7 +201,7 @@ class OfflineVariBAD(LightningModule):
             rl_batch = self.hyperstates.sample(hp.rl_tasks_per_batch, hp.rl_batch_per_task, self._generator)
             rl_batch = {k: v.to(self.device) for k, v in rl_batch.items()}
             if hp.rl_lr_decay:
-                cosine_lr_decay_(agent_opts, (self.updates - hp.vae_steps) / max(hp.rl_steps, 1))
+                cosine_lr_decay_(agent_opts, (int(self.updates) - hp.vae_steps) / max(hp.rl_steps, 1))
             metrics = self.agent.update(rl_batch, agent_opts, self.manual_backward)  # stage 3: RL
             self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()}, prog_bar=False)
         self.updates += 1
@@ -258,7 +259,7 @@ def cosine_lr_decay_(optimizers, progress: float) -> None:
     """Set every param group's ``lr`` to its initial one times ``(1 + cos(pi * progress)) / 2`` (``progress`` in
     [0, 1]). The initial rate is kept in the group (``initial_lr``, saved with the optimiser's state), so a resumed
     run continues the same schedule."""
-    factor = 0.5 * (1.0 + np.cos(np.pi * min(max(progress, 0.0), 1.0)))
+    factor = 0.5 * (1.0 + math.cos(math.pi * min(max(float(progress), 0.0), 1.0)))  # a float, never a tensor lr
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor

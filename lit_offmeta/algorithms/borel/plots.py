@@ -64,10 +64,7 @@ def plot_visits(result: RolloutResult, goals: Sequence[Sequence[int]], path: str
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=6)
     fig.suptitle(title or "cells entered (blue: all evaluated tasks; orange: the first task's path)")
     fig.tight_layout()
-    try:
-        return save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_point_paths(result: RolloutResult, goals: Sequence[Sequence[float]], radius: float, path: str | Path,
@@ -94,10 +91,7 @@ def plot_point_paths(result: RolloutResult, goals: Sequence[Sequence[float]], ra
         ax.set_aspect("equal")
     fig.suptitle(title or "paths from the origin (colour: task; star and disc: its goal and rewarded region)")
     fig.tight_layout()
-    try:
-        return save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=100)
 
 
 @torch.no_grad()
@@ -128,10 +122,7 @@ def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[in
         ax.set_yticks(range(5))
     fig.suptitle("decoded belief p(goal at cell); white: path so far, red star: true goal")
     fig.tight_layout()
-    try:
-        return save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=100)
 
 
 def search_episode(family, task: dict, horizon: int = 15) -> dict[str, np.ndarray]:
