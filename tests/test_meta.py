@@ -13,16 +13,19 @@ from lit_offmeta.nn import PolicyNetwork, gaussian_log_prob
 K, B, OBS, ACT, DEPTH = 3, 6, 3, 2, 2
 
 
-def _setup(layer: str, seed: int = 0):
+def _setup(layer: str, seed: int = 0, device: str = "cpu"):
+    """The same network, rates and data for a given seed on any device (drawn on the CPU, then moved)."""
     torch.manual_seed(seed)
     net = PolicyNetwork(OBS, ACT, width=8, depth=DEPTH, layer=layer, latent_size=5).double()
     lrs = InnerLearningRates(dict(net.named_parameters()), 0.05).double()
-    lam = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     data = {
         "obs": torch.randn(K, B, OBS, dtype=torch.float64),
         "actions": torch.rand(K, B, ACT, dtype=torch.float64) * 2 - 1,
         "adv": torch.randn(K, 2, B, dtype=torch.float64),
     }
+    net, lrs = net.to(device), lrs.to(device)
+    data = {k: v.to(device) for k, v in data.items()}
+    lam = torch.tensor(0.3, dtype=torch.float64, device=device, requires_grad=True)
 
     def loss_fn(weights, task, step):
         # MACAW's inner policy loss shape: weighted log-likelihood + lambda * advantage regression.
@@ -41,7 +44,7 @@ def _meta_grads(net, lrs, lam, data, loss_fn, steps, first_order, mode):
     outer = sum((w**2).sum() + torch.sin(b).sum() for w, b in trajectory[-1])
     inputs = [*params.values(), *lrs.parameters(), lam]
     grads = torch.autograd.grad(outer, inputs, allow_unused=True)
-    return trajectory, losses, [torch.zeros(()) if g is None else g for g in grads]
+    return trajectory, losses, [torch.zeros((), device=lam.device) if g is None else g for g in grads]
 
 
 @pytest.mark.parametrize("layer", ["weight_transform", "bias_transform", "linear"])
