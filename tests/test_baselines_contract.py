@@ -83,7 +83,8 @@ def test_fit_evaluate_checkpoint_round_trip(name, data_dir, tmp_path):
     assert math.isfinite(float(metrics["rollout/return_mean"]))
     assert {"rollout/curve/return_steps_0", "rollout/curve/return_steps_1"} <= set(metrics)
 
-    reloaded = type(model).load_from_checkpoint(checkpoint.last_model_path, weights_only=False)
+    # on the CPU, where Lightning hands back the trained module (a checkpoint written on a GPU loads there otherwise)
+    reloaded = type(model).load_from_checkpoint(checkpoint.last_model_path, weights_only=False, map_location="cpu")
     for (key, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), key
     context = dm.adaptation_batch(TEST_IDS[0], size=32, seed=0)

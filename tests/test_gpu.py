@@ -72,8 +72,9 @@ def test_macaw_fits_on_the_gpu_and_its_adapted_policy_runs_there(tmp_path):
     trainer = Trainer(accelerator="gpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
-    assert trainer.global_step == 3 and model.device.type == "cuda"
+    assert trainer.global_step == 3 and trainer.strategy.root_device.type == "cuda"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    model.cuda()  # Lightning hands the module back on the CPU after fit
     context = {k: torch.as_tensor(v[:32]) for k, v in buffers[3].items()}
     policy = model.adapt(context, steps=1)
     obs = torch.randn(5, 2, device="cuda")
@@ -95,7 +96,10 @@ def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
     trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)
-    assert int(model.updates) == 6 and model.device.type == "cuda"
-    assert "rollout/success_ep2plus" in trainer.callback_metrics
-    result = evaluate_trials(model.adapt(), model.family, model.family.default_tasks()[:2], episodes=2)
+    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
+    assert "rollout/success_ep2plus" in trainer.callback_metrics  # evaluated on the GPU during fit
+    model.cuda()  # Lightning hands the module back on the CPU after fit
+    policy = model.adapt() if rl == "dqn" else model.thompson_policy()
+    assert policy.device.type == "cuda"
+    result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
     assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()

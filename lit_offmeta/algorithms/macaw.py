@@ -302,9 +302,10 @@ class MACAW(LightningModule):
             steps: adaptation steps (default ``test_inner_steps``).
 
         Returns:
-            A plain ``nn.Sequential`` of ``nn.Linear``/``ReLU``/``Tanh`` mapping ``obs [N, obs_dim]`` to the mean
-            action ``[N, action_dim]``; save with ``torch.save(policy.state_dict(), path)`` and load into the
-            same ``nn.Sequential`` built by hand (no lit-offmeta code needed).
+            A plain ``nn.Sequential`` of ``nn.Linear``/``ReLU``/``Tanh`` (on this module's device) mapping
+            ``obs [N, obs_dim]`` to the mean action ``[N, action_dim]``; save with
+            ``torch.save(policy.state_dict(), path)`` and load into the same ``nn.Sequential`` built by hand (no
+            lit-offmeta code needed).
 
         Raises:
             ValueError: when a context key is missing or has the wrong shape.

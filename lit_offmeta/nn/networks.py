@@ -159,14 +159,15 @@ class PolicyNetwork(MetaMLP):
             weights: effective weights of ONE task (unbatched); default the module's own.
 
         Returns:
-            A detached module whose ``state_dict`` loads into the same ``nn.Sequential`` built by hand.
+            A detached module on the weights' device and dtype, whose ``state_dict`` loads into the same
+            ``nn.Sequential`` built by hand.
         """
         weights = self.current_weights() if weights is None else weights
         modules: list[nn.Module] = []
         for i, (weight, bias) in enumerate(weights[: self.depth + 1]):
             if weight.dim() != 2:
                 raise ValueError(f"materialise needs one task's weights; layer {i} has shape {tuple(weight.shape)}")
-            linear = nn.Linear(weight.shape[1], weight.shape[0])
+            linear = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
             with torch.no_grad():
                 linear.weight.copy_(weight)
                 linear.bias.copy_(bias)

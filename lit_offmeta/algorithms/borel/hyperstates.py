@@ -151,37 +151,36 @@ def relabel_states(
     # step within the episode, t / H; the successor's is (t + 1) / H, or 0 after an episode end (a new episode)
     step = np.tile(np.arange(h), e_)[None].repeat(n, 0).astype(np.float32)  # [N, L]
     time_t, time_tp1 = step / h, np.where(ends, 0.0, (step + 1) / h).astype(np.float32)
+    # Encoded on the encoder's device (a GPU after training there), stored on the CPU.
+    device = next(encoder.parameters(), torch.empty(0)).device  # (a parameter-free encoder: the CPU)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in HYPER_KEYS}
     for start in range(0, n, batch_size):
         sl = slice(start, min(n, start + batch_size))
 
-        def tm(key: str, sl: slice = sl) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.swapaxes(trials.flat(key)[sl], 0, 1)))
+        def tm(key_or_array: str | np.ndarray, sl: slice = sl) -> torch.Tensor:
+            """``[N, L, ...]`` rows of this chunk as a time-major ``[L, B, ...]`` tensor on ``device``."""
+            x = trials.flat(key_or_array) if isinstance(key_or_array, str) else key_or_array
+            return torch.from_numpy(np.ascontiguousarray(np.swapaxes(x[sl], 0, 1))).to(device)
 
-        obs, next_obs = tm("obs"), tm("next_obs")  # [L, B, obs_dim]
-        mu, logvar = encoder(tm("actions"), next_obs, tm("rewards"), tm("valid"))  # [L + 1, B, D]
+        obs, next_obs, actions = tm("obs"), tm("next_obs"), tm("actions")  # [L, B, ...]
+        mu, logvar = encoder(actions, next_obs, tm("rewards"), tm("valid"))  # [L + 1, B, D]
         # next episode's start state for the steps that cross an episode boundary
-        cross_b = torch.from_numpy(np.ascontiguousarray(cross[sl].T))  # [L, B]
         next_start = torch.zeros_like(obs)
         for e in range(e_ - 1):
             next_start[e * h : (e + 1) * h] = obs[(e + 1) * h]
-        successor = torch.where(cross_b[..., None], next_start, next_obs)
-        times = (
-            [torch.from_numpy(np.ascontiguousarray(x[sl].T)) for x in (time_t, time_tp1)]
-            if episode_time
-            else [None, None]
-        )
+        successor = torch.where(tm(cross)[..., None], next_start, next_obs)
+        times = [tm(time_t), tm(time_tp1)] if episode_time else [None, None]
         hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0], belief_input)  # [L, B, .]
         hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1], belief_input)
-        mask = torch.from_numpy(np.ascontiguousarray(valid[sl].T))  # [L, B]
+        mask = tm(valid)  # [L, B]
         parts["obs"].append(hyper_t[mask])
         parts["next_obs"].append(hyper_tp1[mask])
-        parts["actions"].append(tm("actions")[mask])
+        parts["actions"].append(actions[mask])
         parts["rewards"].append(tm("rewards")[mask])
-        parts["terminals"].append(torch.from_numpy(np.ascontiguousarray(terminals[sl].T))[mask].float())
-        parts["episode"].append(torch.from_numpy(episode_of_step[sl].T.copy())[mask])
-        parts["task_index"].append(
-            torch.from_numpy(trials.task_index[sl])[None].expand(length, -1)[mask]
-        )
+        parts["terminals"].append(tm(terminals)[mask].float())
+        parts["episode"].append(tm(episode_of_step)[mask])
+        parts["task_index"].append(torch.from_numpy(trials.task_index[sl]).to(device)[None].expand(length, -1)[mask])
+        for part in parts.values():
+            part[-1] = part[-1].cpu()
     encoder.train(was_training)
     return HyperStateTransitions(**{k: torch.cat(v) for k, v in parts.items()})

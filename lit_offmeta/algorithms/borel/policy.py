@@ -54,14 +54,19 @@ class BeliefPolicy:
         self.deterministic = deterministic
         self.horizon = horizon
         self.belief_input = belief_input
+        # The belief lives where the encoder does (a GPU after training there); environments speak numpy.
+        self.device = next(encoder.parameters()).device
         self.h: torch.Tensor | None = None
+
+    def _tensor(self, x: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
 
     @torch.no_grad()
     def reset(self, num_envs: int) -> None:
         """Start a trial: every environment's belief becomes the prior ``q_0``."""
-        self.h = self.encoder.initial_state(num_envs)
+        self.h = self.encoder.initial_state(num_envs, self.device)
         self.mu, self.logvar = self.encoder.belief(self.h)
-        self.t = torch.zeros(num_envs)
+        self.t = torch.zeros(num_envs, device=self.device)
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu, self.logvar
@@ -72,7 +77,7 @@ class BeliefPolicy:
             raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
         mu, logvar = self._latent()
         time = self.t / self.horizon if self.horizon else None
-        hyper = hyper_state(torch.as_tensor(np.asarray(obs), dtype=torch.float32), mu, logvar, time, self.belief_input)
+        hyper = hyper_state(self._tensor(obs, torch.float32), mu, logvar, time, self.belief_input)
         actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
@@ -89,16 +94,13 @@ class BeliefPolicy:
         episode end, the final observation, not the next start). ``dones`` do NOT reset the belief."""
         if self.h is None:
             raise RuntimeError(f"{type(self).__name__}.observe called before reset(num_envs)")
-        a = torch.as_tensor(np.asarray(actions))
+        a = self._tensor(actions)
         a = a.long() if self.discrete_actions else a.float()
         self.h = self.encoder.step(
-            self.h,
-            a,
-            torch.as_tensor(np.asarray(next_obs), dtype=torch.float32),
-            torch.as_tensor(np.asarray(rewards), dtype=torch.float32),
+            self.h, a, self._tensor(next_obs, torch.float32), self._tensor(rewards, torch.float32)
         )
         self.mu, self.logvar = self.encoder.belief(self.h)
-        self.t = torch.where(torch.as_tensor(np.asarray(dones, dtype=bool)), 0.0, self.t + 1)
+        self.t = torch.where(self._tensor(dones, torch.bool), 0.0, self.t + 1)
 
 
 class ThompsonPolicy(BeliefPolicy):
@@ -122,11 +124,11 @@ class ThompsonPolicy(BeliefPolicy):
         belief_input: BeliefInput | None = None,
     ):
         super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input)
-        self.logvar_confident = logvar_confident.detach().float()
-        self.generator = torch.Generator().manual_seed(seed)
+        self.logvar_confident = logvar_confident.detach().float().to(self.device)
+        self.generator = torch.Generator().manual_seed(seed)  # a CPU stream: the same samples on any device
 
     def _sample(self, rows: torch.Tensor) -> None:
-        eps = torch.randn(self.mu[rows].shape, generator=self.generator)
+        eps = torch.randn(self.mu[rows].shape, generator=self.generator).to(self.device)
         self.z[rows] = self.mu[rows] + eps * (0.5 * self.logvar[rows]).exp()
 
     @torch.no_grad()
@@ -141,6 +143,6 @@ class ThompsonPolicy(BeliefPolicy):
     @torch.no_grad()
     def observe(self, obs, actions, rewards, next_obs, dones) -> None:
         super().observe(obs, actions, rewards, next_obs, dones)
-        done = torch.as_tensor(np.asarray(dones, dtype=bool))
+        done = self._tensor(dones, torch.bool)
         if done.any():
             self._sample(done)  # a new episode starts: resample from the updated belief
