@@ -6,8 +6,14 @@ import numpy as np
 import torch
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
-from lit_offmeta.algorithms.borel.diagnostics import exact_hyperstates, exact_posterior_update, exact_prior
+from lit_offmeta.algorithms.borel.diagnostics import (
+    exact_hyperstates,
+    exact_posterior_update,
+    exact_prior,
+    search_coverage,
+)
 from lit_offmeta.algorithms.borel.hyperstates import relabel_states
+from lit_offmeta.data.relabel import trials_from_episodes
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.tasks import get_family
 
@@ -145,3 +151,26 @@ def test_exact_eval_runs_the_agent_on_both_beliefs_and_refuses_unnormalised_maps
                              vae={**vae, "cell_targets": "visited"})
     with pytest.raises(SystemExit, match="normalised goal map"):
         diagnostics.exact_eval_report(visited)
+
+
+def _grid_episode(cells: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """A 15-step GridNavi episode from (0, 0) entering ``cells`` in order, then staying on the last one."""
+    path = [(0, 0), *cells] + [cells[-1]] * (15 - len(cells))
+    return {"observations": np.asarray(path, np.float32), "actions": np.zeros(15, np.int64),
+            "rewards": np.full(15, -0.1, np.float32), "terminations": np.zeros(15, bool),
+            "truncations": np.eye(15, dtype=bool)[-1]}
+
+
+def test_search_coverage_counts_distinct_cells_by_hand():
+    family = get_family("grid_navi")
+    row = [(1, 0), (2, 0), (3, 0), (4, 0)]  # 4 cells
+    snake = row + [(4, 1), (3, 1), (2, 1), (1, 1), (0, 1), (0, 2), (1, 2)]  # 11 cells
+    back_and_forth = [(1, 0), (0, 0), (1, 0), (0, 0)]  # 2 distinct cells: (1, 0) and the start (0, 0)
+    episodes = [_grid_episode(c) for c in (row, snake, back_and_forth, row)]
+    metadata = [{"trial_index": 0, "episode_in_trial": e} for e in range(4)]
+    trials = trials_from_episodes(0, family.default_tasks()[0], episodes, metadata, 4, family.horizon)
+    report = search_coverage(trials)
+    assert report["episodes"] == 4
+    assert report["cells_per_episode"] == round((4 + 11 + 2 + 4) / 4, 2)
+    assert report["cells_per_trial"] == 12  # the snake's 11 cells and (0, 0)
+    assert report["episodes_with_8_or_more"] == 0.25 and report["episodes_with_12_or_more"] == 0.0

@@ -20,6 +20,9 @@ the checkpoint's own policy's trials (``--ckpt --on-policy``).
 ``belief-probe``: a supervised readout (MLP) fitted to the exact posterior from a VAE's belief or its encoder's
 hidden state: how much of the posterior the representation holds at all.
 
+``coverage``: how far the behaviour data searches: the distinct cells each logged episode (and trial) enters,
+against the ~10 cells the Bayes-adaptive policy enters in its first episode.
+
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
 Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
 settings and ``state_dict``.
@@ -33,6 +36,7 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data \
         [--on-policy]
     python -m lit_offmeta.algorithms.borel.diagnostics exact-eval --ckpt <run>/checkpoints/<x>.ckpt
+    python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data
 """
 
 from __future__ import annotations
@@ -227,6 +231,32 @@ def policy_trials(model) -> TrialArrays:
 
 CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
 REPORT_STEPS = (0, 5, 14, 29, 44, 59)
+
+
+def search_coverage(trials: TrialArrays) -> dict[str, float]:
+    """Distinct cells entered (``s_{t+1}`` over the valid steps) per episode and per trial of GridNavi ``trials``:
+    the mean, and the fraction of episodes entering at least 8 / 10 / 12 cells."""
+    cells = (trials.next_obs[..., 0] * GRID_SIZE + trials.next_obs[..., 1]).astype(np.int64)  # [N, E, H]
+    entered = np.zeros((*cells.shape[:2], CELLS), bool)
+    n, e = np.indices(cells.shape[:2])
+    for t in range(cells.shape[2]):
+        valid = trials.valid[..., t]
+        entered[n[valid], e[valid], cells[..., t][valid]] = True
+    per_episode = entered.sum(-1).ravel()
+    report = {"episodes": int(per_episode.size), "cells_per_episode": round(float(per_episode.mean()), 2),
+              "cells_per_trial": round(float(entered.any(1).sum(-1).mean()), 2)}
+    for k in (8, 10, 12):
+        report[f"episodes_with_{k}_or_more"] = round(float((per_episode >= k).mean()), 4)
+    return report
+
+
+def coverage(args: argparse.Namespace) -> None:
+    """``coverage``: :func:`search_coverage` of the logged GridNavi trials in ``args.data``, as JSON."""
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("grid_navi")
+    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    print(json.dumps(search_coverage(trials)))
 
 
 def config_rl_trials(data: str) -> TrialArrays:
@@ -443,10 +473,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden", action="store_true", help="probe the encoder's hidden state instead of (mu, logvar)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
+    c = sub.add_parser("coverage", help="distinct cells each logged episode and trial enters")
+    c.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
-     "belief-probe": belief_probe, "exact-eval": exact_eval}[args.cmd](args)
+     "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage}[args.cmd](args)
 
 
 if __name__ == "__main__":
