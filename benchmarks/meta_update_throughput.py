@@ -7,18 +7,20 @@ transitions per task, 1 inner step, second-order meta-gradients; one meta-update
 Usage::
 
     python benchmarks/meta_update_throughput.py [--mode closed_form|vmap|loop] [--updates 30] [--device cpu]
-        [--threads N] [--first_order] [--layer weight_transform|bias_transform|linear] [--phases]
+        [--threads N] [--first_order] [--layer weight_transform|bias_transform|linear] [--phases] [--count_ops]
 
 Prints the parameter counts, peak memory (CUDA: max allocated; CPU: max RSS of the process) and, last,
 ``meta_updates_per_s: X``.
 
 ``--phases`` instead times the phases of ``training_step`` outside Lightning (CPU time of this process, ms per
 meta-update): inner value step, inner policy step, outer losses, backward, Adam step, slow-target update.
+``--count_ops`` instead counts the aten operations of one meta-update (forward, double backward, Adam).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import os
 import resource
@@ -26,6 +28,7 @@ import time
 
 import torch
 from lightning.pytorch import Callback, Trainer
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, IterableDataset
 
 from lit_offmeta.algorithms import MACAW
@@ -73,7 +76,20 @@ class _Timer(Callback):
         self.cpu_elapsed = time.process_time() - self.cpu_start
 
 
-def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: int) -> dict[str, float]:
+class _OpCounter(TorchDispatchMode):
+    """Counts every aten operation dispatched while active (autograd's backward ones included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: int,
+                count_ops: bool = False) -> dict[str, float]:
     """CPU ms per meta-update of each phase of ``MACAW.training_step`` (same calls, timed one by one)."""
     optimizer = model.configure_optimizers()
     totals: dict[str, float] = {}
@@ -106,6 +122,12 @@ def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: in
         model.update_value_target()
         tick("target_update")
 
+    if count_ops:  # one warm-up update, then the operations of one update
+        update(batches[0])
+        with _OpCounter() as counter:
+            update(batches[1])
+        print("most frequent:", ", ".join(f"{name} {n}" for name, n in counter.counts.most_common(8)))
+        return {"aten_ops_per_update": sum(counter.counts.values())}
     for i in range(warmup + updates):
         if i == warmup:
             totals.clear()
@@ -122,11 +144,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave default)")
     parser.add_argument("--first_order", action="store_true")
     parser.add_argument("--phases", action="store_true", help="time the phases of one meta-update (CPU ms)")
+    parser.add_argument("--count_ops", action="store_true", help="count the aten operations of one meta-update")
     parser.add_argument("--layer", default="weight_transform", choices=["weight_transform", "bias_transform", "linear"],
                         help="layer type (linear: what the same update costs without generators)")
     args = parser.parse_args()
     if args.phases and args.device != "cpu":
         parser.error("--phases measures CPU time; use it with --device cpu")
+
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -134,6 +158,9 @@ def main() -> None:
                   first_order=args.first_order, adaptation_mode=args.mode, layer=args.layer)
     batches = [random_batch(5, 256, 256, 20, 6, args.device) for _ in range(4)]
     print(f"policy parameters: {num_parameters(model.policy):,}; value parameters: {num_parameters(model.value):,}")
+    if args.count_ops:
+        print(f"aten_ops_per_update: {time_phases(model, batches, 0, 0, count_ops=True)['aten_ops_per_update']}")
+        return
     if args.phases:
         phases = time_phases(model, batches, args.warmup, args.updates)
         print(" ".join(f"{k}: {v:.1f}" for k, v in phases.items()), f"total: {sum(phases.values()):.1f} (CPU ms)")
