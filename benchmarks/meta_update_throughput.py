@@ -14,7 +14,8 @@ Prints the parameter counts, peak memory (CUDA: max allocated; CPU: max RSS of t
 
 ``--phases`` instead times the phases of ``training_step`` outside Lightning (CPU time of this process, ms per
 meta-update): inner value step, inner policy step, outer losses, backward, Adam step, slow-target update.
-``--count_ops`` instead counts the aten operations of one meta-update (forward, double backward, Adam).
+``--count_ops`` instead counts the aten operations and the matrix-product FLOPs of one meta-update (forward,
+double backward, Adam).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.data import DataLoader, IterableDataset
 
 from lit_offmeta.algorithms import MACAW
@@ -124,9 +126,11 @@ def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: in
 
     if count_ops:  # one warm-up update, then the operations of one update
         update(batches[0])
-        with _OpCounter() as counter:
+        with _OpCounter() as counter, FlopCounterMode(display=False) as flops:
             update(batches[1])
         print("most frequent:", ", ".join(f"{name} {n}" for name, n in counter.counts.most_common(8)))
+        by_op = {str(k): round(v / 1e9, 3) for k, v in flops.get_flop_counts()["Global"].items()}
+        print(f"matrix-product GFLOP per update: {flops.get_total_flops() / 1e9:.3f} {by_op}")
         return {"aten_ops_per_update": sum(counter.counts.values())}
     for i in range(warmup + updates):
         if i == warmup:
