@@ -30,8 +30,8 @@ import time
 import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from lit_offmeta.algorithms import MACAW
 from lit_offmeta.data.batch import TaskBatch

@@ -92,6 +92,13 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search
     assert set(report["posterior_std_at_step"]) == set(report["tv_not_found_at_step"])
 
+    # belief-probe on the same file and trials: a readout of the belief, scored on held-out trials (rows lined up
+    # with their trials by relabelled_row_trials)
+    diagnostics.main(["belief-probe", "--vae", str(out), "--data", "x", "--every", "50", "--steps", "5"])
+    probe = json.loads(capsys.readouterr().out)
+    assert probe["input"] == "belief" and probe["features"] == 2 * 3  # (mu, logvar) of a 3-dim latent
+    assert 0.0 < probe["probe_tv_not_found"] < 1.0 and "0" in probe["probe_tv_not_found_at_step"]
+
 
 def test_fit_probe_reads_out_a_representation_that_holds_the_posterior():
     """The probe fitted on features that ARE the exact posterior (plus noise columns) gives it back on held-out

@@ -11,7 +11,11 @@ import yaml
 from lightning.pytorch import Trainer
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
-from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
+from lit_offmeta.algorithms.borel.hyperstates import (
+    HyperStateTransitions,
+    relabel_states,
+    relabelled_row_trials,
+)
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.datamodules.trajectory import TrialDataModule
@@ -345,3 +349,14 @@ def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     with pytest.raises(ValueError, match="2 goals for 3 recorded trials"):
         plot_point_paths(result, [t["goal"] for t in tasks[:2]], GOAL_RADIUS, tmp_path / "bad.png")
+
+
+def test_relabelled_row_trials_name_the_trial_of_every_relabelled_row(grid_trials, encoder):
+    """Chunked relabelling (3 chunks of 4 trials): each trial's rows, in order, are its valid steps in time order."""
+    hyper = relabel_states(encoder, grid_trials, batch_size=4)
+    rows = relabelled_row_trials(grid_trials, batch_size=4)
+    assert rows.shape == (len(hyper),) and grid_trials.num_trials == 9
+    obs, valid = grid_trials.flat("obs"), grid_trials.flat("valid")
+    for i in range(grid_trials.num_trials):
+        np.testing.assert_array_equal(hyper.obs[rows == i, :2].numpy(), obs[i][valid[i]])
+        assert (hyper.task_index[rows == i] == int(grid_trials.task_index[i])).all()

@@ -50,7 +50,11 @@ import torch
 from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
-from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
+from lit_offmeta.algorithms.borel.hyperstates import (
+    HyperStateTransitions,
+    relabel_states,
+    relabelled_row_trials,
+)
 from lit_offmeta.algorithms.borel.pipeline import cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
 from lit_offmeta.tasks import get_family
@@ -341,11 +345,7 @@ def belief_probe(args: argparse.Namespace) -> None:
         learned = relabel_states(encoder, trials)
     exact = exact_hyperstates(trials, episode_time=True)
     post = exact.obs[:, 2 : 2 + CELLS]
-    # relabel_states' row order: chunks of 512 trials, each time-major over its valid steps
-    valid = torch.as_tensor(trials.flat("valid"))
-    trial = torch.cat([torch.arange(s, min(s + 512, trials.num_trials))[None].expand(valid.shape[1], -1)[valid[s : s + 512].T]
-                       for s in range(0, trials.num_trials, 512)])
-    held_out = trial % 3 == 0
+    held_out = relabelled_row_trials(trials) % 3 == 0
     probe = fit_probe(learned.obs[:, 2:], post, ~held_out, args.steps)
     tv = 0.5 * (probe - post).abs().sum(-1)
     found = post.max(-1).values > 0.999
