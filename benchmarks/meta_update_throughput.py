@@ -90,53 +90,60 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: int,
-                count_ops: bool = False) -> dict[str, float]:
+def meta_update(model: MACAW, optimizer: torch.optim.Optimizer, batch: TaskBatch, tick=lambda name: None) -> None:
+    """The calls of ``MACAW.training_step`` outside Lightning; ``tick(phase)`` is called after each phase."""
+    hp = model.hparams
+    value_trajectory, _ = model.adapt_value(batch.support, hp.inner_steps, hp.first_order)
+    tick("inner_value")
+    policy_weights, _ = model.adapt_policy(batch.support, value_trajectory, hp.inner_steps, hp.first_order)
+    tick("inner_policy")
+    target = model.value_target.current_weights()
+    if hasattr(model, "_outer_losses"):
+        loss_value, loss_policy, _ = model._outer_losses(policy_weights, value_trajectory[-1], batch.query, target)
+    else:  # older checkouts: the two public losses
+        loss_value = model.outer_value_loss(value_trajectory[-1], batch.query, target)
+        loss_policy, _ = model.outer_policy_loss(policy_weights, value_trajectory[-1], batch.query, target)
+    tick("outer_losses")
+    optimizer.zero_grad()
+    (loss_value + loss_policy).backward()
+    tick("backward")
+    optimizer.step()
+    tick("adam")
+    model.update_value_target()
+    tick("target_update")
+
+
+def time_phases(model: MACAW, batches: list[TaskBatch], warmup: int, updates: int) -> dict[str, float]:
     """CPU ms per meta-update of each phase of ``MACAW.training_step`` (same calls, timed one by one)."""
     optimizer = model.configure_optimizers()
     totals: dict[str, float] = {}
+    clock = time.process_time()
 
-    def update(batch: TaskBatch) -> None:
-        hp, clock = model.hparams, time.process_time()
+    def tick(name: str) -> None:
+        nonlocal clock
+        now = time.process_time()
+        totals[name] = totals.get(name, 0.0) + now - clock
+        clock = now
 
-        def tick(name: str) -> None:
-            nonlocal clock
-            now = time.process_time()
-            totals[name] = totals.get(name, 0.0) + now - clock
-            clock = now
-
-        value_trajectory, _ = model.adapt_value(batch.support, hp.inner_steps, hp.first_order)
-        tick("inner_value")
-        policy_weights, _ = model.adapt_policy(batch.support, value_trajectory, hp.inner_steps, hp.first_order)
-        tick("inner_policy")
-        target = model.value_target.current_weights()
-        if hasattr(model, "_outer_losses"):
-            loss_value, loss_policy, _ = model._outer_losses(policy_weights, value_trajectory[-1], batch.query, target)
-        else:  # older checkouts: the two public losses
-            loss_value = model.outer_value_loss(value_trajectory[-1], batch.query, target)
-            loss_policy, _ = model.outer_policy_loss(policy_weights, value_trajectory[-1], batch.query, target)
-        tick("outer_losses")
-        optimizer.zero_grad()
-        (loss_value + loss_policy).backward()
-        tick("backward")
-        optimizer.step()
-        tick("adam")
-        model.update_value_target()
-        tick("target_update")
-
-    if count_ops:  # one warm-up update, then the operations of one update
-        update(batches[0])
-        with _OpCounter() as counter, FlopCounterMode(display=False) as flops:
-            update(batches[1])
-        print("most frequent:", ", ".join(f"{name} {n}" for name, n in counter.counts.most_common(8)))
-        by_op = {str(k): round(v / 1e9, 3) for k, v in flops.get_flop_counts()["Global"].items()}
-        print(f"matrix-product GFLOP per update: {flops.get_total_flops() / 1e9:.3f} {by_op}")
-        return {"aten_ops_per_update": sum(counter.counts.values())}
     for i in range(warmup + updates):
         if i == warmup:
             totals.clear()
-        update(batches[i % len(batches)])
+        clock = time.process_time()
+        meta_update(model, optimizer, batches[i % len(batches)], tick)
     return {name: 1e3 * t / updates for name, t in totals.items()}
+
+
+def count_ops(model: MACAW, batches: list[TaskBatch]) -> int:
+    """The aten operations of one meta-update after one warm-up update; prints the most frequent ones and the
+    matrix-product FLOPs."""
+    optimizer = model.configure_optimizers()
+    meta_update(model, optimizer, batches[0])
+    with _OpCounter() as counter, FlopCounterMode(display=False) as flops:
+        meta_update(model, optimizer, batches[1])
+    print("most frequent:", ", ".join(f"{name} {n}" for name, n in counter.counts.most_common(8)))
+    by_op = {str(k): round(v / 1e9, 3) for k, v in flops.get_flop_counts()["Global"].items()}
+    print(f"matrix-product GFLOP per update: {flops.get_total_flops() / 1e9:.3f} {by_op}")
+    return sum(counter.counts.values())
 
 
 def main() -> None:
@@ -163,7 +170,7 @@ def main() -> None:
     batches = [random_batch(5, 256, 256, 20, 6, args.device) for _ in range(4)]
     print(f"policy parameters: {num_parameters(model.policy):,}; value parameters: {num_parameters(model.value):,}")
     if args.count_ops:
-        print(f"aten_ops_per_update: {time_phases(model, batches, 0, 0, count_ops=True)['aten_ops_per_update']}")
+        print(f"aten_ops_per_update: {count_ops(model, batches)}")
         return
     if args.phases:
         phases = time_phases(model, batches, args.warmup, args.updates)
