@@ -1,4 +1,5 @@
-"""The exact-posterior diagnostic of offline VariBAD on GridNavi (lit_offmeta.algorithms.borel.diagnostics)."""
+"""The diagnostics of offline VariBAD (lit_offmeta.algorithms.borel.diagnostics): GridNavi's exact posterior, PointRobot's
+goal-found split."""
 
 from __future__ import annotations
 
@@ -181,3 +182,45 @@ def test_search_coverage_counts_distinct_cells_by_hand():
     assert report["cells_per_episode"] == round((4 + 11 + 2 + 4) / 4, 2)
     assert report["cells_per_trial"] == 12  # the snake's 11 cells and (0, 0)
     assert report["episodes_with_8_or_more"] == 0.25 and report["episodes_with_12_or_more"] == 0.0
+
+
+def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
+    """``goal-found``: with a reward decoder that peaks at the first held-out goal whatever the belief, exactly the
+    goals within the goal radius of it count as located, and the episode-2 split adds up to the rollout's."""
+    import pytest
+    from torch import nn
+
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]},
+                           vae={"hidden_dim": 8, "latent_dim": 2, "decoder_hidden": [8]})
+    family = model.family
+    tasks = [family.default_tasks()[i] for i in family.split().test]
+    goals = np.array([t["goal"] for t in tasks])
+    peak = torch.as_tensor(goals[0], dtype=torch.float32)
+
+    class PeakAtFirstGoal(nn.Module):
+        def forward(self, z, x):
+            return -(x - peak).norm(dim=-1) + 0.0 * z.sum(-1)
+
+    model.vae.decoder = PeakAtFirstGoal()
+    report = diagnostics.goal_found_report(model)
+    located = np.linalg.norm(goals - goals[0], axis=-1) <= GOAL_RADIUS
+    assert report["tasks"] == len(tasks) and report["located"] == round(float(located.mean()), 3)
+    reference = evaluate_trials(model.adapt(), family, tasks, 2, seed=model.hparams.seed)
+    second = reference.success[:, 1]
+    assert report["success_ep2"] == round(float(second.mean()), 3)
+    expected_not_located = round(float(second[~located].mean()), 3) if (~located).any() else None
+    assert report["ep2_success_if_not_located"] == expected_not_located
+    assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
+
+    trace = diagnostics.BeliefTrace(model.adapt())
+    evaluate_trials(trace, family, tasks[:2], 2, seed=0)
+    assert len(trace.means) == 2 * family.horizon
+    prior_mu, _ = model.vae.encoder.belief(model.vae.encoder.initial_state(2, torch.device("cpu")))
+    torch.testing.assert_close(trace.means[0], prior_mu)
+    with pytest.raises(SystemExit, match="needs a point_robot_sparse model"):
+        diagnostics.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))

@@ -1,6 +1,7 @@
-"""GridNavi diagnostics of offline VariBAD: is the belief or the RL stage the weak link?
+"""Diagnostics of offline VariBAD (GridNavi, and ``goal-found`` for sparse PointRobot): is the belief or the RL
+stage the weak link?
 
-Two checks, both on the data a config trains on (``docs/BOREL.md`` reports what they measured):
+The checks (``docs/BOREL.md`` reports what they measured):
 
 ``belief``: the decoded ``p(goal at cell)`` of a trained model's belief after hand-made paths (the prior, a failed
 sweep of the bottom row, a failed sweep of the bottom row and the right column, a walk onto a goal). A
@@ -23,6 +24,10 @@ hidden state: how much of the posterior the representation holds at all.
 ``coverage``: how far the behaviour data searches: the distinct cells each logged episode (and trial) enters,
 against the ~10 cells the Bayes-adaptive policy enters in its first episode.
 
+``goal-found`` (sparse PointRobot): a checkpoint's trials on the held-out goals, split by whether its belief at
+the start of episode 2 locates the goal (the decoded reward's peak on the goal arc lies within the goal radius):
+episode 2's success with and without a located goal, and how many rewarded steps episode 1 had.
+
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
 Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
 settings and ``state_dict``.
@@ -37,12 +42,14 @@ settings and ``state_dict``.
         [--on-policy]
     python -m lit_offmeta.algorithms.borel.diagnostics exact-eval --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics goal-found --ckpt <run>/checkpoints/<x>.ckpt   # PointRobot
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import numpy as np
@@ -428,6 +435,82 @@ def belief(args: argparse.Namespace) -> None:
         print(json.dumps(report))
 
 
+class BeliefTrace:
+    """A rollout policy that runs ``policy`` (a :class:`~lit_offmeta.algorithms.borel.policy.BeliefPolicy`) and
+    keeps the belief mean it acted on at every step: ``means[t]`` is ``[num_envs, latent]`` at trial step ``t``."""
+
+    def __init__(self, policy) -> None:
+        self.policy, self.means = policy, []
+
+    def reset(self, num_envs: int) -> None:
+        self.policy.reset(num_envs)
+        self.means = []
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        self.means.append(self.policy._latent()[0].detach().cpu().clone())
+        return self.policy.act(obs)
+
+    def observe(self, obs, actions, rewards, next_obs, dones) -> None:
+        self.policy.observe(obs, actions, rewards, next_obs, dones)
+
+
+def goal_arc(points: int = 361) -> torch.Tensor:
+    """``[points, 2]`` positions on the upper unit semicircle, where sparse PointRobot's goals lie."""
+    angles = torch.linspace(0.0, math.pi, points)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], -1)
+
+
+def goal_found_report(model, seed: int | None = None) -> dict:
+    """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
+    the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
+    arc, peaks within the goal radius of the true goal. Splits episode 2's success by that, and reports episode 1's
+    rewarded steps, so a failure can be put on the belief (found but not located) or on the agent (located but
+    not reached)."""
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    family = model.family
+    if family.name != "point_robot_sparse" or model.vae.decoder_kind != "next_obs":
+        raise SystemExit(f"goal-found: needs a point_robot_sparse model with the 'next_obs' decoder, got "
+                         f"{family.name!r} / {model.vae.decoder_kind!r}")
+    tasks = [family.default_tasks()[i] for i in family.split().test]
+    trace = BeliefTrace(model.adapt())
+    seed = model.hparams.seed if seed is None else seed
+    result = evaluate_trials(trace, family, tasks, 2, seed=seed, record=True)
+    arc = goal_arc()
+    mu = trace.means[family.horizon].to(arc.dtype)  # the belief episode 2 starts with
+    with torch.no_grad():
+        decoded = model.vae.decoder(mu[:, None].to(model.device), arc[None].to(model.device)).cpu()  # [N, A]
+    estimate = arc[decoded.argmax(-1)].numpy()
+    goals = np.array([t["goal"] for t in tasks], dtype=np.float32)
+    located = np.linalg.norm(estimate - goals, axis=-1) <= GOAL_RADIUS
+    found, second = result.success[:, 0], result.success[:, 1]
+    rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in result.episodes])
+
+    def rate(x: np.ndarray, where: np.ndarray) -> float | None:
+        return round(float(x[where].mean()), 3) if where.any() else None
+
+    return {
+        "tasks": len(tasks),
+        "success_ep1": round(float(found.mean()), 3),
+        "success_ep2": round(float(second.mean()), 3),
+        "located": round(float(located.mean()), 3),
+        "ep2_success_if_located": rate(second, located),
+        "ep2_success_if_not_located": rate(second, ~located),
+        "found_in_ep1_but_not_located": int((found & ~located).sum()),
+        "ep1_rewarded_steps_if_located": rewarded[found & located].tolist(),
+        "ep1_rewarded_steps_if_found_not_located": rewarded[found & ~located].tolist(),
+        "decoded_peak_mean": round(float(decoded.max(-1).values.mean()), 3),
+    }
+
+
+def goal_found(args: argparse.Namespace) -> None:
+    """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
+    print(json.dumps(goal_found_report(model, args.seed)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -475,10 +558,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     c = sub.add_parser("coverage", help="distinct cells each logged episode and trial enters")
     c.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    g = sub.add_parser("goal-found", help="PointRobot: does the belief after episode 1 locate the goal it found?")
+    g.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse)")
+    g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the model's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
-     "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage}[args.cmd](args)
+     "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found}[args.cmd](args)
 
 
 if __name__ == "__main__":
