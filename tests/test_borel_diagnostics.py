@@ -217,10 +217,17 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     assert report["ep2_success_if_not_located"] == expected_not_located
     assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
 
-    trace = diagnostics.BeliefTrace(model.adapt())
-    evaluate_trials(trace, family, tasks[:2], 2, seed=0)
-    assert len(trace.means) == 2 * family.horizon
-    prior_mu, _ = model.vae.encoder.belief(model.vae.encoder.initial_state(2, torch.device("cpu")))
-    torch.testing.assert_close(trace.means[0], prior_mu)
+    assert diagnostics.goal_found_report(model, paths=model) == report
+
+    # belief_after (the encoder over recorded episodes) is the belief the online policy carries into episode 2
+    recorded = evaluate_trials(model.adapt(), family, tasks[:3], 2, seed=0, record=True)
+    first = [ep[0] for ep in recorded.episodes]
+    online = model.adapt()
+    online.reset(3)
+    for t in range(family.horizon):
+        online.observe(np.stack([ep["observations"][t] for ep in first]), np.stack([ep["actions"][t] for ep in first]),
+                       np.stack([ep["rewards"][t] for ep in first]), np.stack([ep["observations"][t + 1] for ep in first]),
+                       np.zeros(3, bool))
+    torch.testing.assert_close(diagnostics.belief_after(model.vae.encoder, first), online.mu, rtol=1e-5, atol=1e-6)
     with pytest.raises(SystemExit, match="needs a point_robot_sparse model"):
         diagnostics.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))

@@ -26,7 +26,8 @@ against the ~10 cells the Bayes-adaptive policy enters in its first episode.
 
 ``goal-found`` (sparse PointRobot): a checkpoint's trials on the held-out goals, split by whether its belief at
 the start of episode 2 locates the goal (the decoded reward's peak on the goal arc lies within the goal radius):
-episode 2's success with and without a located goal, and how many rewarded steps episode 1 had.
+episode 2's success with and without a located goal, and how many rewarded steps episode 1 had. With ``--paths``
+another checkpoint's policy drives the trials: does this belief keep what that policy's episode 1 found?
 
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
 Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
@@ -435,23 +436,27 @@ def belief(args: argparse.Namespace) -> None:
         print(json.dumps(report))
 
 
-class BeliefTrace:
-    """A rollout policy that runs ``policy`` (a :class:`~lit_offmeta.algorithms.borel.policy.BeliefPolicy`) and
-    keeps the belief mean it acted on at every step: ``means[t]`` is ``[num_envs, latent]`` at trial step ``t``."""
+@torch.no_grad()
+def belief_after(encoder, episodes: list[dict[str, np.ndarray]]) -> torch.Tensor:
+    """The belief mean ``[N, latent]`` of ``encoder`` after each recorded episode (Minari layout, from the prior): the
+    belief a trial's next episode starts with. Episodes of different lengths are padded (``valid`` False)."""
+    length = max(len(ep["rewards"]) for ep in episodes)
 
-    def __init__(self, policy) -> None:
-        self.policy, self.means = policy, []
+    def padded(rows) -> torch.Tensor:
+        out = np.zeros((length, len(episodes), *np.asarray(rows[0]).shape[1:]), np.float32)
+        for i, x in enumerate(rows):
+            out[: len(x), i] = x
+        return torch.as_tensor(out)
 
-    def reset(self, num_envs: int) -> None:
-        self.policy.reset(num_envs)
-        self.means = []
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        self.means.append(self.policy._latent()[0].detach().cpu().clone())
-        return self.policy.act(obs)
-
-    def observe(self, obs, actions, rewards, next_obs, dones) -> None:
-        self.policy.observe(obs, actions, rewards, next_obs, dones)
+    device = next(encoder.parameters()).device
+    actions = padded([ep["actions"] for ep in episodes])
+    if encoder.discrete_actions:
+        actions = actions.long()
+    next_obs = padded([ep["observations"][1:] for ep in episodes])
+    rewards = padded([ep["rewards"] for ep in episodes])
+    valid = padded([np.ones(len(ep["rewards"])) for ep in episodes]).bool()
+    mu, _ = encoder(*(x.to(device) for x in (actions, next_obs, rewards, valid)))
+    return mu[-1].cpu()
 
 
 def goal_arc(points: int = 361) -> torch.Tensor:
@@ -460,26 +465,29 @@ def goal_arc(points: int = 361) -> torch.Tensor:
     return torch.stack([torch.cos(angles), torch.sin(angles)], -1)
 
 
-def goal_found_report(model, seed: int | None = None) -> dict:
+def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
     arc, peaks within the goal radius of the true goal. Splits episode 2's success by that, and reports episode 1's
     rewarded steps, so a failure can be put on the belief (found but not located) or on the agent (located but
-    not reached)."""
+    not reached). ``paths``: another checkpoint whose policy drives the trials (``model``'s belief then reads that
+    policy's episode 1; episode 2's success is that policy's)."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
     if family.name != "point_robot_sparse" or model.vae.decoder_kind != "next_obs":
         raise SystemExit(f"goal-found: needs a point_robot_sparse model with the 'next_obs' decoder, got "
                          f"{family.name!r} / {model.vae.decoder_kind!r}")
+    paths = model if paths is None else paths
     tasks = [family.default_tasks()[i] for i in family.split().test]
-    trace = BeliefTrace(model.adapt())
-    seed = model.hparams.seed if seed is None else seed
-    result = evaluate_trials(trace, family, tasks, 2, seed=seed, record=True)
+    seed = paths.hparams.seed if seed is None else seed
+    result = evaluate_trials(paths.adapt(), family, tasks, 2, seed=seed, record=True)
     arc = goal_arc()
-    mu = trace.means[family.horizon].to(arc.dtype)  # the belief episode 2 starts with
+    mu = belief_after(model.vae.encoder, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
     with torch.no_grad():
         decoded = model.vae.decoder(mu[:, None].to(model.device), arc[None].to(model.device)).cpu()  # [N, A]
+        prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1, model.device))[0]
+        prior_peak = model.vae.decoder(prior.to(model.device), arc.to(model.device)).max()
     estimate = arc[decoded.argmax(-1)].numpy()
     goals = np.array([t["goal"] for t in tasks], dtype=np.float32)
     located = np.linalg.norm(estimate - goals, axis=-1) <= GOAL_RADIUS
@@ -499,7 +507,9 @@ def goal_found_report(model, seed: int | None = None) -> dict:
         "found_in_ep1_but_not_located": int((found & ~located).sum()),
         "ep1_rewarded_steps_if_located": rewarded[found & located].tolist(),
         "ep1_rewarded_steps_if_found_not_located": rewarded[found & ~located].tolist(),
+        "decoded_peak_prior": round(float(prior_peak), 3),
         "decoded_peak_mean": round(float(decoded.max(-1).values.mean()), 3),
+        "decoded_peak_if_found_not_located": [round(float(x), 3) for x in decoded.max(-1).values[found & ~located]],
     }
 
 
@@ -507,8 +517,11 @@ def goal_found(args: argparse.Namespace) -> None:
     """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
-    print(json.dumps(goal_found_report(model, args.seed)))
+    def load(path):
+        return OfflineVariBAD.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+    paths = load(args.paths) if args.paths else None
+    print(json.dumps(goal_found_report(load(args.ckpt), args.seed, paths)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -560,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     g = sub.add_parser("goal-found", help="PointRobot: does the belief after episode 1 locate the goal it found?")
     g.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse)")
-    g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the model's)")
+    g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
+    g.add_argument("--paths", default=None,
+                   help="another checkpoint whose policy drives the trials (--ckpt's belief reads its episodes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
