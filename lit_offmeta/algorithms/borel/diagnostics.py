@@ -437,25 +437,18 @@ def belief(args: argparse.Namespace) -> None:
 
 
 @torch.no_grad()
-def belief_after(encoder, episodes: list[dict[str, np.ndarray]]) -> torch.Tensor:
-    """The belief mean ``[N, latent]`` of ``encoder`` after each recorded episode (Minari layout, from the prior): the
-    belief a trial's next episode starts with. Episodes of different lengths are padded (``valid`` False)."""
-    length = max(len(ep["rewards"]) for ep in episodes)
+def belief_after(encoder, family, episodes: list[dict[str, np.ndarray]]) -> torch.Tensor:
+    """The belief mean ``[N, latent]`` of ``encoder`` after each recorded episode of ``family`` (Minari layout,
+    from the prior): the belief a trial's next episode starts with."""
+    from lit_offmeta.datamodules.trajectory import trials_to_batch
 
-    def padded(rows) -> torch.Tensor:
-        out = np.zeros((length, len(episodes), *np.asarray(rows[0]).shape[1:]), np.float32)
-        for i, x in enumerate(rows):
-            out[: len(x), i] = x
-        return torch.as_tensor(out)
-
+    meta = [{"trial_index": 0, "episode_in_trial": 0}]
+    trials = TrialArrays.concatenate([
+        # the task dict is only read by reward relabelling, which this does not do
+        trials_from_episodes(i, {}, [ep], meta, 1, family.horizon, "rollout") for i, ep in enumerate(episodes)])
+    batch = trials_to_batch(trials)  # time-major; steps past an episode's end are invalid and leave the belief
     device = next(encoder.parameters()).device
-    actions = padded([ep["actions"] for ep in episodes])
-    if encoder.discrete_actions:
-        actions = actions.long()
-    next_obs = padded([ep["observations"][1:] for ep in episodes])
-    rewards = padded([ep["rewards"] for ep in episodes])
-    valid = padded([np.ones(len(ep["rewards"])) for ep in episodes]).bool()
-    mu, _ = encoder(*(x.to(device) for x in (actions, next_obs, rewards, valid)))
+    mu, _ = encoder(*(batch[k].to(device) for k in ("actions", "next_obs", "rewards", "valid")))
     return mu[-1].cpu()
 
 
@@ -483,7 +476,7 @@ def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
     seed = paths.hparams.seed if seed is None else seed
     result = evaluate_trials(paths.adapt(), family, tasks, 2, seed=seed, record=True)
     arc = goal_arc()
-    mu = belief_after(model.vae.encoder, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
+    mu = belief_after(model.vae.encoder, family, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
     with torch.no_grad():
         decoded = model.vae.decoder(mu[:, None].to(model.device), arc[None].to(model.device)).cpu()  # [N, A]
         prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1, model.device))[0]
