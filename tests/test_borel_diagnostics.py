@@ -210,11 +210,15 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     report = diagnostics.goal_found_report(model)
     located = np.linalg.norm(goals - goals[0], axis=-1) <= GOAL_RADIUS
     assert report["tasks"] == len(tasks) and report["located"] == round(float(located.mean()), 3)
-    reference = evaluate_trials(model.adapt(), family, tasks, 2, seed=model.hparams.seed)
-    second = reference.success[:, 1]
+    reference = evaluate_trials(model.adapt(), family, tasks, 2, seed=model.hparams.seed, record=True)
+    found, second = reference.success[:, 0], reference.success[:, 1]
     assert report["success_ep2"] == round(float(second.mean()), 3)
     expected_not_located = round(float(second[~located].mean()), 3) if (~located).any() else None
     assert report["ep2_success_if_not_located"] == expected_not_located
+    assert report["ep2_success_if_located"] == round(float(second[located].mean()), 3)
+    assert report["found_in_ep1_but_not_located"] == int((found & ~located).sum())
+    rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in reference.episodes])
+    assert report["ep1_rewarded_steps_if_found_not_located"] == rewarded[found & ~located].tolist()
     assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
 
     assert diagnostics.goal_found_report(model, paths=model) == report

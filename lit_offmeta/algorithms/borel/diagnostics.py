@@ -63,7 +63,7 @@ from lit_offmeta.algorithms.borel.hyperstates import (
     relabel_states,
     relabelled_row_trials,
 )
-from lit_offmeta.algorithms.borel.pipeline import cosine_lr_decay_, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
@@ -177,12 +177,14 @@ def exact_rl(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+def load_pipeline(path: str) -> OfflineVariBAD:
+    """A pipeline checkpoint on the CPU (tensors only: ``weights_only=True``)."""
+    return OfflineVariBAD.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+
 def exact_eval(args: argparse.Namespace) -> None:
     """``exact-eval``: :func:`exact_eval_report` of a pipeline checkpoint, as JSON."""
-    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
-
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True)
-    print(json.dumps(exact_eval_report(model)))
+    print(json.dumps(exact_eval_report(load_pipeline(args.ckpt))))
 
 
 def exact_eval_report(model) -> dict[str, dict[str, float]]:
@@ -210,12 +212,11 @@ def belief_error(args: argparse.Namespace) -> None:
     the trials the checkpoint's own Bayes-adaptive policy walks, one per goal (the evaluation protocol): there the
     paths are the policy's, not the data's. See :func:`belief_error_report`.
     """
-    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
     if args.on_policy and not args.ckpt:
         raise SystemExit("belief-error: --on-policy needs --ckpt (the policy whose rollouts are scored)")
-    model = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True) if args.ckpt else None
+    model = load_pipeline(args.ckpt) if args.ckpt else None
     if args.on_policy:
         print(json.dumps({"rl_data": "on_policy", **belief_error_report(model.vae, policy_trials(model))}))
         return
@@ -410,9 +411,7 @@ def train_vae(args: argparse.Namespace) -> None:
 @torch.no_grad()
 def belief(args: argparse.Namespace) -> None:
     if args.ckpt:
-        from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
-
-        vae = OfflineVariBAD.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).vae
+        vae = load_pipeline(args.ckpt).vae
     else:
         vae = load_vae(args.vae)
     vae.eval()
@@ -508,13 +507,8 @@ def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
 
 def goal_found(args: argparse.Namespace) -> None:
     """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
-    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
-
-    def load(path):
-        return OfflineVariBAD.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-
-    paths = load(args.paths) if args.paths else None
-    print(json.dumps(goal_found_report(load(args.ckpt), args.seed, paths)))
+    paths = load_pipeline(args.paths) if args.paths else None
+    print(json.dumps(goal_found_report(load_pipeline(args.ckpt), args.seed, paths)))
 
 
 def main(argv: list[str] | None = None) -> None:
