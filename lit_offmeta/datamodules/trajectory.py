@@ -19,6 +19,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
+from lit_offmeta.data.stitching import stitch_trials
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily, TaskSplit
 
@@ -94,6 +95,12 @@ class TrialDataModule(LightningDataModule):
             enough), instead of a fresh path per trial. The expected ELBO is the same; the tasks are stratified
             per path, so each belief on a path is trained against several tasks' rewards at once: a
             lower-variance signal for what a path rules out (docs/BOREL.md, fifth session).
+        stitched_trials_per_task: add this many stitched trials per training task to the data
+            (:func:`lit_offmeta.data.stitching.stitch_trials`: walks over the logged transitions that prefer
+            unvisited states, i.e. search paths no single-task behaviour agent logs; discrete-state families with
+            deterministic dynamics only). They join ``train_trials``, so the VAE batches and the pipeline's RL
+            stage both draw them. 0 (default): the logged trials only, BOReL's protocol.
+        stitch_novelty: the stitched walks' probability of stepping only to states their trial has not visited.
         scripted_trials_per_task: with ``data_root=None``, trials per task of the scripted behaviour
             (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
@@ -119,6 +126,8 @@ class TrialDataModule(LightningDataModule):
         reward_relabelling: bool = True,
         mix_prob: float = 0.5,
         shared_paths: bool = False,
+        stitched_trials_per_task: int = 0,
+        stitch_novelty: float = 0.9,
         scripted_trials_per_task: int = 200,
         steps_per_epoch: int = 1000,
         seed: int = 0,
@@ -132,6 +141,10 @@ class TrialDataModule(LightningDataModule):
         ):
             if value < 1:
                 raise ValueError(f"TrialDataModule: {name} must be >= 1, got {value}")
+        if stitched_trials_per_task < 0:
+            raise ValueError(f"TrialDataModule: stitched_trials_per_task must be >= 0, got {stitched_trials_per_task}")
+        if not 0.0 <= stitch_novelty <= 1.0:
+            raise ValueError(f"TrialDataModule: stitch_novelty must be in [0, 1], got {stitch_novelty}")
         if not 0.0 <= mix_prob <= 1.0:
             raise ValueError(f"TrialDataModule: mix_prob must be in [0, 1], got {mix_prob}")
         if shared_paths and not (reward_relabelling and mix_prob == 1.0):
@@ -153,6 +166,8 @@ class TrialDataModule(LightningDataModule):
         self.reward_relabelling = reward_relabelling
         self.mix_prob = mix_prob
         self.shared_paths = shared_paths
+        self.stitched_trials_per_task = stitched_trials_per_task
+        self.stitch_novelty = stitch_novelty
         self.scripted_trials_per_task = scripted_trials_per_task
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
@@ -188,7 +203,13 @@ class TrialDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_trials is None:
-            self.train_trials = self.load_trials(self.split.train)
+            trials = self.load_trials(self.split.train)
+            if self.stitched_trials_per_task > 0:
+                targets = np.repeat(np.asarray(self.split.train), self.stitched_trials_per_task)
+                rng = np.random.default_rng([self.seed, 1])  # its own stream: the batch stream stays as without
+                stitched = stitch_trials(self.family, trials, targets, rng, self.stitch_novelty)
+                trials = TrialArrays.concatenate([trials, stitched])
+            self.train_trials = trials
 
     def load_trials(self, task_indices: tuple[int, ...] | list[int]) -> TrialArrays:
         """Trials of the tasks ``task_indices`` (from ``data_root`` or the scripted behaviour)."""
