@@ -150,10 +150,9 @@ class _TransitionGraph:
         order = np.argsort(self.src, kind="stable")
         slot = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
         self.out[self.src[order], slot] = order
-        start_obs = trials.obs[:, :, 0][trials.valid[:, :, 0]]
-        lookup = {row.tobytes(): i for i, row in enumerate(states)}
-        starts = np.array([lookup.get(row.tobytes(), -1) for row in start_obs], np.int64)
-        starts = starts[starts >= 0]
+        episode_start = np.zeros_like(step)
+        episode_start[:, :, 0] = True  # the episodes' first steps, among the steps kept above
+        starts = ids[: len(obs)][episode_start[step]]
         starts = starts[alive[starts]]
         if len(starts) == 0:
             raise ValueError("stitch_trials: no logged start state has a logged way on")
