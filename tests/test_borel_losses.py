@@ -16,7 +16,7 @@ from lit_offmeta.algorithms.borel.vae import (
     kl_to_previous,
     posterior_entropy,
 )
-from lit_offmeta.nn.belief import BeliefEncoder
+from lit_offmeta.nn.belief import BeliefEncoder, GridCellOneHot, grid_cell_one_hot
 
 
 # --- ELBO ----------------------------------------------------------------------------------------------------------
@@ -244,6 +244,29 @@ def test_dqn_loss_and_soft_update_by_hand():
     soft_update(dqn.q_target, dqn.q, 0.25)
     for b, t, o in zip(before, dqn.q_target.parameters(), dqn.q.parameters()):
         assert torch.allclose(t, 0.75 * b + 0.25 * o)
+
+
+def test_grid_cell_one_hot_by_hand_and_the_dqn_reads_it():
+    cells = torch.tensor([[2.0, 3.0], [0.0, 1.0], [4.2, -0.3]])  # off-grid coordinates round and clamp onto it
+    hot = grid_cell_one_hot(cells, 5)
+    assert hot.shape == (3, 25) and hot.sum(-1).tolist() == [1.0, 1.0, 1.0]
+    assert hot.argmax(-1).tolist() == [13, 1, 20]
+    x = torch.cat([cells, torch.randn(3, 4)], dim=-1)
+    assert torch.equal(GridCellOneHot(5)(x), torch.cat([hot, x[:, 2:]], dim=-1))
+    # the Q-network is an MLP over (one-hot cell, rest of the hyper-state); target starts equal to online
+    torch.manual_seed(0)
+    dqn = HyperStateDQN(6, 5, hidden=(8,), grid_size=5)
+    first = dqn.q[1][0]
+    assert first.in_features == 25 + 4
+    expected = dqn.q[1](torch.cat([hot, x[:, 2:]], dim=-1))
+    assert torch.allclose(dqn.q(x), expected) and torch.allclose(dqn.q_target(x), expected)
+    # two hyper-states that differ only in the cell differ in exactly the cells' first-layer columns
+    assert torch.allclose(first(torch.cat([hot, x[:, 2:]], -1))[0] - first(torch.cat([hot, x[:, 2:]], -1))[1],
+                          first.weight[:, 13] - first.weight[:, 1] + first.weight[:, 25:] @ (x[0, 2:] - x[1, 2:]), atol=1e-6)
+    with pytest.raises(ValueError, match="grid_size"):
+        HyperStateDQN(6, 5, grid_size=-1)
+    with pytest.raises(ValueError, match="grid_size"):
+        GridCellOneHot(0)
 
 
 # --- SAC -------------------------------------------------------------------------------------------------------------

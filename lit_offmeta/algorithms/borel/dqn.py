@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
+from lit_offmeta.nn.belief import GridCellOneHot
 from lit_offmeta.nn.mlp import mlp
 
 
@@ -77,6 +78,11 @@ class HyperStateDQN(LightningModule):
         tau: soft target update rate.
         double_q: select the next action with the online network (double DQN).
         cql_alpha: weight of the CQL penalty (0 disables it).
+        grid_size: 0 (default): the Q-network reads the hyper-state as it is. ``> 0``: the hyper-state's first two
+            entries are a cell ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi), and the Q-network reads
+            the cell's one-hot in their place (:class:`~lit_offmeta.nn.belief.GridCellOneHot`). Ours, not the
+            reference's: from coordinates the network smoothed over the walls and walked into one for the rest of
+            an episode (docs/BOREL.md, ninth session).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class HyperStateDQN(LightningModule):
         tau: float = 0.005,
         double_q: bool = False,
         cql_alpha: float = 0.0,
+        grid_size: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 < gamma <= 1.0:
@@ -97,15 +104,23 @@ class HyperStateDQN(LightningModule):
             raise ValueError(f"HyperStateDQN: tau must be in (0, 1], got {tau}")
         if cql_alpha < 0:
             raise ValueError(f"HyperStateDQN: cql_alpha must be >= 0, got {cql_alpha}")
+        if grid_size < 0 or (grid_size > 0 and input_dim < 2):
+            raise ValueError(f"HyperStateDQN: grid_size must be >= 0 with a 2-D cell in front, got {grid_size}, input_dim {input_dim}")
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(input_dim=input_dim, num_actions=num_actions, hidden=hidden, lr=lr, gamma=gamma, tau=tau, double_q=double_q, cql_alpha=cql_alpha)
+        self.cfg = SimpleNamespace(input_dim=input_dim, num_actions=num_actions, hidden=hidden, lr=lr, gamma=gamma, tau=tau, double_q=double_q, cql_alpha=cql_alpha, grid_size=grid_size)
         self.automatic_optimization = False
-        self.q = mlp(input_dim, hidden, num_actions)
-        self.q_target = mlp(input_dim, hidden, num_actions)
+        self.q = self._q_network()
+        self.q_target = self._q_network()
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
+
+    def _q_network(self) -> nn.Module:
+        cfg = self.cfg
+        if not cfg.grid_size:
+            return mlp(cfg.input_dim, cfg.hidden, cfg.num_actions)
+        return nn.Sequential(GridCellOneHot(cfg.grid_size), mlp(cfg.input_dim - 2 + cfg.grid_size**2, cfg.hidden, cfg.num_actions))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD loss (MSE to the target) plus the optional CQL penalty."""
