@@ -215,11 +215,11 @@ def test_relabelled_rl_data_replays_in_the_target_tasks_env_and_is_independent_o
         OfflineVariBAD("grid_navi", rl_data="mixed")
 
 
-@pytest.mark.parametrize("rl_data", ["own", "relabelled"])
-def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data):
+@pytest.mark.parametrize(("rl_data", "grid_size"), [("own", 0), ("relabelled", 0), ("relabelled", 5)])
+def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data, grid_size):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
-    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=GRID_VAE, rl={"hidden": (8,)},
+    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=GRID_VAE, rl={"hidden": (8,), "grid_size": grid_size},
                            rl_tasks_per_batch=2, rl_batch_per_task=4, hyperstate_cache=str(tmp_path / "h.pt"),
                            rl_data=rl_data, rl_trials_per_task=5)
     trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
