@@ -156,6 +156,41 @@ def test_thompson_policy_resamples_only_at_episode_ends(encoder):
     assert torch.equal(mu, policy.z) and (logvar == -4.0).all()
 
 
+def test_thompson_policy_on_a_goal_map_samples_one_cell_per_episode(encoder):
+    """With a decoded goal map the sample is a goal cell drawn from the map (at the belief mean), shown to the agent
+    as the one-hot map for the whole episode and redrawn only at an episode end."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+    # env 0's map is sure of cell 3; env 1's splits 0.25 / 0.75 between cells 1 and 4
+    fixed = torch.tensor([[0.0, 0, 0, 1, 0], [0, 0.25, 0, 0, 0.75]])
+    policy = ThompsonPolicy(encoder, Recorder(), True, logvar_confident=torch.zeros(3), seed=0,
+                            goal_map=lambda mu: fixed[: len(mu)] if len(mu) == 2 else fixed[1:].expand(len(mu), -1))
+    counts = torch.zeros(5)
+    for _ in range(400):
+        policy.reset(2)
+        assert policy.z[0].tolist() == [0, 0, 0, 1, 0] and policy.z[1].sum() == 1
+        counts += policy.z[1]
+    assert counts[[0, 2, 3]].sum() == 0 and abs(counts[4] / 400 - 0.75) < 0.07
+    policy.act(np.zeros((2, 2)))
+    assert torch.equal(seen[-1][:, 2:], policy.z)  # the agent reads (s, one-hot map)
+    z0 = policy.z.clone()
+    args = (np.zeros((2, 2)), np.array([1, 2]), np.array([-0.1, -0.1]), np.ones((2, 2)))
+    for _ in range(30):  # within an episode the sample stays
+        policy.observe(*args, np.array([False, False]))
+        assert torch.equal(policy.z, z0)
+    redrawn = set()
+    for _ in range(30):  # env 1 ends an episode every step: redrawn from its map each time
+        policy.observe(*args, np.array([False, True]))
+        assert torch.equal(policy.z[0], z0[0])
+        redrawn.add(int(policy.z[1].argmax()))
+    assert redrawn == {1, 4}
+
+
 class HyperAgentStub(torch.nn.Module):
     def act(self, hyper_obs, deterministic=True):
         return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
@@ -333,6 +368,13 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
         policy.act(obs[:, t])
         policy.observe(obs[:, t], act[:, t], rew[:, t], nxt[:, t], np.full(n, (t + 1) % 15 == 0))
     assert torch.allclose(torch.stack(seen), hyper.obs.reshape(60, n, -1), atol=1e-6)
+    # its Thompson comparison samples goal cells: the agent sees (s, one-hot map, t / H)
+    thompson = model.thompson_policy()
+    thompson.agent = Recorder()
+    seen.clear()
+    evaluate_trials(thompson, model.family, model.family.default_tasks()[:3], episodes=2)
+    maps = torch.stack(seen)[..., 2:27]  # [steps, 3, 25]
+    assert ((maps == 0) | (maps == 1)).all() and (maps.sum(-1) == 1).all()
     with pytest.raises(ValueError, match="decoder='cells'"):
         OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, rl_belief_input="decoded")
 

@@ -228,7 +228,9 @@ class OfflineVariBAD(LightningModule):
         return self.family.horizon if self.hparams.episode_time else None
 
     def thompson_policy(self, seed: int = 0) -> ThompsonPolicy:
-        """The posterior-sampling comparison policy (one belief sample per episode)."""
+        """The posterior-sampling comparison policy (one belief sample per episode): a latent sample, or, for an
+        agent that reads the decoded goal map (``rl_belief_input: decoded``), a goal cell sampled from the map."""
+        decoded = self.hparams.rl_belief_input == "decoded"
         return ThompsonPolicy(
             self.vae.encoder,
             self.agent,
@@ -237,6 +239,7 @@ class OfflineVariBAD(LightningModule):
             seed=seed,
             horizon=self._horizon(),
             belief_input=self.belief_input(),
+            goal_map=(lambda mu: self.vae.goal_probabilities(mu).flatten(-2)) if decoded else None,
         )
 
     def _eval_setup(self) -> tuple[list[dict], int]:

@@ -9,10 +9,15 @@ episode ends (``dones``) keep it, so what episode 1 found is used in episodes 2,
 per episode it samples a task latent from the current belief and acts as if that sample were a confident
 belief, ``(s, z, logvar_confident)``, where ``logvar_confident`` is the mean log-variance the encoder reaches at
 the end of training trials (a belief that has identified its task). It still updates the belief every step,
-so the next episode's sample uses all evidence so far.
+so the next episode's sample uses all evidence so far. An agent that reads a decoded goal map instead of
+``(mu, logvar)`` (GridNavi's ``rl_belief_input: decoded``) gets the map's own posterior sample: one goal cell drawn
+from the map, shown as the confident map that puts all mass on it. (With ``kl_weight`` 0 the latent's variance
+collapses, so a latent sample would just be the mean; the uncertainty lives in the decoded map.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -103,13 +108,20 @@ class BeliefPolicy:
         self.t = torch.where(self._tensor(dones, torch.bool), 0.0, self.t + 1)
 
 
+def _sampled_map(z: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    return z
+
+
 class ThompsonPolicy(BeliefPolicy):
-    """Posterior sampling: one latent sample per episode, acted on as if it were a confident belief.
+    """Posterior sampling: one belief sample per episode, acted on as if it were a confident belief.
 
     Args:
         encoder, agent, discrete_actions, deterministic, horizon, belief_input: as :class:`BeliefPolicy`.
         logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
         seed: seed of the latent samples.
+        goal_map: ``mu [N, latent] -> [N, cells]``, the decoded goal map the agent reads (it replaces
+            ``belief_input``): then each episode samples a cell ``c`` with probability proportional to the map at
+            the current belief mean, and the agent sees the one-hot map of ``c`` for the whole episode.
     """
 
     def __init__(
@@ -122,22 +134,34 @@ class ThompsonPolicy(BeliefPolicy):
         seed: int = 0,
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
+        goal_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
+        if goal_map is not None:
+            belief_input = _sampled_map  # the sampled one-hot map IS the agent's belief input
         super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input)
+        self.goal_map = goal_map
         self.logvar_confident = logvar_confident.detach().float().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)  # a CPU stream: the same samples on any device
 
     def _sample(self, rows: torch.Tensor) -> None:
+        if self.goal_map is not None:
+            probs = self.goal_map(self.mu[rows]).float().cpu()
+            cells = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+            self.z[rows] = torch.nn.functional.one_hot(cells, probs.shape[-1]).to(self.z)
+            return
         eps = torch.randn(self.mu[rows].shape, generator=self.generator).to(self.device)
         self.z[rows] = self.mu[rows] + eps * (0.5 * self.logvar[rows]).exp()
 
     @torch.no_grad()
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)
-        self.z = torch.zeros_like(self.mu)
+        width = self.goal_map(self.mu[:1]).shape[-1] if self.goal_map is not None else self.mu.shape[-1]
+        self.z = self.mu.new_zeros(num_envs, width)
         self._sample(torch.ones(num_envs, dtype=torch.bool))
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.goal_map is not None:
+            return self.z, self.z  # read by _sampled_map, which passes the map through
         return self.z, self.logvar_confident.expand_as(self.z)
 
     @torch.no_grad()
