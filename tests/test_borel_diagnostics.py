@@ -4,6 +4,7 @@ goal-found split."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
@@ -92,6 +93,15 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
         assert abs(tv - report["searched_mass_at_step"][k] - 0.16) < 2e-3
     assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search
     assert set(report["posterior_std_at_step"]) == set(report["tv_not_found_at_step"])
+    # --sweeps: fresh stitched searches (novelty 1), 2 per goal, scored the same way; they search further
+    diagnostics.main(["belief-error", "--vae", str(out), "--data", "x", "--sweeps", "2"])
+    sweeps = json.loads(capsys.readouterr().out)
+    assert sweeps["rl_data"] == "sweeps" and sweeps["hyperstates"] == 21 * 2 * 60
+    for k, tv in sweeps["tv_not_found_at_step"].items():
+        assert abs(tv - sweeps["searched_mass_at_step"][k] - 0.16) < 2e-3
+    assert sweeps["searched_mass_at_step"]["14"] > report["searched_mass_at_step"]["14"]
+    with pytest.raises(SystemExit, match="one of --on-policy and --sweeps"):
+        diagnostics.main(["belief-error", "--ckpt", "c.ckpt", "--data", "x", "--on-policy", "--sweeps", "1"])
 
     # belief-probe on the same file and trials: a readout of the belief, scored on held-out trials (rows lined up
     # with their trials by relabelled_row_trials)

@@ -216,9 +216,15 @@ def belief_error(args: argparse.Namespace) -> None:
 
     if args.on_policy and not args.ckpt:
         raise SystemExit("belief-error: --on-policy needs --ckpt (the policy whose rollouts are scored)")
+    if args.on_policy and args.sweeps:
+        raise SystemExit("belief-error: choose one of --on-policy and --sweeps")
     model = load_pipeline(args.ckpt) if args.ckpt else None
     if args.on_policy:
         print(json.dumps({"rl_data": "on_policy", **belief_error_report(model.vae, policy_trials(model))}))
+        return
+    if args.sweeps:
+        vae = model.vae if model is not None else load_vae(args.vae)
+        print(json.dumps({"rl_data": "sweeps", **belief_error_report(vae, search_sweeps(args.data, args.sweeps))}))
         return
     if model is not None:
         family = model.family
@@ -228,6 +234,23 @@ def belief_error(args: argparse.Namespace) -> None:
         vae, trials, rl_data = load_vae(args.vae), config_rl_trials(args.data), "relabelled"
     trials = trials.select(np.arange(0, trials.num_trials, args.every))
     print(json.dumps({"rl_data": rl_data, **belief_error_report(vae, trials)}))
+
+
+SWEEP_SEED = 12345  # the sweeps' own stream, apart from every pipeline seed
+
+
+def search_sweeps(data: str, per_goal: int, seed: int = SWEEP_SEED) -> TrialArrays:
+    """``per_goal`` trials per GridNavi goal whose paths are fresh stitched walks over the logged steps in ``data``
+    with ``novelty`` 1 (every step enters an unsearched cell when a logged step leads to one): searches like the
+    policy's sweeps, drawn from their own seed, so a VAE trained with stitched trials is scored on paths it has not
+    seen."""
+    from lit_offmeta.data.stitching import stitch_trials
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("grid_navi")
+    logged = load_trials_from_storage(family, data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    targets = np.tile(np.arange(len(GOAL_CELLS)), per_goal)
+    return stitch_trials(family, logged, targets, np.random.default_rng(seed), novelty=1.0)
 
 
 def policy_trials(model) -> TrialArrays:
@@ -548,6 +571,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     e.add_argument("--on-policy", action="store_true",
                    help="with --ckpt: score the belief along the checkpoint's own policy's trials (one per goal)")
+    e.add_argument("--sweeps", type=int, default=0,
+                   help="instead score N fresh search sweeps per goal (stitched walks with novelty 1, seed 12345)")
     x = sub.add_parser("exact-eval", help="a checkpoint's agent with its learned belief vs the exact posterior")
     x.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (grid_navi, cell_targets 'goal')")
     p = sub.add_parser("belief-probe", help="how much of the exact posterior a VAE's belief (or hidden state) holds")
