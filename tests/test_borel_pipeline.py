@@ -309,6 +309,26 @@ def test_pipeline_rl_lr_decay_ends_at_zero_and_leaves_the_vae_rate_alone(tmp_pat
     assert model.optimizers()[0].param_groups[0]["lr"] == model.vae.cfg.lr
 
 
+def test_pipeline_vae_lr_decay_anneals_the_vae_rate_over_its_stage(tmp_path):
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
+                         steps_per_epoch=4)
+    model = OfflineVariBAD("grid_navi", vae_steps=4, rl_steps=1, vae={**GRID_VAE, "lr": 0.01}, rl={"hidden": (8,)},
+                           rl_tasks_per_batch=2, rl_batch_per_task=4, vae_lr_decay=True)
+    rates = []
+    original = model.vae.compute_loss
+
+    def spy(batch):
+        rates.append(model.optimizers()[0].param_groups[0]["lr"])
+        return original(batch)
+
+    model.vae.compute_loss = spy
+    Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path).fit(model, dm)
+    # VAE update i (0-based) of 4 runs at 0.01 * (1 + cos(pi * i / 4)) / 2; the RL rate is left alone
+    assert rates == pytest.approx([0.01 * (1 + np.cos(np.pi * i / 4)) / 2 for i in range(4)])
+    assert model.optimizers()[1].param_groups[0]["lr"] == model.agent.cfg.lr
+
+
 def test_pipeline_validates_arguments():
     with pytest.raises(ValueError, match="DQN needs discrete"):
         OfflineVariBAD("point_robot_sparse", rl_algorithm="dqn")

@@ -61,6 +61,8 @@ class OfflineVariBAD(LightningModule):
             the coordinates in which Q-values are simple (which cells are still worth searching).
         rl_lr_decay: anneal the RL optimisers' learning rates to 0 over the ``rl_steps`` updates (cosine), so
             the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md, fifth session).
+        vae_lr_decay: anneal the VAE's learning rate to 0 over the ``vae_steps`` updates (cosine), so the frozen
+            encoder is a settled one rather than the last step of a noisy optimiser (docs/BOREL.md, ninth session).
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -88,6 +90,7 @@ class OfflineVariBAD(LightningModule):
         rl_trials_per_task: int = 400,
         rl_belief_input: Literal["latent", "decoded"] = "latent",
         rl_lr_decay: bool = False,
+        vae_lr_decay: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -189,6 +192,8 @@ class OfflineVariBAD(LightningModule):
         optimizers = self.optimizers()
         vae_opt, agent_opts = optimizers[0], optimizers[1:]
         if not self.in_rl_stage:
+            if hp.vae_lr_decay:
+                cosine_lr_decay_([vae_opt], int(self.updates) / hp.vae_steps)
             loss, metrics = self.vae.compute_loss(batch)  # stage 1: VAE on (reward-relabelled) trials
             vae_opt.zero_grad()
             self.manual_backward(loss)
