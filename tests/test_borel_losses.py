@@ -16,7 +16,8 @@ from lit_offmeta.algorithms.borel.vae import (
     kl_to_previous,
     posterior_entropy,
 )
-from lit_offmeta.nn.belief import BeliefEncoder, GridCellOneHot, grid_cell_one_hot
+from lit_offmeta.nn.belief import BeliefEncoder
+from lit_offmeta.nn.grid import GridCellOneHot, grid_cell_one_hot
 
 
 # --- ELBO ----------------------------------------------------------------------------------------------------------

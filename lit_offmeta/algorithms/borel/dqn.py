@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
-from lit_offmeta.nn.belief import GridCellOneHot
+from lit_offmeta.nn.grid import GridCellOneHot
 from lit_offmeta.nn.mlp import mlp
 
 
@@ -80,7 +80,7 @@ class HyperStateDQN(LightningModule):
         cql_alpha: weight of the CQL penalty (0 disables it).
         grid_size: 0 (default): the Q-network reads the hyper-state as it is. ``> 0``: the hyper-state's first two
             entries are a cell ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi), and the Q-network reads
-            the cell's one-hot in their place (:class:`~lit_offmeta.nn.belief.GridCellOneHot`). Ours, not the
+            the cell's one-hot in their place (:class:`~lit_offmeta.nn.grid.GridCellOneHot`). Ours, not the
             reference's: from coordinates the network smoothed over the walls and walked into one for the rest of
             an episode (docs/BOREL.md, ninth session).
     """
