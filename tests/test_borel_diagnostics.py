@@ -194,6 +194,39 @@ def test_search_coverage_counts_distinct_cells_by_hand():
     assert report["episodes_with_8_or_more"] == 0.25 and report["episodes_with_12_or_more"] == 0.0
 
 
+def _point_episode(positions: list[tuple[float, float]]) -> dict[str, np.ndarray]:
+    """A 60-step sparse-PointRobot episode from the origin whose next positions are ``positions``."""
+    assert len(positions) == 60
+    return {"observations": np.asarray([(0.0, 0.0), *positions], np.float32),
+            "actions": np.zeros((60, 2), np.float32), "rewards": np.zeros(60, np.float32),
+            "terminations": np.zeros(60, bool), "truncations": np.eye(60, dtype=bool)[-1]}
+
+
+def test_brief_touches_counts_paid_steps_of_other_goals_by_hand():
+    """``touches``: per (episode, task) pair, the steps the family's reward pays under that task; brief = 1-3 paid
+    steps and the episode ending more than 0.4 from the goal."""
+    from lit_offmeta.algorithms.borel.diagnostics import brief_touches
+
+    family = get_family("point_robot_sparse")
+    a, b = {"goal": [1.0, 0.0]}, {"goal": [0.0, 1.0]}
+    far = (-1.0, 0.0)  # 2 from a, 1.41 from b
+    episodes = [
+        _point_episode([(1.0, 0.0)] + [far] * 59),  # a: 1 paid step, then far away -> brief
+        _point_episode([(0.0, 1.0)] * 60),  # b: 60 paid steps -> touched, not brief
+        _point_episode([far] * 30 + [(0.0, 0.95)] * 3 + [(0.0, 0.0)] * 27),  # b: 3 steps from step 30, ends 1.0 away
+        _point_episode([(1.0, 0.1)] * 4 + [far] * 56),  # a: 4 paid steps -> not brief
+    ]
+    metadata = [{"trial_index": k // 2, "episode_in_trial": k % 2} for k in range(4)]
+    trials = trials_from_episodes(0, a, episodes, metadata, 2, family.horizon)
+    report = brief_touches(family, trials, [a, b])
+    assert report["episodes"] == 4 and report["tasks"] == 2
+    assert report["pairs_touched"] == 0.5  # 4 of the 8 (episode, task) pairs
+    assert report["pairs_touched_briefly"] == 0.25 and report["brief_touches_per_episode"] == 0.5
+    assert report["episodes_with_a_brief_touch"] == 0.5
+    assert report["first_paid_step_of_brief_touches_quartiles"] == [7.5, 15.0, 22.5]  # of steps 0 and 30
+    assert brief_touches(family, trials, [a, b], brief=4)["pairs_touched_briefly"] == 0.375  # episode 4 joins
+
+
 def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     """``goal-found``: with a reward decoder that peaks at the first held-out goal whatever the belief, exactly the
     goals within the goal radius of it count as located, and the episode-2 split adds up to the rollout's."""

@@ -29,6 +29,9 @@ the start of episode 2 locates the goal (the decoded reward's peak on the goal a
 episode 2's success with and without a located goal, and how many rewarded steps episode 1 had. With ``--paths``
 another checkpoint's policy drives the trials: does this belief keep what that policy's episode 1 found?
 
+``touches`` (sparse PointRobot): how often a logged path, relabelled for another training task, passes through
+that task's goal disc for a few steps and moves on: the evidence a belief needs to keep a goal touched once.
+
 ``train-vae``: stage 1 of the pipeline alone (the GridNavi config's BeliefVAE with ``--vae`` JSON overrides,
 Adam, the datamodule's batches), a few times faster than ``lit-offmeta fit`` on a loaded machine; writes the VAE's
 settings and ``state_dict``.
@@ -64,7 +67,7 @@ from lit_offmeta.algorithms.borel.hyperstates import (
     relabelled_row_trials,
 )
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
-from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
+from lit_offmeta.data.relabel import TrialArrays, mix_trials, relabel_rewards, trials_from_episodes
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
 
@@ -293,6 +296,43 @@ def coverage(args: argparse.Namespace) -> None:
     family = get_family("grid_navi")
     trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
     print(json.dumps(search_coverage(trials)))
+
+
+def brief_touches(family, trials: TrialArrays, tasks: list[dict], brief: int = 3, far: float = 0.4) -> dict:
+    """How often the logged paths of sparse-PointRobot ``trials`` pass through one of ``tasks``' goal discs and move
+    on: what reward relabelling turns into "the goal was touched briefly" for the belief VAE. For every (logged
+    episode, task) pair, the steps the family's reward pays under that task (as relabelling computes them); a
+    brief touch pays 1 to ``brief`` steps and the episode ends more than ``far`` from the goal."""
+    obs, act, nxt = (x.reshape(-1, *x.shape[2:]) for x in (trials.obs, trials.actions, trials.next_obs))  # episodes
+    valid = trials.valid.reshape(-1, trials.horizon)
+    paid = np.stack([(relabel_rewards(family, task, obs, act, nxt) > 0) & valid for task in tasks], -1)  # [N, H, T]
+    steps = paid.sum(1)
+    last = valid.cumsum(1).argmax(1)  # each episode's last valid step
+    goals = np.array([task["goal"] for task in tasks], np.float32)
+    end_distance = np.linalg.norm(nxt[np.arange(len(nxt)), last][:, None] - goals[None], axis=-1)  # [N, T]
+    touched, is_brief = steps > 0, (steps > 0) & (steps <= brief) & (end_distance > far)
+    first = paid.argmax(1)
+    return {
+        "episodes": int(len(nxt)), "tasks": len(tasks),
+        "pairs_touched": round(float(touched.mean()), 4),
+        "pairs_touched_briefly": round(float(is_brief.mean()), 4),
+        "brief_touches_per_episode": round(float(is_brief.sum(1).mean()), 3),
+        "episodes_with_a_brief_touch": round(float(is_brief.any(1).mean()), 4),
+        "first_paid_step_of_brief_touches_quartiles": np.percentile(first[is_brief], [25, 50, 75]).tolist()
+        if is_brief.any() else None,
+    }
+
+
+def touches(args: argparse.Namespace) -> None:
+    """``touches``: :func:`brief_touches` of the logged sparse-PointRobot trials in ``args.data`` against the
+    training goals (the goals the VAE's relabelled trials use), as JSON."""
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    family = get_family("point_robot_sparse")
+    train = list(family.split().train)
+    trials = load_trials_from_storage(family, args.data, train, int(getattr(family, "episodes_per_trial", 2)))
+    tasks = [family.default_tasks()[i] for i in train]
+    print(json.dumps(brief_touches(family, trials, tasks, args.brief, args.far)))
 
 
 def config_rl_trials(data: str) -> TrialArrays:
@@ -588,10 +628,15 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
     g.add_argument("--paths", default=None,
                    help="another checkpoint whose policy drives the trials (--ckpt's belief reads its episodes)")
+    t = sub.add_parser("touches", help="PointRobot: how often logged paths touch another training goal briefly")
+    t.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
+    t.add_argument("--brief", type=int, default=3, help="at most this many rewarded steps")
+    t.add_argument("--far", type=float, default=0.4, help="and the episode ends more than this far from the goal")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
-     "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found}[args.cmd](args)
+     "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found,
+     "touches": touches}[args.cmd](args)
 
 
 if __name__ == "__main__":
