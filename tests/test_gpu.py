@@ -103,3 +103,27 @@ def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
     assert policy.device.type == "cuda"
     result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
     assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+
+
+def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
+    """The GridNavi config's own options (ninth session) on a GPU, at toy sizes: cell one-hots in the encoder and the
+    DQN, the categorical goal decoder with the running-max encoder, the decoded belief as the agent's input, both
+    learning-rate decays, shared and stitched paths, and Thompson sampling on the decoded goal map."""
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=3, trials_per_task=2,
+                         mix_prob=1.0, shared_paths=True, stitched_trials_per_task=2, steps_per_epoch=4)
+    vae = {"decoder": "cells", "cell_targets": "goal", "aggregator": "max", "state_one_hot": True,
+           "action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16, "latent_dim": 4, "kl_weight": 0.0}
+    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=vae, rl_algorithm="dqn",
+                           rl={"hidden": (8,), "double_q": True, "grid_size": 5}, rl_tasks_per_batch=2,
+                           rl_batch_per_task=4, rl_data="relabelled", rl_trials_per_task=2, rl_belief_input="decoded",
+                           episode_time=True, vae_lr_decay=True, rl_lr_decay=True, eval_episodes=2)
+    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
+    assert "rollout/success_ep2plus" in trainer.callback_metrics
+    model.cuda()
+    for policy in (model.adapt(), model.thompson_policy()):
+        assert policy.device.type == "cuda"
+        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
+        assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
