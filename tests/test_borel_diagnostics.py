@@ -225,6 +225,10 @@ def test_brief_touches_counts_paid_steps_of_other_goals_by_hand():
     assert report["episodes_with_a_brief_touch"] == 0.5
     assert report["first_paid_step_of_brief_touches_quartiles"] == [7.5, 15.0, 22.5]  # of steps 0 and 30
     assert brief_touches(family, trials, [a, b], brief=4)["pairs_touched_briefly"] == 0.375  # episode 4 joins
+    with pytest.raises(ValueError, match="brief >= 1"):
+        brief_touches(family, trials, [a, b], brief=0)
+    with pytest.raises(ValueError, match="point_robot_sparse"):
+        brief_touches(get_family("point_robot"), trials, [a, b])
 
 
 def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():

@@ -303,6 +303,10 @@ def brief_touches(family, trials: TrialArrays, tasks: list[dict], brief: int = 3
     on: what reward relabelling turns into "the goal was touched briefly" for the belief VAE. For every (logged
     episode, task) pair, the steps the family's reward pays under that task (as relabelling computes them); a
     brief touch pays 1 to ``brief`` steps and the episode ends more than ``far`` from the goal."""
+    if family.name != "point_robot_sparse":  # a dense reward never "pays" a step: every count would read 0
+        raise ValueError(f"brief_touches: needs the point_robot_sparse family, got {family.name!r}")
+    if brief < 1 or far < 0:
+        raise ValueError(f"brief_touches: need brief >= 1 and far >= 0, got brief={brief}, far={far}")
     obs, act, nxt = (x.reshape(-1, *x.shape[2:]) for x in (trials.obs, trials.actions, trials.next_obs))  # episodes
     valid = trials.valid.reshape(-1, trials.horizon)
     paid = np.stack([(relabel_rewards(family, task, obs, act, nxt) > 0) & valid for task in tasks], -1)  # [N, H, T]
