@@ -15,6 +15,7 @@ from lit_offmeta.algorithms.borel.hyperstates import (
     HyperStateTransitions,
     relabel_states,
     relabelled_row_trials,
+    reward_memory,
 )
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
@@ -107,6 +108,79 @@ def test_episode_time_counts_steps_within_episodes_and_matches_the_online_policy
     assert torch.allclose(torch.stack(seen), timed.obs.reshape(60, n, -1), atol=1e-6)
     with pytest.raises(ValueError, match="horizon"):
         BeliefPolicy(encoder, Recorder(), discrete_actions=True, horizon=0)
+
+
+def test_reward_memory_against_a_hand_computation():
+    """Row t: (1, s'_j) of the latest valid rewarded step j < t, zeros before any; padding never counts."""
+    next_obs = torch.tensor([[[1.0, 2.0], [5.0, 5.0]], [[3.0, 4.0], [6.0, 6.0]], [[7.0, 8.0], [9.0, 9.0]]])  # [3, 2, 2]
+    rewards = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    valid = torch.tensor([[True, True], [True, True], [True, False]])  # trial 1's last step is padding
+    memory = reward_memory(next_obs, rewards, valid)
+    expected = torch.tensor([
+        [[0, 0, 0], [0, 0, 0]],  # before any step
+        [[0, 0, 0], [1, 5, 5]],  # trial 1 rewarded at step 0
+        [[1, 3, 4], [1, 5, 5]],  # trial 0 rewarded at step 1; trial 1 keeps step 0's state
+        [[1, 3, 4], [1, 5, 5]],  # trial 1's rewarded step 2 is padding
+    ], dtype=torch.float32)
+    assert torch.equal(memory, expected)
+
+
+def test_reward_memory_relabelling_equals_the_online_policy_and_survives_episode_ends():
+    """The memory in the hyper-states is the one the online policy builds along the same trials (point robot,
+    with the episode time as in the config), and it is reset only at a trial's start."""
+    family = get_family("point_robot_sparse")
+    trials = scripted_trials(family, [0, 3], trials_per_task=2, episodes_per_trial=2, seed=1, eps_final=0.0)
+    assert (trials.rewards > 0).any()
+    torch.manual_seed(0)
+    enc = BeliefEncoder(family.obs_dim, family.action_dim, False, 8, 4, 4, hidden_dim=16, latent_dim=3)
+    h, n = family.horizon, trials.num_trials
+    plain = relabel_states(enc, trials, episode_time=True)
+    hyper = relabel_states(enc, trials, episode_time=True, reward_memory_input=True)
+    d = family.obs_dim + 6
+    assert hyper.obs.shape[1] == d + 1 + family.obs_dim + 1
+    assert torch.equal(hyper.obs[:, :d], plain.obs[:, :d]) and torch.equal(hyper.obs[:, -1], plain.obs[:, -1])
+    memory = hyper.obs.reshape(2 * h, n, -1)[:, :, d:-1]
+    rewards, nxt = torch.as_tensor(trials.flat("rewards")), torch.as_tensor(trials.flat("next_obs"))
+    for i in range(n):  # a plain loop over each trial
+        found, where = 0.0, torch.zeros(family.obs_dim)
+        for t in range(2 * h):
+            assert memory[t, i].tolist() == pytest.approx([found, *where.tolist()])
+            if rewards[i, t] > 0:
+                found, where = 1.0, nxt[i, t].float()
+    # the successor's memory is the next hyper-state's, across the episode boundary too
+    nxt_memory = hyper.next_obs.reshape(2 * h, n, -1)[:, :, d:-1]
+    assert torch.equal(nxt_memory[:-1], memory[1:])
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], family.action_dim)
+
+    policy = BeliefPolicy(enc, Recorder(), discrete_actions=False, horizon=h, reward_memory=True)
+    for _ in range(2):  # a second trial after reset() starts from an empty memory again
+        seen.clear()
+        policy.reset(n)
+        obs, act = trials.flat("obs"), trials.flat("actions")
+        for t in range(2 * h):
+            policy.act(obs[:, t])
+            policy.observe(obs[:, t], act[:, t], trials.flat("rewards")[:, t], trials.flat("next_obs")[:, t],
+                           np.full(n, (t + 1) % h == 0))
+        assert torch.allclose(torch.stack(seen), hyper.obs.reshape(2 * h, n, -1), atol=1e-6)
+
+
+def test_pipeline_with_reward_memory_sizes_the_agent_and_rejects_dense_families():
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, episode_time=True,
+                           rl_reward_memory=True)
+    assert model.agent.cfg.input_dim == 2 + 2 * 5 + 3 + 1
+    family = get_family("point_robot_sparse")
+    for policy in (model.adapt(), model.thompson_policy()):
+        assert policy.reward_memory
+        result = evaluate_trials(policy, family, family.default_tasks()[:2], episodes=2, seed=0)
+        assert result.returns.shape == (2, 2)
+    with pytest.raises(ValueError, match="rl_reward_memory needs a sparse-reward family"):
+        OfflineVariBAD("point_robot", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl_reward_memory=True)
 
 
 def test_pipeline_with_episode_time_sizes_the_agent_and_evaluates():

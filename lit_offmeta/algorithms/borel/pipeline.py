@@ -61,6 +61,10 @@ class OfflineVariBAD(LightningModule):
             the coordinates in which Q-values are simple (which cells are still worth searching).
         rl_lr_decay: anneal the RL optimisers' learning rates to 0 over the ``rl_steps`` updates (cosine), so
             the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md, fifth session).
+        rl_reward_memory: the RL agent also sees the trial's reward memory ``(found, s')``, the successor state
+            of the latest rewarded step (:func:`~lit_offmeta.algorithms.borel.hyperstates.reward_memory`), next to
+            the belief: an exact record of a goal touched for one step, which the GRU belief can forget. Only for
+            sparse families (a positive reward marks the goal).
         vae_lr_decay: anneal the VAE's learning rate to 0 over the ``vae_steps`` updates (cosine), so the frozen
             encoder is a settled one rather than the last step of a noisy optimiser (docs/BOREL.md, ninth session).
         seed: seeds RL batch sampling and evaluation.
@@ -91,6 +95,7 @@ class OfflineVariBAD(LightningModule):
         rl_belief_input: Literal["latent", "decoded"] = "latent",
         rl_lr_decay: bool = False,
         vae_lr_decay: bool = False,
+        rl_reward_memory: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -119,8 +124,12 @@ class OfflineVariBAD(LightningModule):
             raise ValueError(f"OfflineVariBAD: rl_belief_input must be 'latent' or 'decoded', got {rl_belief_input!r}")
         if rl_belief_input == "decoded" and self.vae.decoder_kind != "cells":
             raise ValueError("OfflineVariBAD: rl_belief_input='decoded' needs the VAE's decoder='cells' (GridNavi)")
+        if rl_reward_memory and not getattr(fam, "sparse", False):
+            raise ValueError(f"OfflineVariBAD: rl_reward_memory needs a sparse-reward family (a positive reward marks "
+                             f"the goal); {fam.name!r} is not one")
         belief_dim = 2 * self.vae.encoder.latent_dim if rl_belief_input == "latent" else self.vae.grid_size**2
-        input_dim = fam.obs_dim + belief_dim + int(episode_time)
+        memory_dim = 1 + fam.obs_dim if rl_reward_memory else 0
+        input_dim = fam.obs_dim + belief_dim + memory_dim + int(episode_time)
         agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
         self.agent = agent_cls(input_dim, fam.action_dim, **(rl or {}))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -157,7 +166,8 @@ class OfflineVariBAD(LightningModule):
         self.vae.requires_grad_(False)
         trials = self.rl_trials(trials)
         self.hyperstates = relabel_states(
-            self.vae.encoder, trials, episode_time=self.hparams.episode_time, belief_input=self.belief_input()
+            self.vae.encoder, trials, episode_time=self.hparams.episode_time, belief_input=self.belief_input(),
+            reward_memory_input=self.hparams.rl_reward_memory,
         )
         if self.hparams.rl_belief_input == "latent":
             # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
@@ -227,7 +237,7 @@ class OfflineVariBAD(LightningModule):
         """The Bayes-adaptive policy. BOReL adapts ONLINE, by its belief, from the start of each trial; offline
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
         return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon(),
-                            belief_input=self.belief_input())
+                            belief_input=self.belief_input(), reward_memory=self.hparams.rl_reward_memory)
 
     def _horizon(self) -> int | None:
         return self.family.horizon if self.hparams.episode_time else None
@@ -245,6 +255,7 @@ class OfflineVariBAD(LightningModule):
             horizon=self._horizon(),
             belief_input=self.belief_input(),
             goal_map=(lambda mu: self.vae.goal_probabilities(mu).flatten(-2)) if decoded else None,
+            reward_memory=self.hparams.rl_reward_memory,
         )
 
     def _eval_setup(self) -> tuple[list[dict], int]:

@@ -40,6 +40,8 @@ class BeliefPolicy:
             the count restarts at every ``dones``.
         belief_input: the belief's representation in the hyper-state, as in ``relabel_states`` (``None``:
             ``(mu, logvar)``).
+        reward_memory: the agent also sees the trial's reward memory ``(found, s')`` (``relabel_states``'s
+            ``reward_memory_input``), updated in :meth:`observe` and cleared only by :meth:`reset`.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class BeliefPolicy:
         deterministic: bool = True,
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
+        reward_memory: bool = False,
     ):
         if horizon is not None and horizon < 1:
             raise ValueError(f"BeliefPolicy: horizon must be >= 1 or None, got {horizon}")
@@ -59,6 +62,7 @@ class BeliefPolicy:
         self.deterministic = deterministic
         self.horizon = horizon
         self.belief_input = belief_input
+        self.reward_memory = reward_memory
         # The belief lives where the encoder does (a GPU after training there); environments speak numpy.
         self.device = next(encoder.parameters()).device
         self.h: torch.Tensor | None = None
@@ -72,6 +76,14 @@ class BeliefPolicy:
         self.h = self.encoder.initial_state(num_envs, self.device)
         self.mu, self.logvar = self.encoder.belief(self.h)
         self.t = torch.zeros(num_envs, device=self.device)
+        self.memory = None  # the reward memory, sized at the first observation
+
+    def _memory(self, obs: torch.Tensor) -> torch.Tensor | None:
+        if not self.reward_memory:
+            return None
+        if self.memory is None:
+            self.memory = obs.new_zeros(obs.shape[0], 1 + obs.shape[-1])
+        return self.memory
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu, self.logvar
@@ -82,7 +94,8 @@ class BeliefPolicy:
             raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
         mu, logvar = self._latent()
         time = self.t / self.horizon if self.horizon else None
-        hyper = hyper_state(self._tensor(obs, torch.float32), mu, logvar, time, self.belief_input)
+        obs_t = self._tensor(obs, torch.float32)
+        hyper = hyper_state(obs_t, mu, logvar, time, self.belief_input, self._memory(obs_t))
         actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
@@ -105,6 +118,11 @@ class BeliefPolicy:
             self.h, a, self._tensor(next_obs, torch.float32), self._tensor(rewards, torch.float32)
         )
         self.mu, self.logvar = self.encoder.belief(self.h)
+        if self.reward_memory:  # the same rule as hyperstates.reward_memory: the latest rewarded successor state
+            next_t = self._tensor(next_obs, torch.float32)
+            memory = self._memory(next_t)
+            found = self._tensor(rewards, torch.float32)[:, None] > 0
+            self.memory = torch.where(found, torch.cat([torch.ones_like(memory[:, :1]), next_t], dim=-1), memory)
         self.t = torch.where(self._tensor(dones, torch.bool), 0.0, self.t + 1)
 
 
@@ -116,7 +134,8 @@ class ThompsonPolicy(BeliefPolicy):
     """Posterior sampling: one belief sample per episode, acted on as if it were a confident belief.
 
     Args:
-        encoder, agent, discrete_actions, deterministic, horizon, belief_input: as :class:`BeliefPolicy`.
+        encoder, agent, discrete_actions, deterministic, horizon, belief_input, reward_memory: as
+            :class:`BeliefPolicy`.
         logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
         seed: seed of the latent samples.
         goal_map: ``mu [N, latent] -> [N, cells]``, the decoded goal map the agent reads (it replaces
@@ -135,10 +154,11 @@ class ThompsonPolicy(BeliefPolicy):
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
         goal_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        reward_memory: bool = False,
     ):
         if goal_map is not None:
             belief_input = _sampled_map  # the sampled one-hot map IS the agent's belief input
-        super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input)
+        super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input, reward_memory)
         self.goal_map = goal_map
         self.logvar_confident = logvar_confident.detach().float().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)  # a CPU stream: the same samples on any device
