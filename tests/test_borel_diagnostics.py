@@ -264,6 +264,8 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     assert report["ep2_success_if_not_located"] == expected_not_located
     assert report["ep2_success_if_located"] == round(float(second[located].mean()), 3)
     assert report["found_in_ep1_but_not_located"] == int((found & ~located).sum())
+    for key, where in (("ep2_success_if_found", found), ("ep2_success_if_not_found", ~found)):
+        assert report[key] == (round(float(second[where].mean()), 3) if where.any() else None)
     rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in reference.episodes])
     assert report["ep1_rewarded_steps_if_found_not_located"] == rewarded[found & ~located].tolist()
     assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
