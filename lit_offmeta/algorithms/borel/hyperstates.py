@@ -15,7 +15,7 @@ episode-boundary information, REFERENCE_NOTES "Environments"): without it the sa
 jump back to the start state at some visits and not at others, and a searching agent cannot tell how many steps
 it has left. It is ``0`` at every episode start, so a successor across an episode boundary gets ``0`` too.
 
-With ``reward_memory`` the hyper-state also holds ``(found, s')``: whether a step of the trial so far was rewarded
+With ``reward_memory_input`` the hyper-state also holds ``(found, s')``: whether a step of the trial so far was rewarded
 (``r > 0``, a sparse family's goal), and the successor state of the latest such step (zeros before one). It is
 a function of the same history as the belief, reset with it at the trial's start only, and exact: the GRU belief
 can forget a goal touched for one step (docs/BOREL.md, seventh and tenth sessions); the memory cannot.
