@@ -529,8 +529,8 @@ def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
     arc, peaks within the goal radius of the true goal. Splits episode 2's success by that and by whether episode 1
     found the goal, and reports episode 1's rewarded steps, so a failure can be put on the belief (found but not
-    located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the trials (``model``'s belief then reads that
-    policy's episode 1; episode 2's success is that policy's)."""
+    located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
+    trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's)."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
