@@ -127,3 +127,24 @@ def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
         assert policy.device.type == "cuda"
         result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
         assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+
+
+def test_borel_point_robot_reward_memory_trains_and_evaluates_on_the_gpu(tmp_path):
+    """The PointRobot options (eleventh session's reward memory, shared paths, both learning-rate decays) on a GPU at
+    toy sizes: the memory is computed by relabelling on the GPU and updated online by both policies there."""
+    dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
+                         episodes_per_trial=2, mix_prob=1.0, shared_paths=True, steps_per_epoch=4)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=3, rl_steps=3, vae={"hidden_dim": 16}, rl_algorithm="sac",
+                           rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, rl_data="relabelled",
+                           rl_trials_per_task=2, rl_reward_memory=True, vae_lr_decay=True, rl_lr_decay=True,
+                           eval_episodes=2)
+    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
+    assert "rollout/success_ep2plus" in trainer.callback_metrics
+    model.cuda()
+    for policy in (model.adapt(), model.thompson_policy()):
+        assert policy.device.type == "cuda" and policy.reward_memory
+        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
+        assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
