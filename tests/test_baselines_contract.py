@@ -69,8 +69,8 @@ def test_fast_dev_run(name, data_dir, tmp_path):
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_fit_evaluate_checkpoint_round_trip(name, data_dir, tmp_path):
-    """Fit one epoch of two batches with the AdaptationEvaluator (finite held-out returns logged), then reload the checkpoint:
-    same parameters, same adapted actions of shape [N, act_dim] within the action box."""
+    """Fit one epoch of two batches with the AdaptationEvaluator (finite held-out returns logged), then reload the
+    checkpoint: same parameters, same adapted actions of shape [N, act_dim] within the action box."""
     pl.seed_everything(0, verbose=False)
     dm = _datamodule(data_dir)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
@@ -108,7 +108,9 @@ def test_every_baseline_and_ablation_config_exists():
         assert {f"ablations/{ablation}_point_robot.yaml", f"ablations/{ablation}_cheetah_vel.yaml"} <= names
 
 
-@pytest.mark.parametrize("config", [p for p in CONFIGS if "point_robot" in p.name], ids=lambda p: p.parent.name + "/" + p.stem)
+@pytest.mark.parametrize(
+    "config", [p for p in CONFIGS if "point_robot" in p.name], ids=lambda p: p.parent.name + "/" + p.stem
+)
 def test_point_robot_configs_train_from_the_cli(config, data_dir, tmp_path, monkeypatch):
     """``lit-offmeta fit --config <file>`` trains (fast_dev_run) on stored data, only the paths overridden."""
     monkeypatch.setattr(sys, "argv", ["lit-offmeta"])  # the CLI gets its arguments from `args`, not pytest's
@@ -121,7 +123,9 @@ def test_point_robot_configs_train_from_the_cli(config, data_dir, tmp_path, monk
     ])
 
 
-@pytest.mark.parametrize("config", [p for p in CONFIGS if "cheetah_vel" in p.name], ids=lambda p: p.parent.name + "/" + p.stem)
+@pytest.mark.parametrize(
+    "config", [p for p in CONFIGS if "cheetah_vel" in p.name], ids=lambda p: p.parent.name + "/" + p.stem
+)
 def test_cheetah_vel_configs_parse(config, capsys, monkeypatch):
     """The Cheetah-Vel configs are complete and valid (``--print_config``); training them needs MuJoCo data."""
     monkeypatch.setattr(sys, "argv", ["lit-offmeta"])

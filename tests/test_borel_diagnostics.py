@@ -1,5 +1,5 @@
-"""The diagnostics of offline VariBAD (lit_offmeta.algorithms.borel.diagnostics): GridNavi's exact posterior, PointRobot's
-goal-found split."""
+"""The diagnostics of offline VariBAD (lit_offmeta.algorithms.borel.diagnostics): GridNavi's exact posterior,
+PointRobot's goal-found split."""
 
 from __future__ import annotations
 
@@ -278,9 +278,15 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     online = model.adapt()
     online.reset(3)
     for t in range(family.horizon):
-        online.observe(np.stack([ep["observations"][t] for ep in first]), np.stack([ep["actions"][t] for ep in first]),
-                       np.stack([ep["rewards"][t] for ep in first]), np.stack([ep["observations"][t + 1] for ep in first]),
-                       np.zeros(3, bool))
-    torch.testing.assert_close(diagnostics.belief_after(model.vae.encoder, family, first), online.mu, rtol=1e-5, atol=1e-6)
+        online.observe(
+            np.stack([ep["observations"][t] for ep in first]),
+            np.stack([ep["actions"][t] for ep in first]),
+            np.stack([ep["rewards"][t] for ep in first]),
+            np.stack([ep["observations"][t + 1] for ep in first]),
+            np.zeros(3, bool),
+        )
+    torch.testing.assert_close(
+        diagnostics.belief_after(model.vae.encoder, family, first), online.mu, rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(SystemExit, match="needs a point_robot_sparse model"):
         diagnostics.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))

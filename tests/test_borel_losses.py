@@ -262,8 +262,11 @@ def test_grid_cell_one_hot_by_hand_and_the_dqn_reads_it():
     expected = dqn.q[1](torch.cat([hot, x[:, 2:]], dim=-1))
     assert torch.allclose(dqn.q(x), expected) and torch.allclose(dqn.q_target(x), expected)
     # two hyper-states that differ only in the cell differ in exactly the cells' first-layer columns
-    assert torch.allclose(first(torch.cat([hot, x[:, 2:]], -1))[0] - first(torch.cat([hot, x[:, 2:]], -1))[1],
-                          first.weight[:, 13] - first.weight[:, 1] + first.weight[:, 25:] @ (x[0, 2:] - x[1, 2:]), atol=1e-6)
+    assert torch.allclose(
+        first(torch.cat([hot, x[:, 2:]], -1))[0] - first(torch.cat([hot, x[:, 2:]], -1))[1],
+        first.weight[:, 13] - first.weight[:, 1] + first.weight[:, 25:] @ (x[0, 2:] - x[1, 2:]),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="grid_size"):
         HyperStateDQN(6, 5, grid_size=-1)
     with pytest.raises(ValueError, match="grid_size"):

@@ -328,9 +328,18 @@ def test_relabelled_rl_data_replays_in_the_target_tasks_env_and_is_independent_o
 def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data, grid_size):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
-    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=GRID_VAE, rl={"hidden": (8,), "grid_size": grid_size},
-                           rl_tasks_per_batch=2, rl_batch_per_task=4, hyperstate_cache=str(tmp_path / "h.pt"),
-                           rl_data=rl_data, rl_trials_per_task=5)
+    model = OfflineVariBAD(
+        "grid_navi",
+        vae_steps=3,
+        rl_steps=3,
+        vae=GRID_VAE,
+        rl={"hidden": (8,), "grid_size": grid_size},
+        rl_tasks_per_batch=2,
+        rl_batch_per_task=4,
+        hyperstate_cache=str(tmp_path / "h.pt"),
+        rl_data=rl_data,
+        rl_trials_per_task=5,
+    )
     trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)
@@ -445,7 +454,9 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
     latent = relabel_states(model.vae.encoder, grid_trials, episode_time=True)
     goal_map = model.vae.goal_probabilities(latent.obs[:, 2:7]).flatten(-2)
     assert torch.allclose(hyper.obs[:, 2:27], goal_map) and torch.equal(hyper.obs[:, -1], latent.obs[:, -1])
-    assert torch.equal(hyper.obs[:, :2], latent.obs[:, :2]) and torch.equal(hyper.next_obs[:, :2], latent.next_obs[:, :2])
+    assert torch.equal(hyper.obs[:, :2], latent.obs[:, :2]) and torch.equal(
+        hyper.next_obs[:, :2], latent.next_obs[:, :2]
+    )
     seen = []
 
     class Recorder(torch.nn.Module):

@@ -220,7 +220,9 @@ def test_cli_config_file_with_overrides_writes_datasets(tmp_path, capsys):
     assert printed["tasks"] == [1, 2, 3] and printed["config"]["num_tasks"] == 4 and printed["seed"] == 5
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in (cli.Path(__file__).parents[1] / "configs" / "collect").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "path", sorted(p.name for p in (cli.Path(__file__).parents[1] / "configs" / "collect").glob("*.yaml"))
+)
 def test_shipped_collect_configs_resolve(path, capsys):
     config_path = cli.Path(__file__).parents[1] / "configs" / "collect" / path
     cli.main(["--config", str(config_path), "--print-config"])

@@ -118,8 +118,12 @@ def test_cheetah_vel_tiny_preset_writes_loadable_datasets(tmp_path):
         assert buffer.num_episodes == 6 and len(buffer) == 1200 and buffer.obs.shape[1] == 20
         assert np.abs(buffer.actions).max() <= 1.0
         assert buffer.truncations[buffer.episode_starts[1:] - 1].all() and not buffer.terminals.any()
-        np.testing.assert_allclose(buffer.rewards, family.reward(buffer.task, buffer.obs, buffer.actions, buffer.next_obs),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            buffer.rewards,
+            family.reward(buffer.task, buffer.obs, buffer.actions, buffer.next_obs),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         steps.append(buffer.behaviour_steps)
     # Two environments step the two tasks side by side: each episode starts at the agent's global step count
     # (0, 400, 800, ...; the first environment's reset comes one step before the second's step is counted).
@@ -194,7 +198,9 @@ def test_sac_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(SAC, "update", dying_update)
-    config = _small_sac_config(agent_kwargs={**_small_sac_config().agent_kwargs, "learning_starts": 170})  # checkpoint first
+    config = _small_sac_config(
+        agent_kwargs={**_small_sac_config().agent_kwargs, "learning_starts": 170}
+    )  # checkpoint first
     with pytest.raises(KeyboardInterrupt):
         collect_sac(family, config, tasks, 7, lambda *_: None, progress=False, checkpoint_dir=tmp_path)
     monkeypatch.setattr(SAC, "update", real_update)
@@ -239,8 +245,12 @@ def test_terminating_mujoco_tiny_presets_write_datasets_whose_rewards_and_ends_m
     for index, buffer in enumerate(load_task_buffers(tmp_path, family_name)):
         assert buffer.task == family.default_tasks()[index]
         assert len(buffer) >= 600 and buffer.obs.shape[1] == family.obs_dim  # whole episodes past the budget
-        np.testing.assert_allclose(buffer.rewards, family.reward(buffer.task, buffer.obs, buffer.actions, buffer.next_obs),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            buffer.rewards,
+            family.reward(buffer.task, buffer.obs, buffer.actions, buffer.next_obs),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         expected_terminals = family.terminated(buffer.task, buffer.obs, buffer.actions, buffer.next_obs)
         np.testing.assert_array_equal(buffer.terminals.astype(bool), np.asarray(expected_terminals, dtype=bool))
         ends = np.append(buffer.episode_starts[1:] - 1, len(buffer) - 1)

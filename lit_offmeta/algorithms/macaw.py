@@ -263,7 +263,8 @@ class MACAW(LightningModule):
         return per_task.sum(), weights
 
     def meta_update(self, loss: Tensor) -> None:
-        """Backpropagate the summed outer loss through adaptation and take one Adam step (value, policy and learned-rate groups).
+        """Backpropagate the summed outer loss through adaptation and take one Adam step (value, policy and
+        learned-rate groups).
 
         Under DDP the gradients are SUMMED over ranks by one explicit all-reduce, so the update equals one
         process seeing every rank's tasks (Algorithm 1 sums over tasks). DDP's own reducer is switched off
@@ -379,8 +380,14 @@ class MACAW(LightningModule):
             self.extra_adaptation_step(task, value, policy, value_opt, policy_opt)
         return value_weights(), policy_weights()
 
-    def extra_adaptation_step(self, task: dict[str, Tensor], value: dict[str, Tensor], policy: dict[str, Tensor],
-                              value_opt: torch.optim.Optimizer, policy_opt: torch.optim.Optimizer) -> tuple[float, float]:
+    def extra_adaptation_step(
+        self,
+        task: dict[str, Tensor],
+        value: dict[str, Tensor],
+        policy: dict[str, Tensor],
+        value_opt: torch.optim.Optimizer,
+        policy_opt: torch.optim.Optimizer,
+    ) -> tuple[float, float]:
         """One test-time step beyond the meta-trained ones (the reference's fine-tuning), on one task (K = 1).
 
         Adam (``value_opt``) on the value MSE onto bootstrapped Monte-Carlo targets (Eq. 2), then Adam
@@ -396,7 +403,9 @@ class MACAW(LightningModule):
 
         value_weights = weights(self.value, value)
         value_opt.zero_grad()
-        loss_value = vmap(mc_value_loss)(_value(value_weights, task["obs"]), self.value_targets(task, value_weights)).sum()
+        loss_value = vmap(mc_value_loss)(
+            _value(value_weights, task["obs"]), self.value_targets(task, value_weights)
+        ).sum()
         loss_value.backward()
         value_opt.step()
         updated = [tuple(t.detach() for t in wb) for wb in weights(self.value, value)]

@@ -114,8 +114,9 @@ class MultiTaskAWR(LightningModule):
         """Mean-over-tasks value loss (Eq. 2) and AWR loss (Eq. 1) for data ``[K, B, ...]``.
 
         Targets ``R = mc_returns + bootstrap_discounts * V_boot(bootstrap_obs)`` use ``bootstrap_net`` (the slow
-        target in training, the network being fine-tuned at test time), called without gradient; the advantage ``R - V(s)`` uses the
-        CURRENT value function and is a constant for the policy. AWR weights are normalised per task.
+        target in training, the network being fine-tuned at test time), called without gradient; the advantage
+        ``R - V(s)`` uses the CURRENT value function and is a constant for the policy. AWR weights are normalised per
+        task.
 
         Returns:
             ``(loss_value, loss_policy, awr_weights [K, B])``.

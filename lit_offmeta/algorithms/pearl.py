@@ -61,7 +61,8 @@ def pearl_kl_loss(mu: Tensor, var: Tensor, kl_weight: float) -> Tensor:
     """PEARL's information-bottleneck term: ``kl_weight * sum_k KL(q(z | c_k) || N(0, I))``.
 
     .. math::
-        \\mathcal L_{KL} = \\beta \\sum_k D_{KL}\\big(q_\\phi(z \\mid c^{\\mathcal T_k}) \\,\\|\\, \\mathcal N(0, I)\\big)
+        \\mathcal L_{KL} = \\beta \\sum_k
+            D_{KL}\\big(q_\\phi(z \\mid c^{\\mathcal T_k}) \\,\\|\\, \\mathcal N(0, I)\\big)
 
     Summed over the K tasks of the batch as in PEARL's code (Rakelly et al. 2019, Eq. 2, beta = 0.1 there).
 

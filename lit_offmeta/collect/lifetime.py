@@ -46,7 +46,9 @@ def make_lifetime_agent(
             return QLearningAgent(family.action_dim, config.episodes_per_task, QLearningConfig(**config.agent_kwargs),
                                   rng)
     except TypeError as err:  # an unknown key in agent_kwargs
-        raise ValueError(f"collect: bad agent_kwargs {config.agent_kwargs!r} for agent {config.agent!r}: {err}") from None
+        raise ValueError(
+            f"collect: bad agent_kwargs {config.agent_kwargs!r} for agent {config.agent!r}: {err}"
+        ) from None
     raise ValueError(f"collect: agent {config.agent!r} is not a per-task agent (use the SAC collector)")
 
 
@@ -84,7 +86,9 @@ def run_lifetime(
             if index > 0:
                 obs, _ = env.reset()
             agent.begin_episode(index)
-            trial = (index // episodes_per_trial, index % episodes_per_trial) if episodes_per_trial > 1 else (None, None)
+            trial = (
+                (index // episodes_per_trial, index % episodes_per_trial) if episodes_per_trial > 1 else (None, None)
+            )
             builder = EpisodeBuilder(obs, step, family.discrete_actions, *trial)
             done = False
             while not done:

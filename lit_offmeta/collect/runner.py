@@ -82,7 +82,9 @@ def _read_manifest(out: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--out: {path} is not a valid collect manifest ({err}); remove it or use a new --out") from None
+        raise ValueError(
+            f"--out: {path} is not a valid collect manifest ({err}); remove it or use a new --out"
+        ) from None
     if not isinstance(manifest, dict):
         raise ValueError(f"--out: {path} is not a valid collect manifest (expected a JSON object)")
     return manifest

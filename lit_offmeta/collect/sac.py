@@ -2,8 +2,9 @@
 
 The update reads in the paper's order: soft TD target under ``no_grad``, twin-critic regression, actor,
 temperature, Polyak averaging of the target critics. The losses and networks are the project's one copy in
-:mod:`lit_offmeta.algorithms.sac`; this module adds the agent (config, optimisers, update step). MACAW (arXiv:2008.06043, App. D) collected its
-data with per-task SAC (TD3 for Cheetah-Vel); we use SAC throughout, conditioned on the task (see
+:mod:`lit_offmeta.algorithms.sac`; this module adds the agent (config, optimisers, update step). MACAW
+(arXiv:2008.06043, App. D) collected its data with per-task SAC (TD3 for Cheetah-Vel); we use SAC throughout,
+conditioned on the task (see
 :mod:`lit_offmeta.collect.sac_collect`).
 """
 

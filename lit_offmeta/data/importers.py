@@ -265,7 +265,8 @@ def read_npy_task_dir(
             raise ValueError(f"{file} is truncated or not a .npy file ({err})") from None
     if trajectory_len < 1 or episodes_per_trial < 1 or trajectory_len % episodes_per_trial:
         raise ValueError(
-            f"trajectory_len ({trajectory_len}) must be a positive multiple of episodes_per_trial ({episodes_per_trial})"
+            f"trajectory_len ({trajectory_len}) must be a positive multiple of "
+            f"episodes_per_trial ({episodes_per_trial})"
         )
     if arrays["obs"].ndim == 3:  # time-major [trajectory_len, n_trajectories, dim] -> flat, trajectory-major
         if arrays["obs"].shape[0] != trajectory_len:

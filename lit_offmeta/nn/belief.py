@@ -71,7 +71,9 @@ class BeliefEncoder(nn.Module):
         self.obs_dim, self.action_dim, self.discrete_actions = obs_dim, action_dim, discrete_actions
         self.hidden_dim, self.latent_dim, self.grid_size = hidden_dim, latent_dim, grid_size
         if grid_size < 0 or (grid_size > 0 and obs_dim != 2):
-            raise ValueError(f"BeliefEncoder: grid_size needs 2-D cell observations and >= 0, got {grid_size}, {obs_dim}")
+            raise ValueError(
+                f"BeliefEncoder: grid_size needs 2-D cell observations and >= 0, got {grid_size}, {obs_dim}"
+            )
 
         def embed(n_in: int, n_out: int) -> nn.Module | None:
             return nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU()) if n_out > 0 else None

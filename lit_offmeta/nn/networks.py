@@ -98,7 +98,8 @@ class ValueNetwork(MetaMLP):
 
     @staticmethod
     def value_from_weights(weights: Weights, obs: Tensor) -> Tensor:
-        """``V(obs)``: ``[..., obs_dim] -> [...]``; task-batched weights (``W [K, out, in]``) take ``[K, B, obs_dim]``."""
+        """``V(obs)``: ``[..., obs_dim] -> [...]``; task-batched weights (``W [K, out, in]``) take
+        ``[K, B, obs_dim]``."""
         _, h = _trunk(weights[:-1], obs)
         return linear(h, *weights[-1]).squeeze(-1)
 

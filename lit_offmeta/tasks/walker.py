@@ -15,8 +15,8 @@ task parameter (JSON list)        shape        scale factors drawn as
 Every factor must lie in the range its distribution can produce ([1.5^-3, 1.5^3] or [1.3^-3, 1.3^3]).
 The task is the same MDP everywhere else: reward ``v_x + 1 - 1e-3 |a|^2`` with
 ``v_x = (x' - x) / dt``, horizon 200, and the episode terminates unless the torso height is in (0.8, 2) and
-its angle in (-1, 1). 50 default tasks; the MACAW paper (App. C) holds out 5 of its 50 without naming them, and the tasks are
-i.i.d. draws, so ``"paper"`` holds out the last 5 (45/5). (The workshop version used 35 tasks, 30/5.)
+its angle in (-1, 1). 50 default tasks; the MACAW paper (App. C) holds out 5 of its 50 without naming them, and
+the tasks are i.i.d. draws, so ``"paper"`` holds out the last 5 (45/5). (The workshop version used 35 tasks, 30/5.)
 
 Observation (18-d, ``float32``): ``qpos`` (rootx, rootz = height, rooty = torso angle, six joint angles)
 then ``clip(qvel, -10, 10)`` (nine velocities). gymnasium's default drops ``rootx``; we keep it because the

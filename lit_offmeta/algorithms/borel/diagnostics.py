@@ -176,8 +176,12 @@ def exact_rl(args: argparse.Namespace) -> None:
             policy = ExactBeliefPolicy(agent.eval(), family.horizon, args.episode_time)
             result = summarise(evaluate_trials(policy, family, family.default_tasks(), family.episodes_per_trial))
             agent.train()
-            print(json.dumps({"rl_updates": step, "s": round(time.time() - start), **{k: round(v, 3) for k, v in result.items()}}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {"rl_updates": step, "s": round(time.time() - start), **{k: round(v, 3) for k, v in result.items()}}
+                ),
+                flush=True,
+            )
 
 
 def load_pipeline(path: str) -> OfflineVariBAD:
@@ -195,8 +199,10 @@ def exact_eval_report(model) -> dict[str, dict[str, float]]:
     and with the EXACT posterior in the belief's place. Needs an agent whose belief input is a goal map that sums
     to 1 (``rl_belief_input: decoded`` with ``cell_targets: goal``), the form of the exact posterior."""
     if model.hparams.rl_belief_input != "decoded" or model.vae.cfg.cell_targets != "goal":
-        raise SystemExit("exact-eval: the agent must see a normalised goal map (rl_belief_input 'decoded' with "
-                         f"cell_targets 'goal'), got {model.hparams.rl_belief_input!r} / {model.vae.cfg.cell_targets!r}")
+        raise SystemExit(
+            "exact-eval: the agent must see a normalised goal map (rl_belief_input 'decoded' with "
+            f"cell_targets 'goal'), got {model.hparams.rl_belief_input!r} / {model.vae.cfg.cell_targets!r}"
+        )
     family, tasks = model.family, model.family.default_tasks()
     exact_policy = ExactBeliefPolicy(model.agent.eval(), family.horizon, model.hparams.episode_time)
     return {
@@ -375,7 +381,9 @@ def belief_error_report(vae, trials: TrialArrays) -> dict:
     searched_mass = (normalised * searched).sum(-1)
 
     def at_steps(x: torch.Tensor) -> dict[int, float]:
-        return {k: round(float(x[(step == k) & ~found].mean()), 3) for k in REPORT_STEPS if ((step == k) & ~found).any()}
+        return {
+            k: round(float(x[(step == k) & ~found].mean()), 3) for k in REPORT_STEPS if ((step == k) & ~found).any()
+        }
 
     return {"hyperstates": len(tv),
             "tv_found": round(float(tv[found].mean()), 3), "tv_not_found": round(float(tv[~found].mean()), 3),
@@ -471,7 +479,10 @@ def train_vae(args: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
         if step % 500 == 0:
-            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 1), "s": round(time.time() - start)}), flush=True)
+            print(
+                json.dumps({"step": step, "loss": round(float(loss.detach()), 1), "s": round(time.time() - start)}),
+                flush=True,
+            )
     torch.save({"settings": settings, "state_dict": vae.state_dict()}, args.out)
 
 
@@ -588,8 +599,12 @@ def main(argv: list[str] | None = None) -> None:
     v.add_argument("--mix-prob", type=float, default=0.5, help="reward relabelling's mix_prob (0: relabelling off)")
     v.add_argument("--steps", type=int, default=2000)
     v.add_argument("--lr", type=float, default=3e-3)
-    v.add_argument("--vae", default="{}", help="BeliefVAE keyword arguments as JSON, over the config's (GRID_VAE, --lr)")
-    v.add_argument("--batch", default="{}", help='batch shape as JSON, e.g. {"tasks_per_batch": 8, "trials_per_task": 8}')
+    v.add_argument(
+        "--vae", default="{}", help="BeliefVAE keyword arguments as JSON, over the config's (GRID_VAE, --lr)"
+    )
+    v.add_argument(
+        "--batch", default="{}", help='batch shape as JSON, e.g. {"tasks_per_batch": 8, "trials_per_task": 8}'
+    )
     v.add_argument("--out", required=True)
     v.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("belief", help="decoded belief after hand-made paths")
@@ -612,7 +627,9 @@ def main(argv: list[str] | None = None) -> None:
     e = sub.add_parser("belief-error", help="decoded belief vs the exact posterior on a model's RL trials")
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--ckpt", help="an OfflineVariBAD checkpoint (grid_navi, decoder 'cells'): its RL trials")
-    which.add_argument("--vae", help="a file written by train-vae: the config's RL trials (relabelled, 400/task, seed 0)")
+    which.add_argument(
+        "--vae", help="a file written by train-vae: the config's RL trials (relabelled, 400/task, seed 0)"
+    )
     e.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
     e.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     e.add_argument("--on-policy", action="store_true",

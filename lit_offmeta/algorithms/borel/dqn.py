@@ -105,11 +105,24 @@ class HyperStateDQN(LightningModule):
         if cql_alpha < 0:
             raise ValueError(f"HyperStateDQN: cql_alpha must be >= 0, got {cql_alpha}")
         if grid_size < 0 or (grid_size > 0 and input_dim < 2):
-            raise ValueError(f"HyperStateDQN: grid_size must be >= 0 with a 2-D cell in front, got {grid_size}, input_dim {input_dim}")
+            raise ValueError(
+                f"HyperStateDQN: grid_size must be >= 0 with a 2-D cell in front, got {grid_size}, "
+                f"input_dim {input_dim}"
+            )
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(input_dim=input_dim, num_actions=num_actions, hidden=hidden, lr=lr, gamma=gamma, tau=tau, double_q=double_q, cql_alpha=cql_alpha, grid_size=grid_size)
+        self.cfg = SimpleNamespace(
+            input_dim=input_dim,
+            num_actions=num_actions,
+            hidden=hidden,
+            lr=lr,
+            gamma=gamma,
+            tau=tau,
+            double_q=double_q,
+            cql_alpha=cql_alpha,
+            grid_size=grid_size,
+        )
         self.automatic_optimization = False
         self.q = self._q_network()
         self.q_target = self._q_network()
@@ -120,7 +133,9 @@ class HyperStateDQN(LightningModule):
         cfg = self.cfg
         if not cfg.grid_size:
             return mlp(cfg.input_dim, cfg.hidden, cfg.num_actions)
-        return nn.Sequential(GridCellOneHot(cfg.grid_size), mlp(cfg.input_dim - 2 + cfg.grid_size**2, cfg.hidden, cfg.num_actions))
+        return nn.Sequential(
+            GridCellOneHot(cfg.grid_size), mlp(cfg.input_dim - 2 + cfg.grid_size**2, cfg.hidden, cfg.num_actions)
+        )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD loss (MSE to the target) plus the optional CQL penalty."""

@@ -36,7 +36,8 @@ from lit_offmeta.nn.belief import BeliefEncoder
 
 HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index", "episode")
 RELABEL_BATCH = 512
-"""Trials encoded at once by :func:`relabel_states` (its rows come chunk by chunk, see :func:`relabelled_row_trials`)."""
+"""Trials encoded at once by :func:`relabel_states` (its rows come chunk by chunk, see
+:func:`relabelled_row_trials`)."""
 
 
 BeliefInput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -117,9 +117,13 @@ class OfflineVariBAD(LightningModule):
         if rl_algorithm not in ("dqn", "sac"):
             raise ValueError(f"OfflineVariBAD: rl_algorithm must be 'auto', 'dqn' or 'sac', got {rl_algorithm!r}")
         if rl_algorithm == "dqn" and not fam.discrete_actions:
-            raise ValueError(f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'")
+            raise ValueError(
+                f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'"
+            )
         if rl_algorithm == "sac" and fam.discrete_actions:
-            raise ValueError(f"OfflineVariBAD: SAC needs continuous actions; family {fam.name!r} is discrete, use 'dqn'")
+            raise ValueError(
+                f"OfflineVariBAD: SAC needs continuous actions; family {fam.name!r} is discrete, use 'dqn'"
+            )
         if rl_belief_input not in ("latent", "decoded"):
             raise ValueError(f"OfflineVariBAD: rl_belief_input must be 'latent' or 'decoded', got {rl_belief_input!r}")
         if rl_belief_input == "decoded" and self.vae.decoder_kind != "cells":

@@ -96,7 +96,18 @@ class HyperStateSAC(LightningModule):
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(input_dim=input_dim, action_dim=action_dim, hidden=hidden, actor_lr=actor_lr, critic_lr=critic_lr, gamma=gamma, tau=tau, alpha=alpha, cql_alpha=cql_alpha, cql_samples=cql_samples)
+        self.cfg = SimpleNamespace(
+            input_dim=input_dim,
+            action_dim=action_dim,
+            hidden=hidden,
+            actor_lr=actor_lr,
+            critic_lr=critic_lr,
+            gamma=gamma,
+            tau=tau,
+            alpha=alpha,
+            cql_alpha=cql_alpha,
+            cql_samples=cql_samples,
+        )
         self.automatic_optimization = False
         self.actor = TanhGaussianActor(input_dim, action_dim, hidden)
         self.critics = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])

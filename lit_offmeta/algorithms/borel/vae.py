@@ -152,7 +152,21 @@ class BeliefVAE(LightningModule):
         self.save_hyperparameters()
         # Own copy of the settings: under LightningCLI a module built inside another one receives the outer
         # module's hparams from save_hyperparameters(), so nested modules must not read self.hparams.
-        self.cfg = SimpleNamespace(family=family, state_embed_dim=state_embed_dim, action_embed_dim=action_embed_dim, reward_embed_dim=reward_embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, decoder_hidden=decoder_hidden, kl_weight=kl_weight, lr=lr, reward_threshold=reward_threshold, cell_targets=cell_targets, state_one_hot=state_one_hot, aggregator=aggregator)
+        self.cfg = SimpleNamespace(
+            family=family,
+            state_embed_dim=state_embed_dim,
+            action_embed_dim=action_embed_dim,
+            reward_embed_dim=reward_embed_dim,
+            hidden_dim=hidden_dim,
+            latent_dim=latent_dim,
+            decoder_hidden=decoder_hidden,
+            kl_weight=kl_weight,
+            lr=lr,
+            reward_threshold=reward_threshold,
+            cell_targets=cell_targets,
+            state_one_hot=state_one_hot,
+            aggregator=aggregator,
+        )
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
