@@ -84,6 +84,21 @@ def test_macaw_fits_on_the_gpu_and_its_adapted_policy_runs_there(tmp_path):
     torch.testing.assert_close(loaded.adapt(context, steps=1)(obs.cpu()), policy(obs).cpu(), rtol=1e-4, atol=1e-5)
 
 
+def _fit_on_gpu_and_evaluate(model: OfflineVariBAD, dm: TrialDataModule, tmp_path: Path, policies) -> None:
+    """Fit on the GPU (3 VAE + 3 RL updates, one evaluation during fit), then roll out each of ``policies(model)``
+    there for two held-out tasks."""
+    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
+    assert "rollout/success_ep2plus" in trainer.callback_metrics  # evaluated on the GPU during fit
+    model.cuda()  # Lightning hands the module back on the CPU after fit
+    for policy in policies(model):
+        assert policy.device.type == "cuda"
+        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
+        assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+
+
 @pytest.mark.parametrize("rl", ["dqn", "sac"])
 def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
     family = "grid_navi" if rl == "dqn" else "point_robot_sparse"
@@ -93,16 +108,7 @@ def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
     model = OfflineVariBAD(family, vae_steps=3, rl_steps=3, vae=vae, rl_algorithm=rl, rl={"hidden": (8,)},
                            rl_tasks_per_batch=2, rl_batch_per_task=4, rl_data="relabelled", rl_trials_per_task=2,
                            eval_episodes=2)
-    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model, dm)
-    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
-    assert "rollout/success_ep2plus" in trainer.callback_metrics  # evaluated on the GPU during fit
-    model.cuda()  # Lightning hands the module back on the CPU after fit
-    policy = model.adapt() if rl == "dqn" else model.thompson_policy()
-    assert policy.device.type == "cuda"
-    result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
-    assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+    _fit_on_gpu_and_evaluate(model, dm, tmp_path, lambda m: [m.adapt() if rl == "dqn" else m.thompson_policy()])
 
 
 def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
@@ -117,16 +123,7 @@ def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
                            rl={"hidden": (8,), "double_q": True, "grid_size": 5}, rl_tasks_per_batch=2,
                            rl_batch_per_task=4, rl_data="relabelled", rl_trials_per_task=2, rl_belief_input="decoded",
                            episode_time=True, vae_lr_decay=True, rl_lr_decay=True, eval_episodes=2)
-    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model, dm)
-    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
-    assert "rollout/success_ep2plus" in trainer.callback_metrics
-    model.cuda()
-    for policy in (model.adapt(), model.thompson_policy()):
-        assert policy.device.type == "cuda"
-        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
-        assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+    _fit_on_gpu_and_evaluate(model, dm, tmp_path, lambda m: [m.adapt(), m.thompson_policy()])
 
 
 def test_borel_point_robot_reward_memory_trains_and_evaluates_on_the_gpu(tmp_path):
@@ -138,13 +135,10 @@ def test_borel_point_robot_reward_memory_trains_and_evaluates_on_the_gpu(tmp_pat
                            rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, rl_data="relabelled",
                            rl_trials_per_task=2, rl_reward_memory=True, vae_lr_decay=True, rl_lr_decay=True,
                            eval_episodes=2)
-    trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model, dm)
-    assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
-    assert "rollout/success_ep2plus" in trainer.callback_metrics
-    model.cuda()
-    for policy in (model.adapt(), model.thompson_policy()):
-        assert policy.device.type == "cuda" and policy.reward_memory
-        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
-        assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
+
+    def memory_policies(m: OfflineVariBAD) -> list:
+        policies = [m.adapt(), m.thompson_policy()]
+        assert all(policy.reward_memory for policy in policies)
+        return policies
+
+    _fit_on_gpu_and_evaluate(model, dm, tmp_path, memory_policies)
