@@ -507,3 +507,47 @@ def test_relabelled_row_trials_name_the_trial_of_every_relabelled_row(grid_trial
     for i in range(grid_trials.num_trials):
         np.testing.assert_array_equal(hyper.obs[rows == i, :2].numpy(), obs[i][valid[i]])
         assert (hyper.task_index[rows == i] == int(grid_trials.task_index[i])).all()
+
+
+class _StopAfterEpoch:
+    """Save a checkpoint at the end of epoch ``epoch`` (as the default ModelCheckpoint does) and stop there."""
+
+    def __new__(cls, epoch: int, path):
+        from lightning.pytorch.callbacks import Callback
+
+        class Stop(Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                if trainer.current_epoch == epoch:
+                    trainer.save_checkpoint(path)
+                    trainer.should_stop = True
+
+        return Stop()
+
+
+@pytest.mark.parametrize("stop_epoch", [0, 2], ids=["in-vae-stage", "in-rl-stage"])
+def test_a_run_resumed_from_an_epoch_end_checkpoint_equals_the_uninterrupted_run(tmp_path, stop_epoch):
+    # 4 VAE + 6 SAC updates, 2 batches per epoch: epoch 0 ends inside the VAE stage, epoch 2 inside the RL stage.
+    # Exact resumption needs the VAE batch stream's position, the RL sampler's stream and SAC's action noise.
+    def run(ckpt_path=None, callbacks=()):
+        torch.manual_seed(0)
+        dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
+                             steps_per_epoch=2, seed=3)
+        model = OfflineVariBAD("point_robot_sparse", vae_steps=4, rl_steps=6, vae={"hidden_dim": 8, "latent_dim": 2},
+                               rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=0,
+                               rl_trials_per_task=2, rl_reward_memory=True, seed=5)
+        torch.manual_seed(1)  # the run's stream, as seed_everything before fit
+        Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks)).fit(
+            model, dm, ckpt_path=ckpt_path)
+        return model
+
+    whole = run()
+    assert int(whole.updates) == 10
+    ckpt = tmp_path / "epoch_end.ckpt"
+    first = run(callbacks=[_StopAfterEpoch(stop_epoch, ckpt)])
+    assert int(first.updates) == 2 * (stop_epoch + 1)
+    torch.manual_seed(123)  # a resumed process starts from another global stream; the checkpoint must not care
+    resumed = run(ckpt_path=ckpt)
+    assert int(resumed.updates) == 10
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -62,14 +62,13 @@ class _TrialBatches(IterableDataset):
 
     def __init__(self, dm: TrialDataModule) -> None:
         self.dm = dm
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.dm.steps_per_epoch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng([self.dm.seed, self.epoch])
-        self.epoch += 1
+        rng = np.random.default_rng([self.dm.seed, self.dm.epochs_started])
+        self.dm.epochs_started += 1
         for _ in range(self.dm.steps_per_epoch):
             yield self.dm.sample_batch(rng)
 
@@ -173,6 +172,9 @@ class TrialDataModule(LightningDataModule):
         self.seed = seed
         self.train_trials: TrialArrays | None = None
         self._dataset: _TrialBatches | None = None
+        # epochs of batches drawn so far: epoch k's batches come from a stream seeded with (seed, k), and the count
+        # is saved in checkpoints (state_dict), so a resumed run draws what the uninterrupted run would have drawn
+        self.epochs_started = 0
 
     # --- data ------------------------------------------------------------------------------------------------
     @property
@@ -242,6 +244,12 @@ class TrialDataModule(LightningDataModule):
             by_task = {int(t): np.flatnonzero(trials.task_index == t) for t in np.unique(targets)}
             batch = trials.select(np.array([rng.choice(by_task[int(t)]) for t in targets]))
         return trials_to_batch(batch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epochs_started": self.epochs_started}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.epochs_started = int(state_dict["epochs_started"])
 
     def train_dataloader(self) -> DataLoader:
         if self._dataset is None:

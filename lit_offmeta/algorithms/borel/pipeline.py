@@ -274,8 +274,38 @@ class OfflineVariBAD(LightningModule):
         self.log_dict(summarise(result, prefix="rollout/"))
         self.train()
 
+    # --- exact resumption ------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The random streams the run goes on drawing from: the RL batch sampler's, and the global ones that SAC's
+        # action noise uses. With the datamodule's batch count, a run resumed from a checkpoint saved at an
+        # epoch's end (the default ModelCheckpoint's) repeats the uninterrupted run exactly.
+        checkpoint["borel_rng"] = {
+            "rl_sampler": self._generator.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.hyperstates = None  # rebuilt from the data at the next RL update
+        state = checkpoint.get("borel_rng")  # absent in checkpoints written before it was saved
+        if state is not None:
+            self._generator.set_state(state["rl_sampler"])
+        # The global streams are set only when training resumes (on_train_start), so that loading a model to
+        # evaluate it leaves the caller's random state alone.
+        self._resume_rng = state
+
+    def on_train_start(self) -> None:
+        state, self._resume_rng = getattr(self, "_resume_rng", None), None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        # After the checkpoint, the uninterrupted run started the next epoch's DataLoader iterator, which draws its
+        # base seed from the global stream (one int64). The resumed run started its iterator before this hook, from
+        # the stream we just replaced, so make that draw again. The resumption test checks this against the
+        # uninterrupted run, so a change in torch's or Lightning's order fails there.
+        torch.empty((), dtype=torch.int64).random_()
 
 
 def cosine_lr_decay_(optimizers, progress: float) -> None:
