@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
 from lit_offmeta.algorithms.borel.hyperstates import (
@@ -509,19 +510,16 @@ def test_relabelled_row_trials_name_the_trial_of_every_relabelled_row(grid_trial
         assert (hyper.task_index[rows == i] == int(grid_trials.task_index[i])).all()
 
 
-class _StopAfterEpoch:
+class _StopAfterEpoch(Callback):
     """Save a checkpoint at the end of epoch ``epoch`` (as the default ModelCheckpoint does) and stop there."""
 
-    def __new__(cls, epoch: int, path):
-        from lightning.pytorch.callbacks import Callback
+    def __init__(self, epoch: int, path) -> None:
+        self.epoch, self.path = epoch, path
 
-        class Stop(Callback):
-            def on_train_epoch_end(self, trainer, pl_module):
-                if trainer.current_epoch == epoch:
-                    trainer.save_checkpoint(path)
-                    trainer.should_stop = True
-
-        return Stop()
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
 
 
 @pytest.mark.parametrize("stop_epoch", [0, 2], ids=["in-vae-stage", "in-rl-stage"])
