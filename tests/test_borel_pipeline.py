@@ -549,3 +549,64 @@ def test_a_run_resumed_from_an_epoch_end_checkpoint_equals_the_uninterrupted_run
     assert int(resumed.updates) == 10
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_rl_eval_ema_averages_every_rl_update_and_leaves_the_run_unchanged(tmp_path):
+    # Two decays on 5 SAC updates: each average must be the hand EMA of the agent's weights after each update
+    # (the first update's weights, then d * ema + (1 - d) * w), training must be bit-identical to a run without
+    # averages (they draw no random numbers), and every evaluation must also roll out each average.
+    decays = (0.5, 0.9)
+
+    def run(rl_eval_ema):
+        torch.manual_seed(0)
+        dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
+                             steps_per_epoch=3, seed=3)
+        model = OfflineVariBAD("point_robot_sparse", vae_steps=2, rl_steps=5, vae={"hidden_dim": 8, "latent_dim": 2},
+                               rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=3,
+                               rl_trials_per_task=2, rl_eval_ema=rl_eval_ema, seed=5)
+        snapshots = []
+        original = model.agent.update
+
+        def record(*args):
+            out = original(*args)
+            snapshots.append({k: v.clone() for k, v in model.agent.state_dict().items()})
+            return out
+
+        model.agent.update = record
+        logged = []
+        model.log_dict = lambda metrics, **kw: logged.append(dict(metrics))
+        Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, default_root_dir=tmp_path).fit(model, dm)
+        return model, snapshots, logged
+
+    plain, plain_snapshots, _ = run(())
+    model, snapshots, logged = run(decays)
+    assert len(snapshots) == 5
+    for a, b in zip(plain_snapshots, snapshots):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for decay in decays:
+        average = model.rl_agent(decay).state_dict()
+        for name in ("actor.net.0.weight", "critics.1.2.bias"):
+            expected = snapshots[0][name]
+            for snap in snapshots[1:]:
+                expected = decay * expected + (1 - decay) * snap[name]
+            torch.testing.assert_close(average[name], expected)
+    assert model.rl_agent(None) is model.agent
+    rollouts = [m for m in logged if any(k.startswith("rollout") for k in m)]
+    prefixes = sorted({k.split("/")[0] for m in rollouts for k in m})
+    assert prefixes == ["rollout", "rollout_ema0.5", "rollout_ema0.9"]
+    assert len(rollouts) == 3 * 2  # evaluations after 3 and 5 RL updates, the iterate and two averages each
+    policy = model.belief_policy(0.9)
+    assert policy.agent is model.agent_ema[1].module
+    with pytest.raises(ValueError, match="no moving average with decay 0.99"):
+        model.rl_agent(0.99)
+    # the averages are part of the checkpoint
+    loaded = OfflineVariBAD(**model.hparams)
+    loaded.load_state_dict(model.state_dict())
+    torch.testing.assert_close(loaded.rl_agent(0.5).state_dict(), model.rl_agent(0.5).state_dict())
+
+
+@pytest.mark.parametrize("bad", [(1.0,), (0.0,), (0.9, 0.9)])
+def test_rl_eval_ema_rejects_bad_decays(bad):
+    with pytest.raises(ValueError, match="rl_eval_ema must hold distinct decays in"):
+        OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl_eval_ema=bad)

@@ -21,11 +21,14 @@ which differ between the stages, so leave it at -1).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN
 from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
@@ -67,6 +70,11 @@ class OfflineVariBAD(LightningModule):
             sparse families (a positive reward marks the goal).
         vae_lr_decay: anneal the VAE's learning rate to 0 over the ``vae_steps`` updates (cosine), so the frozen
             encoder is a settled one rather than the last step of a noisy optimiser (docs/BOREL.md, ninth session).
+        rl_eval_ema: decays ``d`` of exponential moving averages of the RL agent's weights,
+            ``w_ema <- d w_ema + (1 - d) w`` after every RL update (starting from the first update's weights). Every
+            evaluation also rolls out each average, logged under ``rollout_ema{d}/``; training is unchanged (the
+            averages draw no random numbers), so one run measures the last iterate and its averages side by side.
+            For a policy whose evaluations swing between checkpoints (docs/BOREL.md, fourteenth session).
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -96,6 +104,7 @@ class OfflineVariBAD(LightningModule):
         rl_lr_decay: bool = False,
         vae_lr_decay: bool = False,
         rl_reward_memory: bool = False,
+        rl_eval_ema: Sequence[float] = (),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -107,6 +116,9 @@ class OfflineVariBAD(LightningModule):
             raise ValueError(f"OfflineVariBAD: rl_data must be 'own' or 'relabelled', got {rl_data!r}")
         if rl_data == "relabelled" and rl_trials_per_task < 1:
             raise ValueError(f"OfflineVariBAD: rl_trials_per_task must be >= 1, got {rl_trials_per_task}")
+        rl_eval_ema = tuple(float(d) for d in rl_eval_ema)
+        if any(not 0.0 < d < 1.0 for d in rl_eval_ema) or len(set(rl_eval_ema)) != len(rl_eval_ema):
+            raise ValueError(f"OfflineVariBAD: rl_eval_ema must hold distinct decays in (0, 1), got {rl_eval_ema}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.vae = BeliefVAE(family, **(vae or {}))
@@ -136,6 +148,10 @@ class OfflineVariBAD(LightningModule):
         input_dim = fam.obs_dim + belief_dim + memory_dim + int(episode_time)
         agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
         self.agent = agent_cls(input_dim, fam.action_dim, **(rl or {}))
+        # torch's averaging keeps its count of averaged updates as a buffer, so the averages resume with the run
+        self.agent_ema = nn.ModuleList(
+            AveragedModel(self.agent, multi_avg_fn=get_ema_multi_avg_fn(d)).requires_grad_(False) for d in rl_eval_ema
+        )
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("logvar_confident", torch.zeros(self.vae.encoder.latent_dim))
         self.hyperstates: HyperStateTransitions | None = None
@@ -222,6 +238,8 @@ class OfflineVariBAD(LightningModule):
             if hp.rl_lr_decay:
                 cosine_lr_decay_(agent_opts, (int(self.updates) - hp.vae_steps) / max(hp.rl_steps, 1))
             metrics = self.agent.update(rl_batch, agent_opts, self.manual_backward)  # stage 3: RL
+            for average in self.agent_ema:
+                average.update_parameters(self.agent)
             self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()}, prog_bar=False)
         self.updates += 1
         rl_done = int(self.updates) - hp.vae_steps
@@ -240,8 +258,24 @@ class OfflineVariBAD(LightningModule):
     def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None) -> BeliefPolicy:
         """The Bayes-adaptive policy. BOReL adapts ONLINE, by its belief, from the start of each trial; offline
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
-        return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon(),
-                            belief_input=self.belief_input(), reward_memory=self.hparams.rl_reward_memory)
+        return self.belief_policy()
+
+    def belief_policy(self, ema: float | None = None) -> BeliefPolicy:
+        """The Bayes-adaptive policy on the last RL iterate, or on its moving average with decay ``ema`` (one of
+        ``rl_eval_ema``)."""
+        return BeliefPolicy(self.vae.encoder, self.rl_agent(ema), self.family.discrete_actions,
+                            horizon=self._horizon(), belief_input=self.belief_input(),
+                            reward_memory=self.hparams.rl_reward_memory)
+
+    def rl_agent(self, ema: float | None = None) -> nn.Module:
+        """The RL agent (``ema=None``) or its moving average with decay ``ema``."""
+        if ema is None:
+            return self.agent
+        decays = [float(d) for d in self.hparams.rl_eval_ema]
+        if float(ema) not in decays:
+            raise ValueError(f"OfflineVariBAD: no moving average with decay {ema}; this model keeps {decays} "
+                             "(rl_eval_ema)")
+        return self.agent_ema[decays.index(float(ema))].module
 
     def _horizon(self) -> int | None:
         return self.family.horizon if self.hparams.episode_time else None
@@ -272,6 +306,9 @@ class OfflineVariBAD(LightningModule):
         tasks, episodes = self._eval_setup()
         result = evaluate_trials(self.adapt(), self.family, tasks, episodes, seed=self.hparams.seed)
         self.log_dict(summarise(result, prefix="rollout/"))
+        for decay in self.hparams.rl_eval_ema:
+            result = evaluate_trials(self.belief_policy(decay), self.family, tasks, episodes, seed=self.hparams.seed)
+            self.log_dict(summarise(result, prefix=f"rollout_ema{float(decay):g}/"))
         self.train()
 
     # --- exact resumption ------------------------------------------------------------------------------------
