@@ -65,3 +65,16 @@ def test_cli_prints_a_table_and_writes_the_plot(tmp_path, capsys):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left behind
     with pytest.raises(SystemExit):
         curves.main([str(tmp_path / "s0"), "--labels", "a", "b"])
+
+
+def test_moving_averages_get_their_own_episode_2_columns(tmp_path, capsys):
+    _version(tmp_path, "version_0", 10, {"rollout/success_ep2": {14: 0.5, 19: 0.6},
+                                        "rollout_ema0.999/success_ep2": {14: 0.7, 19: 0.8},
+                                        "rollout_ema0.999/return_trial": {14: 3.0}})
+    got = curves.load_curves(tmp_path, ("rollout/success_ep2",))
+    assert got == {"rollout/success_ep2": {5: 0.5, 10: pytest.approx(0.6)},
+                   "rollout_ema0.999/success_ep2": {5: pytest.approx(0.7), 10: pytest.approx(0.8)}}
+    curves.main([str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-1] == "ema0.999/success_ep2"
+    assert lines[-1].split() == ["10", "-", "0.600", "-", "0.800"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 TAGS = ("rollout/success_ep1", "rollout/success_ep2", "rollout/return_trial")
+EMA_TAG = re.compile(r"rollout_ema[^/]+/success_ep2")  # the episode-2 success of each rl_eval_ema average
 
 
 def _versions(run_dir: Path) -> list[Path]:
@@ -42,7 +43,8 @@ def _vae_steps(folder: Path) -> int:
 
 
 def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[int, float]]:
-    """``{tag: {rl_updates: value}}`` for the evaluations logged under ``run_dir`` (every version merged)."""
+    """``{tag: {rl_updates: value}}`` for the evaluations logged under ``run_dir`` (every version merged): ``tags``,
+    and the episode-2 success of every moving average the run logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
@@ -55,7 +57,10 @@ def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, 
         for events in sorted(folder.glob("events.out.tfevents.*")):
             acc = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep every point
             acc.Reload()
-            for tag in set(tags) & set(acc.Tags()["scalars"]):
+            logged = set(acc.Tags()["scalars"])
+            for tag in sorted(t for t in logged if EMA_TAG.fullmatch(t)):
+                curves.setdefault(tag, {})
+            for tag in set(curves) & logged:
                 for event in acc.Scalars(tag):
                     curves[tag][event.step + 1 - vae_steps] = float(event.value)
     return {tag: dict(sorted(points.items())) for tag, points in curves.items()}
@@ -64,10 +69,13 @@ def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, 
 def format_table(name: str, curves: dict[str, dict[int, float]]) -> str:
     """One row per evaluation: RL updates, then each tag's value."""
     steps = sorted({s for points in curves.values() for s in points})
-    lines = [f"{name}", "rl_updates  " + "  ".join(f"{tag.split('/')[-1]:>14}" for tag in curves)]
+    heads = [tag.removeprefix("rollout/").removeprefix("rollout_") for tag in curves]
+    widths = [max(14, len(head)) for head in heads]
+    lines = [f"{name}", "rl_updates  " + "  ".join(f"{head:>{w}}" for head, w in zip(heads, widths))]
     for step in steps:
         values = (curves[tag].get(step) for tag in curves)
-        lines.append(f"{step:>10}  " + "  ".join(f"{v:>14.3f}" if v is not None else f"{'-':>14}" for v in values))
+        lines.append(f"{step:>10}  " + "  ".join(f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}"
+                                                 for v, w in zip(values, widths)))
     return "\n".join(lines)
 
 
