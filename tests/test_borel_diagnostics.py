@@ -290,3 +290,26 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     )
     with pytest.raises(SystemExit, match="needs a point_robot_sparse model"):
         diagnostics.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))
+
+
+def test_goal_found_can_drive_the_trials_with_a_moving_average_agent():
+    import pytest
+
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]}, rl_eval_ema=[0.5],
+                           vae={"hidden_dim": 8, "latent_dim": 2, "decoder_hidden": [8]})
+    with torch.no_grad():  # the average now heads up the y axis, the iterate wherever its init points
+        model.rl_agent(0.5).actor.net[-1].bias.copy_(torch.tensor([0.0, 5.0, -1.0, -1.0]))
+    family = model.family
+    tasks = [family.default_tasks()[i] for i in family.split().test]
+    for ema, policy in ((None, model.adapt()), (0.5, model.belief_policy(0.5))):
+        reference = evaluate_trials(policy, family, tasks, 2, seed=model.hparams.seed)
+        report = diagnostics.goal_found_report(model, ema=ema)
+        assert report["success_ep1"] == round(float(reference.success[:, 0].mean()), 3)
+        assert report["success_ep2"] == round(float(reference.success[:, 1].mean()), 3)
+    assert diagnostics.goal_found_report(model, ema=0.5)["success_ep1"] > 0  # straight up passes the top goal
+    with pytest.raises(ValueError, match="no moving average with decay 0.9"):
+        diagnostics.goal_found_report(model, ema=0.9)

@@ -535,13 +535,14 @@ def goal_arc(points: int = 361) -> torch.Tensor:
     return torch.stack([torch.cos(angles), torch.sin(angles)], -1)
 
 
-def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
+def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
     arc, peaks within the goal radius of the true goal. Splits episode 2's success by that and by whether episode 1
     found the goal, and reports episode 1's rewarded steps, so a failure can be put on the belief (found but not
     located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
-    trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's)."""
+    trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). ``ema``: the
+    driving policy acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
@@ -551,7 +552,7 @@ def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
     paths = model if paths is None else paths
     tasks = [family.default_tasks()[i] for i in family.split().test]
     seed = paths.hparams.seed if seed is None else seed
-    result = evaluate_trials(paths.adapt(), family, tasks, 2, seed=seed, record=True)
+    result = evaluate_trials(paths.belief_policy(ema), family, tasks, 2, seed=seed, record=True)
     arc = goal_arc()
     mu = belief_after(model.vae.encoder, family, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
     with torch.no_grad():
@@ -588,7 +589,7 @@ def goal_found_report(model, seed: int | None = None, paths=None) -> dict:
 def goal_found(args: argparse.Namespace) -> None:
     """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
     paths = load_pipeline(args.paths) if args.paths else None
-    print(json.dumps(goal_found_report(load_pipeline(args.ckpt), args.seed, paths)))
+    print(json.dumps(goal_found_report(load_pipeline(args.ckpt), args.seed, paths, args.ema)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -651,6 +652,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
     g.add_argument("--paths", default=None,
                    help="another checkpoint whose policy drives the trials (--ckpt's belief reads its episodes)")
+    g.add_argument("--ema", type=float, default=None,
+                   help="drive the trials with the moving-average agent of this decay (the run's rl_eval_ema)")
     t = sub.add_parser("touches", help="PointRobot: how often logged paths touch another training goal briefly")
     t.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
     t.add_argument("--brief", type=int, default=3, help="at most this many rewarded steps")
