@@ -269,6 +269,9 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in reference.episodes])
     assert report["ep1_rewarded_steps_if_found_not_located"] == rewarded[found & ~located].tolist()
     assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
+    angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
+    assert report["ep1_missed_goal_angles"] == sorted(round(float(a), 1) for a in angles[~found])
+    assert report["ep1_arc_reach"] == diagnostics.arc_reach([ep[0] for ep in reference.episodes])
 
     assert diagnostics.goal_found_report(model, paths=model) == report
 
@@ -313,3 +316,17 @@ def test_goal_found_can_drive_the_trials_with_a_moving_average_agent():
     assert diagnostics.goal_found_report(model, ema=0.5)["success_ep1"] > 0  # straight up passes the top goal
     with pytest.raises(ValueError, match="no moving average with decay 0.9"):
         diagnostics.goal_found_report(model, ema=0.9)
+
+
+def test_arc_reach_is_the_span_of_angles_within_the_goal_radius_of_the_unit_circle():
+    from lit_offmeta.algorithms.borel.diagnostics import arc_reach
+
+    def at(degrees, radius=1.0):
+        a = np.radians(degrees)
+        return [radius * np.cos(a), radius * np.sin(a)]
+
+    # the start (0, 0), a point at radius 0.5 and one at 1.3 are too far from the circle; 1.15 and 0.85 count
+    first = {"observations": np.array([[0.0, 0.0], at(10, 0.5), at(30, 1.15), at(60), at(170, 1.3)])}
+    second = {"observations": np.array([[0.0, 0.0], at(120, 0.85)])}
+    assert arc_reach([first, second]) == [30.0, 120.0]
+    assert arc_reach([{"observations": np.zeros((3, 2))}]) is None

@@ -535,13 +535,29 @@ def goal_arc(points: int = 361) -> torch.Tensor:
     return torch.stack([torch.cos(angles), torch.sin(angles)], -1)
 
 
+def arc_reach(episodes: list[dict]) -> list[float] | None:
+    """The span of the goal arc a search reaches: ``[min, max]`` angle in degrees of the positions in ``episodes``
+    (their ``observations``) that lie within the goal radius of the unit circle; ``None`` if none does. A goal
+    further than the goal radius beyond either end cannot be found by these episodes."""
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    positions = np.concatenate([np.asarray(ep["observations"])[:, :2] for ep in episodes])
+    near = np.abs(np.linalg.norm(positions, axis=-1) - 1.0) <= GOAL_RADIUS
+    if not near.any():
+        return None
+    angles = np.degrees(np.arctan2(positions[near, 1], positions[near, 0]))
+    return [round(float(angles.min()), 1), round(float(angles.max()), 1)]
+
+
 def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
     arc, peaks within the goal radius of the true goal. Splits episode 2's success by that and by whether episode 1
     found the goal, and reports episode 1's rewarded steps, so a failure can be put on the belief (found but not
     located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
-    trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). ``ema``: the
+    trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). Also
+    where episode 1 searches: the angles of the goals it misses and the span of the arc it reaches (:func:`arc_reach`,
+    over all trials). ``ema``: the
     driving policy acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
@@ -564,6 +580,7 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     located = np.linalg.norm(estimate - goals, axis=-1) <= GOAL_RADIUS
     found, second = result.success[:, 0], result.success[:, 1]
     rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in result.episodes])
+    goal_angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
 
     def rate(x: np.ndarray, where: np.ndarray) -> float | None:
         return round(float(x[where].mean()), 3) if where.any() else None
@@ -583,6 +600,8 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
         "decoded_peak_prior": round(float(prior_peak), 3),
         "decoded_peak_mean": round(float(decoded.max(-1).values.mean()), 3),
         "decoded_peak_if_found_not_located": [round(float(x), 3) for x in decoded.max(-1).values[found & ~located]],
+        "ep1_missed_goal_angles": sorted(round(float(a), 1) for a in goal_angles[~found]),
+        "ep1_arc_reach": arc_reach([ep[0] for ep in result.episodes]),
     }
 
 
