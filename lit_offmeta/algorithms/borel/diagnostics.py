@@ -557,8 +557,8 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
     trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). Also
     where episode 1 searches: the angles of the goals it misses and the span of the arc it reaches (:func:`arc_reach`,
-    over all trials). ``ema``: the
-    driving policy acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate."""
+    over all trials). ``ema``: the driving policy acts with its moving-average agent of that decay (``rl_eval_ema``)
+    instead of the last iterate."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
