@@ -272,6 +272,23 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
     assert report["ep1_missed_goal_angles"] == sorted(round(float(a), 1) for a in angles[~found])
     assert report["ep1_arc_reach"] == diagnostics.arc_reach([ep[0] for ep in reference.episodes])
+    # the decoder ignores the belief, so every missed goal's belief peaks at the arc point nearest the first goal,
+    # and the belief's searched / unsearched split is the prior's
+    nearest = round(float(np.degrees(np.arctan2(goals[0][1], goals[0][0])) * 2)) / 2  # the arc has 0.5-degree steps
+    assert report["ep1_missed_belief_peak_angles"] == [nearest] * int((~found).sum())
+    assert (~found).any()  # an untrained agent misses goals, so the split below is exercised
+    arc = diagnostics.goal_arc().numpy()
+    by_hand = []
+    for i in np.flatnonzero(~found):
+        reach = diagnostics.arc_reach([reference.episodes[i][0]])
+        if reach is None:
+            continue
+        on = (np.linspace(0, 180, len(arc)) >= reach[0]) & (np.linspace(0, 180, len(arc)) <= reach[1])
+        value = -np.linalg.norm(arc - goals[0], axis=-1)
+        by_hand.append([value[on].mean(), value[~on].mean()])
+    expected = [round(float(x), 3) for x in np.mean(by_hand, axis=0)] if by_hand else None
+    assert report["ep1_missed_decoded_searched_unsearched"] == expected
+    assert report["prior_decoded_searched_unsearched"] == expected
 
     assert diagnostics.goal_found_report(model, paths=model) == report
 
@@ -330,3 +347,13 @@ def test_arc_reach_is_the_span_of_angles_within_the_goal_radius_of_the_unit_circ
     second = {"observations": np.array([[0.0, 0.0], at(120, 0.85)])}
     assert arc_reach([first, second]) == [30.0, 120.0]
     assert arc_reach([{"observations": np.zeros((3, 2))}]) is None
+
+
+def test_searched_split_averages_the_decoded_reward_on_and_off_the_reached_span():
+    from lit_offmeta.algorithms.borel.diagnostics import searched_split
+
+    decoded = np.array([4.0, 0.0, 0.0, 0.0, 8.0])  # at 0, 45, 90, 135 and 180 degrees
+    assert searched_split(decoded, [30.0, 140.0]) == [0.0, 6.0]
+    assert searched_split(decoded, [0.0, 100.0]) == [4.0 / 3.0, 4.0]
+    assert searched_split(decoded, None) is None
+    assert searched_split(decoded, [0.0, 180.0]) is None  # nothing left unsearched

@@ -549,6 +549,20 @@ def arc_reach(episodes: list[dict]) -> list[float] | None:
     return [round(float(angles.min()), 1), round(float(angles.max()), 1)]
 
 
+def searched_split(decoded: np.ndarray, reach: list[float] | None) -> list[float] | None:
+    """``[searched, unsearched]``: the mean of ``decoded`` (a value per point of :func:`goal_arc`, evenly spaced from
+    0 to 180 degrees) on the span ``reach`` (``[min, max]`` degrees, :func:`arc_reach`) and on the rest of the arc.
+    ``None`` without a reach or when the reach covers the whole arc. A belief that has learned from a fruitless
+    search decodes ~0 on the searched span and more than the prior on the rest."""
+    if reach is None:
+        return None
+    angles = np.linspace(0.0, 180.0, len(decoded))
+    inside = (angles >= reach[0]) & (angles <= reach[1])
+    if inside.all():
+        return None
+    return [float(decoded[inside].mean()), float(decoded[~inside].mean())]
+
+
 def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
@@ -557,8 +571,10 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
     trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). Also
     where episode 1 searches: the angles of the goals it misses and the span of the arc it reaches (:func:`arc_reach`,
-    over all trials). ``ema``: the driving policy acts with its moving-average agent of that decay (``rl_eval_ema``)
-    instead of the last iterate."""
+    over all trials). For the goals episode 1 misses, what the belief made of the fruitless search: the angle where
+    its decoded reward peaks, and its mean decoded reward on the span that trial's episode 1 reached against the
+    rest of the arc, next to the prior's on the same spans (:func:`searched_split`). ``ema``: the driving policy
+    acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
@@ -574,13 +590,18 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     with torch.no_grad():
         decoded = model.vae.decoder(mu[:, None].to(model.device), arc[None].to(model.device)).cpu()  # [N, A]
         prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1, model.device))[0]
-        prior_peak = model.vae.decoder(prior.to(model.device), arc.to(model.device)).max()
+        prior_decoded = model.vae.decoder(prior.to(model.device), arc.to(model.device)).reshape(-1).cpu().numpy()
+    prior_peak = prior_decoded.max()
     estimate = arc[decoded.argmax(-1)].numpy()
     goals = np.array([t["goal"] for t in tasks], dtype=np.float32)
     located = np.linalg.norm(estimate - goals, axis=-1) <= GOAL_RADIUS
     found, second = result.success[:, 0], result.success[:, 1]
     rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in result.episodes])
     goal_angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
+    arc_angles = np.linspace(0.0, 180.0, len(arc))
+    splits = [(searched_split(decoded[i].numpy(), reach), searched_split(prior_decoded, reach))
+              for i in np.flatnonzero(~found) for reach in [arc_reach([result.episodes[i][0]])]]
+    splits = [pair for pair in splits if pair[0] is not None]
 
     def rate(x: np.ndarray, where: np.ndarray) -> float | None:
         return round(float(x[where].mean()), 3) if where.any() else None
@@ -602,6 +623,12 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
         "decoded_peak_if_found_not_located": [round(float(x), 3) for x in decoded.max(-1).values[found & ~located]],
         "ep1_missed_goal_angles": sorted(round(float(a), 1) for a in goal_angles[~found]),
         "ep1_arc_reach": arc_reach([ep[0] for ep in result.episodes]),
+        "ep1_missed_belief_peak_angles": sorted(round(float(a), 1) for a in arc_angles[decoded.argmax(-1)][~found]),
+        # mean over the missed trials of [searched, unsearched]: the belief's, then the prior's on the same spans
+        "ep1_missed_decoded_searched_unsearched": (
+            [round(float(x), 3) for x in np.mean([b for b, _ in splits], axis=0)] if splits else None),
+        "prior_decoded_searched_unsearched": (
+            [round(float(x), 3) for x in np.mean([p for _, p in splits], axis=0)] if splits else None),
     }
 
 
