@@ -202,6 +202,31 @@ def _point_episode(positions: list[tuple[float, float]]) -> dict[str, np.ndarray
             "terminations": np.zeros(60, bool), "truncations": np.eye(60, dtype=bool)[-1]}
 
 
+def test_arc_coverage_measures_the_span_of_the_upper_goal_arc_each_episode_sweeps():
+    """``coverage --family point_robot_sparse``: per episode the degrees of the upper unit semicircle its positions
+    span within the goal radius; positions below the x axis (where the angle wraps) and off the circle do not count."""
+    from lit_offmeta.algorithms.borel.diagnostics import arc_coverage, arc_spans
+
+    def at(degrees, radius=1.0):
+        return (radius * np.cos(np.radians(degrees)), radius * np.sin(np.radians(degrees)))
+
+    family = get_family("point_robot_sparse")
+    sweep = [at(d) for d in np.linspace(10.0, 160.0, 60)]  # 150 degrees along the arc
+    episodes = [
+        _point_episode(sweep),
+        _point_episode([at(80.0, 0.5)] * 20 + [at(60.0)] * 20 + [at(110.0, 1.1)] * 20),  # 60 -> 110: 50 degrees
+        _point_episode([at(-170.0)] * 30 + [at(170.0)] * 30),  # below the axis left out: one angle, 0 degrees
+        _point_episode([(0.0, 0.0)] * 60),  # never near the arc
+    ]
+    metadata = [{"trial_index": k // 2, "episode_in_trial": k % 2} for k in range(4)]
+    trials = trials_from_episodes(0, {"goal": [1.0, 0.0]}, episodes, metadata, 2, family.horizon)
+    np.testing.assert_allclose(arc_spans(trials), [150.0, 50.0, 0.0, np.nan], atol=0.11)  # arc_reach rounds to 0.1
+    report = arc_coverage(trials)
+    assert report["episodes"] == 4 and report["reach_the_arc"] == 0.75  # the one-point 170-degree episode reaches it
+    assert report["span_45_or_more"] == 0.5 and report["span_90_or_more"] == 0.25
+    assert report["span_140_or_more"] == 0.25 and report["span_median"] == 25.0
+
+
 def test_brief_touches_counts_paid_steps_of_other_goals_by_hand():
     """``touches``: per (episode, task) pair, the steps the family's reward pays under that task; brief = 1-3 paid
     steps and the episode ending more than 0.4 from the goal."""

@@ -22,7 +22,8 @@ the checkpoint's own policy's trials (``--ckpt --on-policy``).
 hidden state: how much of the posterior the representation holds at all.
 
 ``coverage``: how far the behaviour data searches: the distinct cells each logged episode (and trial) enters,
-against the ~10 cells the Bayes-adaptive policy enters in its first episode.
+against the ~10 cells the Bayes-adaptive policy enters in its first episode; with ``--family point_robot_sparse``
+how many degrees of the goal arc each logged episode sweeps.
 
 ``goal-found`` (sparse PointRobot): a checkpoint's trials on the held-out goals, split by whether its belief at
 the start of episode 2 locates the goal (the decoded reward's peak on the goal arc lies within the goal radius):
@@ -45,7 +46,7 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics belief-error --ckpt <run>/checkpoints/<x>.ckpt --data data \
         [--on-policy]
     python -m lit_offmeta.algorithms.borel.diagnostics exact-eval --ckpt <run>/checkpoints/<x>.ckpt
-    python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data [--family point_robot_sparse]
     python -m lit_offmeta.algorithms.borel.diagnostics goal-found --ckpt <run>/checkpoints/<x>.ckpt   # PointRobot
 """
 
@@ -295,11 +296,44 @@ def search_coverage(trials: TrialArrays) -> dict[str, float]:
     return report
 
 
+def arc_spans(trials: TrialArrays) -> np.ndarray:
+    """``[episodes]``: the degrees of the upper goal arc each episode of sparse-PointRobot ``trials`` spans
+    (:func:`arc_reach` of its positions ``s_{t+1}`` over the valid steps); NaN for one that never comes within the
+    goal radius of it. Positions below the x axis are left out: there the angle wraps from -180 to 180 degrees."""
+    positions = trials.next_obs[..., :2].reshape(-1, trials.horizon, 2)
+    valid = trials.valid.reshape(-1, trials.horizon)
+    spans = []
+    for episode, steps in zip(positions, valid):
+        upper = episode[steps][episode[steps][:, 1] >= 0]
+        reach = arc_reach([{"observations": upper}]) if len(upper) else None
+        spans.append(np.nan if reach is None else reach[1] - reach[0])
+    return np.array(spans)
+
+
+def arc_coverage(trials: TrialArrays) -> dict[str, float]:
+    """How far along the goal arc the episodes of sparse-PointRobot ``trials`` sweep (:func:`arc_spans`): the
+    fraction that reach the arc at all and that span at least 45 / 90 / 140 degrees of it, and the median and 90th
+    percentile span. A fruitless sweep, relabelled for a goal it missed, is what tells the belief "not here"."""
+    spans = arc_spans(trials)
+    report = {"episodes": int(spans.size), "reach_the_arc": round(float((~np.isnan(spans)).mean()), 4)}
+    spans = np.nan_to_num(spans)  # an episode that never reaches the arc sweeps 0 degrees of it
+    for k in (45, 90, 140):
+        report[f"span_{k}_or_more"] = round(float((spans >= k).mean()), 4)
+    report["span_median"], report["span_p90"] = (round(float(x), 1) for x in np.percentile(spans, [50, 90]))
+    return report
+
+
 def coverage(args: argparse.Namespace) -> None:
-    """``coverage``: :func:`search_coverage` of the logged GridNavi trials in ``args.data``, as JSON."""
+    """``coverage``: :func:`search_coverage` of the logged GridNavi trials in ``args.data``, or with ``--family
+    point_robot_sparse`` :func:`arc_coverage` of the logged training tasks' trials, as JSON."""
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
-    family = get_family("grid_navi")
+    family = get_family(args.family)
+    if args.family == "point_robot_sparse":
+        episodes = int(getattr(family, "episodes_per_trial", 2))  # as `touches`
+        trials = load_trials_from_storage(family, args.data, list(family.split().train), episodes)
+        print(json.dumps(arc_coverage(trials)))
+        return
     trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
     print(json.dumps(search_coverage(trials)))
 
@@ -692,7 +726,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--every", type=int, default=7, help="use every this-many-th RL trial")
     c = sub.add_parser("coverage", help="distinct cells each logged episode and trial enters")
-    c.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (grid_navi)")
+    c.add_argument("--data", required=True, help="folder written by `lit-offmeta collect`")
+    c.add_argument("--family", choices=("grid_navi", "point_robot_sparse"), default="grid_navi",
+                   help="grid_navi: distinct cells per episode; point_robot_sparse: span of the goal arc swept")
     g = sub.add_parser("goal-found", help="PointRobot: does the belief after episode 1 locate the goal it found?")
     g.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse)")
     g.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
