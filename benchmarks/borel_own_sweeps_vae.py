@@ -1,0 +1,90 @@
+"""Does a belief VAE trained with fruitless sweeps of the goal arc learn what a failed search implies? (PointRobot)
+
+The fifteenth session found that after a first episode that sweeps ~140 of the goal arc's 180 degrees and finds
+nothing, the learned belief decodes no more reward on the unsearched ends than the prior (``diagnostics
+goal-found``), and that few logged episodes sweep the arc (``diagnostics coverage --family point_robot_sparse``).
+This probe retrains only the VAE stage (the checkpoint's VAE settings and the PointRobot config's batches:
+8 tasks x 2 shared paths, every episode relabelled), ``--steps`` updates, on the logged trials plus ``--repeats``
+copies of the checkpoint's own two-episode trials on the 80 training goals (its episode 1 is the sweep; relabelled
+for other goals it is a fruitless one). ``--repeats 0`` is the control: the same procedure on the logged trials
+alone. It then runs ``goal_found_report`` with the new belief reading the checkpoint's policy's trials on the 20
+held-out goals and prints it as JSON. Look at ``ep1_missed_decoded_searched_unsearched`` against
+``prior_decoded_searched_unsearched``: a belief that learned from the sweep decodes less on the searched span and
+more on the rest.
+
+docs/BOREL.md ("Fifteenth session") reports what this measured::
+
+    OMP_NUM_THREADS=1 python benchmarks/borel_own_sweeps_vae.py --ckpt <run>/checkpoints/epoch=85-step=83000.ckpt \\
+        --data data --repeats 10     # and --repeats 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from lit_offmeta.algorithms.borel.diagnostics import goal_found_report, load_pipeline
+from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
+from lit_offmeta.algorithms.borel.vae import BeliefVAE
+from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes
+from lit_offmeta.datamodules.trajectory import TrialDataModule
+
+
+def own_trials(model, seed: int = 0) -> TrialArrays:
+    """The checkpoint's Bayes-adaptive policy's two-episode trials, one per training goal, as VAE data."""
+    family = model.family
+    train = list(family.split().train)
+    tasks = [family.default_tasks()[i] for i in train]
+    result = evaluate_trials(model.belief_policy(), family, tasks, 2, seed=seed, record=True)
+    print(json.dumps({"own_trials_success_ep1": round(float(result.success[:, 0].mean()), 3)}), flush=True)
+    meta = [{"trial_index": 0, "episode_in_trial": e} for e in range(2)]
+    return TrialArrays.concatenate([
+        trials_from_episodes(i, task, result.episodes[k], meta, 2, family.horizon, "rollout")
+        for k, (i, task) in enumerate(zip(train, tasks))])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="an OfflineVariBAD point_robot_sparse checkpoint")
+    parser.add_argument("--data", default="data", help="folder written by `lit-offmeta collect` (point_robot_sparse)")
+    parser.add_argument("--repeats", type=int, default=10, help="copies of the policy's own trials added (0: none)")
+    parser.add_argument("--steps", type=int, default=3000, help="VAE updates (the config's vae_steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeats < 0 or args.steps < 1:
+        parser.error(f"need --repeats >= 0 and --steps >= 1, got {args.repeats} and {args.steps}")
+    torch.set_num_threads(1)
+    policy_model = load_pipeline(args.ckpt)
+    if policy_model.family.name != "point_robot_sparse":
+        parser.error(f"--ckpt: needs a point_robot_sparse checkpoint, got {policy_model.family.name!r}")
+    dm = TrialDataModule("point_robot_sparse", data_root=args.data, split="paper", episodes_per_trial=2,
+                         tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
+                         shared_paths=True, steps_per_epoch=500, seed=args.seed)
+    dm.setup("fit")
+    if args.repeats:
+        dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own_trials(policy_model)] * args.repeats)
+    torch.manual_seed(args.seed)
+    vae = BeliefVAE("point_robot_sparse", **dict(policy_model.hparams.vae))
+    optimizer = vae.configure_optimizers()
+    start = time.time()
+    for step in range(1, args.steps + 1):
+        if step % dm.steps_per_epoch == 1:  # the datamodule's batch stream: a generator per epoch, as the pipeline
+            rng = np.random.default_rng([args.seed, (step - 1) // dm.steps_per_epoch])
+        loss, _ = vae.compute_loss(dm.sample_batch(rng))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 500 == 0:
+            print(json.dumps({"step": step, "loss": round(loss.item(), 2), "s": round(time.time() - start)}),
+                  flush=True)
+    belief_model = load_pipeline(args.ckpt)
+    belief_model.vae = vae
+    print(json.dumps(goal_found_report(belief_model, paths=policy_model)))
+
+
+if __name__ == "__main__":
+    main()
