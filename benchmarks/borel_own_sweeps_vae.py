@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import numpy as np
 import torch
 
-from lit_offmeta.algorithms.borel.diagnostics import goal_found_report, load_pipeline
+from lit_offmeta.algorithms.borel.diagnostics import fit_vae, goal_found_report, load_pipeline
 from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes
@@ -69,18 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own_trials(policy_model)] * args.repeats)
     torch.manual_seed(args.seed)
     vae = BeliefVAE("point_robot_sparse", **dict(policy_model.hparams.vae))
-    optimizer = vae.configure_optimizers()
-    start = time.time()
-    for step in range(1, args.steps + 1):
-        if step % dm.steps_per_epoch == 1:  # the datamodule's batch stream: a generator per epoch, as the pipeline
-            rng = np.random.default_rng([args.seed, (step - 1) // dm.steps_per_epoch])
-        loss, _ = vae.compute_loss(dm.sample_batch(rng))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 500 == 0:
-            print(json.dumps({"step": step, "loss": round(loss.item(), 2), "s": round(time.time() - start)}),
-                  flush=True)
+    fit_vae(vae, dm, args.steps, args.seed)
     belief_model = load_pipeline(args.ckpt)
     belief_model.vae = vae
     print(json.dumps(goal_found_report(belief_model, paths=policy_model)))

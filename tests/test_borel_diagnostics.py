@@ -382,3 +382,32 @@ def test_searched_split_averages_the_decoded_reward_on_and_off_the_reached_span(
     assert searched_split(decoded, [0.0, 100.0]) == [4.0 / 3.0, 4.0]
     assert searched_split(decoded, None) is None
     assert searched_split(decoded, [0.0, 180.0]) is None  # nothing left unsearched
+
+
+def test_fit_vae_follows_the_datamodules_per_epoch_batch_stream():
+    """``fit_vae`` (``train-vae`` and the PointRobot probe) equals a plain loop over the datamodule's batches drawn
+    from a generator seeded ``[seed, epoch]`` per epoch; one-batch epochs draw a fresh generator every update."""
+    from lit_offmeta.algorithms.borel.diagnostics import fit_vae
+    from lit_offmeta.algorithms.borel.vae import BeliefVAE
+    from lit_offmeta.datamodules.trajectory import TrialDataModule
+
+    dm = TrialDataModule("grid_navi", data_root=None, tasks_per_batch=2, trials_per_task=2, steps_per_epoch=1,
+                         scripted_trials_per_task=2, seed=3)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    vae = BeliefVAE("grid_navi", hidden_dim=8, latent_dim=2)
+    torch.manual_seed(0)
+    by_hand = BeliefVAE("grid_navi", hidden_dim=8, latent_dim=2)
+    torch.manual_seed(1)  # the ELBO samples latents: both loops start from the same torch stream
+    fit_vae(vae, dm, 3, seed=3)
+    torch.manual_seed(1)
+    opt = by_hand.configure_optimizers()
+    for epoch in range(3):
+        loss, _ = by_hand.compute_loss(dm.sample_batch(np.random.default_rng([3, epoch])))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for (name, a), b in zip(vae.named_parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert any(not torch.equal(a, b) for a, b in zip(vae.parameters(), BeliefVAE("grid_navi", hidden_dim=8,
+                                                                                    latent_dim=2).parameters()))

@@ -503,11 +503,19 @@ def train_vae(args: argparse.Namespace) -> None:
                          mix_prob=args.mix_prob, seed=args.seed, steps_per_epoch=500, **batch)
     dm.setup("fit")
     vae = BeliefVAE("grid_navi", **settings)
+    fit_vae(vae, dm, args.steps, args.seed)
+    torch.save({"settings": settings, "state_dict": vae.state_dict()}, args.out)
+
+
+def fit_vae(vae, dm, steps: int, seed: int) -> None:
+    """The pipeline's VAE stage alone: ``steps`` updates of ``vae``'s own optimizer on the set-up datamodule
+    ``dm``'s batch stream (a generator per epoch of ``dm.steps_per_epoch`` batches, seeded ``[seed, epoch]``),
+    printing the loss every 500 updates as JSON."""
     opt = vae.configure_optimizers()
     start = time.time()
-    for step in range(1, args.steps + 1):
-        if step % dm.steps_per_epoch == 1:  # the datamodule's batch stream: a generator per 500-batch epoch
-            rng = np.random.default_rng([args.seed, (step - 1) // dm.steps_per_epoch])
+    for step in range(1, steps + 1):
+        if (step - 1) % dm.steps_per_epoch == 0:  # a new epoch
+            rng = np.random.default_rng([seed, (step - 1) // dm.steps_per_epoch])
         loss, _ = vae.compute_loss(dm.sample_batch(rng))
         opt.zero_grad()
         loss.backward()
@@ -517,7 +525,6 @@ def train_vae(args: argparse.Namespace) -> None:
                 json.dumps({"step": step, "loss": round(float(loss.detach()), 1), "s": round(time.time() - start)}),
                 flush=True,
             )
-    torch.save({"settings": settings, "state_dict": vae.state_dict()}, args.out)
 
 
 @torch.no_grad()
