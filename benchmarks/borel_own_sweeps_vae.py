@@ -25,24 +25,10 @@ import json
 
 import torch
 
-from lit_offmeta.algorithms.borel.diagnostics import fit_vae, goal_found_report, load_pipeline
-from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
+from lit_offmeta.algorithms.borel.diagnostics import fit_vae, goal_found_report, load_pipeline, policy_trials
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
-from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes
+from lit_offmeta.data.relabel import TrialArrays
 from lit_offmeta.datamodules.trajectory import TrialDataModule
-
-
-def own_trials(model, seed: int = 0) -> TrialArrays:
-    """The checkpoint's Bayes-adaptive policy's two-episode trials, one per training goal, as VAE data."""
-    family = model.family
-    train = list(family.split().train)
-    tasks = [family.default_tasks()[i] for i in train]
-    result = evaluate_trials(model.belief_policy(), family, tasks, 2, seed=seed, record=True)
-    print(json.dumps({"own_trials_success_ep1": round(float(result.success[:, 0].mean()), 3)}), flush=True)
-    meta = [{"trial_index": 0, "episode_in_trial": e} for e in range(2)]
-    return TrialArrays.concatenate([
-        trials_from_episodes(i, task, result.episodes[k], meta, 2, family.horizon, "rollout")
-        for k, (i, task) in enumerate(zip(train, tasks))])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,12 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     policy_model = load_pipeline(args.ckpt)
     if policy_model.family.name != "point_robot_sparse":
         parser.error(f"--ckpt: needs a point_robot_sparse checkpoint, got {policy_model.family.name!r}")
+    # the config's VAE batches (configs/borel/point_robot_sparse.yaml; checkpoints do not store the datamodule's)
     dm = TrialDataModule("point_robot_sparse", data_root=args.data, split="paper", episodes_per_trial=2,
                          tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
                          shared_paths=True, steps_per_epoch=500, seed=args.seed)
     dm.setup("fit")
     if args.repeats:
-        dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own_trials(policy_model)] * args.repeats)
+        own = policy_trials(policy_model, policy_model.family.split().train, seed=0)  # a trial per training goal
+        dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own] * args.repeats)
     torch.manual_seed(args.seed)
     vae = BeliefVAE("point_robot_sparse", **dict(policy_model.hparams.vae))
     fit_vae(vae, dm, args.steps, args.seed)

@@ -149,6 +149,12 @@ def test_policy_trials_are_the_policys_own_rollouts_and_feed_belief_error():
     with pytest.raises(SystemExit, match="--on-policy needs --ckpt"):
         diagnostics.main(["belief-error", "--vae", "v.pt", "--data", "x", "--on-policy"])
 
+    # a subset of tasks keeps their indices, with the rollout seed given
+    subset = diagnostics.policy_trials(model, [3, 7], seed=5)
+    assert subset.num_trials == 2 and subset.task_index.tolist() == [3, 7]
+    reference = evaluate_trials(model.adapt(), family, [family.default_tasks()[i] for i in (3, 7)], 4, seed=5)
+    np.testing.assert_allclose(subset.rewards.sum(-1), reference.returns, rtol=1e-6)
+
 
 def test_exact_eval_runs_the_agent_on_both_beliefs_and_refuses_unnormalised_maps():
     import pytest
@@ -371,6 +377,8 @@ def test_arc_reach_is_the_span_of_angles_within_the_goal_radius_of_the_unit_circ
     first = {"observations": np.array([[0.0, 0.0], at(10, 0.5), at(30, 1.15), at(60), at(170, 1.3)])}
     second = {"observations": np.array([[0.0, 0.0], at(120, 0.85)])}
     assert arc_reach([first, second]) == [30.0, 120.0]
+    below = {"observations": np.array([at(-5), at(-175)])}  # on the circle, below the axis: no goal there
+    assert arc_reach([first, second, below]) == [30.0, 120.0] and arc_reach([below]) is None
     assert arc_reach([{"observations": np.zeros((3, 2))}]) is None
 
 

@@ -263,16 +263,20 @@ def search_sweeps(data: str, per_goal: int, seed: int = SWEEP_SEED) -> TrialArra
     return stitch_trials(family, logged, targets, np.random.default_rng(seed), novelty=1.0)
 
 
-def policy_trials(model) -> TrialArrays:
-    """One recorded trial per GridNavi goal of ``model``'s Bayes-adaptive policy (greedy, from the start state)."""
+def policy_trials(model, task_indices=None, seed: int | None = None) -> TrialArrays:
+    """One recorded trial per task of ``model``'s Bayes-adaptive policy (greedy, from the start state), as trial
+    data: the tasks ``task_indices`` of ``family.default_tasks()`` (default: all), rollout seed ``seed`` (default:
+    the model's), the family's episodes per trial."""
     family = model.family
-    tasks = family.default_tasks()
-    result = evaluate_trials(model.adapt(), family, tasks, family.episodes_per_trial, seed=model.hparams.seed,
-                             record=True)
-    meta = [{"trial_index": 0, "episode_in_trial": e} for e in range(family.episodes_per_trial)]
+    indices = range(len(family.default_tasks())) if task_indices is None else list(task_indices)
+    tasks = [family.default_tasks()[i] for i in indices]
+    episodes = int(getattr(family, "episodes_per_trial", 2))
+    seed = model.hparams.seed if seed is None else seed
+    result = evaluate_trials(model.adapt(), family, tasks, episodes, seed=seed, record=True)
+    meta = [{"trial_index": 0, "episode_in_trial": e} for e in range(episodes)]
     return TrialArrays.concatenate([
-        trials_from_episodes(i, task, result.episodes[i], meta, family.episodes_per_trial, family.horizon, "rollout")
-        for i, task in enumerate(tasks)])
+        trials_from_episodes(i, task, result.episodes[k], meta, episodes, family.horizon, "rollout")
+        for k, (i, task) in enumerate(zip(indices, tasks))])
 
 
 CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
@@ -299,15 +303,11 @@ def search_coverage(trials: TrialArrays) -> dict[str, float]:
 def arc_spans(trials: TrialArrays) -> np.ndarray:
     """``[episodes]``: the degrees of the upper goal arc each episode of sparse-PointRobot ``trials`` spans
     (:func:`arc_reach` of its positions ``s_{t+1}`` over the valid steps); NaN for one that never comes within the
-    goal radius of it. Positions below the x axis are left out: there the angle wraps from -180 to 180 degrees."""
+    goal radius of it."""
     positions = trials.next_obs[..., :2].reshape(-1, trials.horizon, 2)
     valid = trials.valid.reshape(-1, trials.horizon)
-    spans = []
-    for episode, steps in zip(positions, valid):
-        upper = episode[steps][episode[steps][:, 1] >= 0]
-        reach = arc_reach([{"observations": upper}]) if len(upper) else None
-        spans.append(np.nan if reach is None else reach[1] - reach[0])
-    return np.array(spans)
+    reaches = [arc_reach([{"observations": episode[steps]}]) for episode, steps in zip(positions, valid)]
+    return np.array([np.nan if reach is None else reach[1] - reach[0] for reach in reaches])
 
 
 def arc_coverage(trials: TrialArrays) -> dict[str, float]:
@@ -578,12 +578,13 @@ def goal_arc(points: int = 361) -> torch.Tensor:
 
 def arc_reach(episodes: list[dict]) -> list[float] | None:
     """The span of the goal arc a search reaches: ``[min, max]`` angle in degrees of the positions in ``episodes``
-    (their ``observations``) that lie within the goal radius of the unit circle; ``None`` if none does. A goal
-    further than the goal radius beyond either end cannot be found by these episodes."""
+    (their ``observations``) that lie within the goal radius of the upper unit semicircle; ``None`` if none does. A
+    goal further than the goal radius beyond either end cannot be found by these episodes. Positions below the x
+    axis are left out: the goals are not there, and there the angle wraps from -180 to 180 degrees."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     positions = np.concatenate([np.asarray(ep["observations"])[:, :2] for ep in episodes])
-    near = np.abs(np.linalg.norm(positions, axis=-1) - 1.0) <= GOAL_RADIUS
+    near = (np.abs(np.linalg.norm(positions, axis=-1) - 1.0) <= GOAL_RADIUS) & (positions[:, 1] >= 0)
     if not near.any():
         return None
     angles = np.degrees(np.arctan2(positions[near, 1], positions[near, 0]))
@@ -640,9 +641,11 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     rewarded = np.array([int((ep[0]["rewards"] > 0).sum()) for ep in result.episodes])
     goal_angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
     arc_angles = np.linspace(0.0, 180.0, len(arc))
-    splits = [(searched_split(decoded[i].numpy(), reach), searched_split(prior_decoded, reach))
-              for i in np.flatnonzero(~found) for reach in [arc_reach([result.episodes[i][0]])]]
-    splits = [pair for pair in splits if pair[0] is not None]
+    splits = []  # per missed trial with a reach: ([searched, unsearched] of its belief, of the prior)
+    for i in np.flatnonzero(~found):
+        reach = arc_reach([result.episodes[i][0]])
+        if searched_split(prior_decoded, reach) is not None:
+            splits.append((searched_split(decoded[i].numpy(), reach), searched_split(prior_decoded, reach)))
 
     def rate(x: np.ndarray, where: np.ndarray) -> float | None:
         return round(float(x[where].mean()), 3) if where.any() else None
