@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     dm.setup("fit")
     if args.repeats:
         own = policy_trials(policy_model, policy_model.family.split().train, seed=0)  # a trial per training goal
+        found = (own.rewards[:, 0] > 0).any(-1)  # episode 1 was paid at least once
+        print(json.dumps({"own_trials_success_ep1": round(float(found.mean()), 4)}), flush=True)
         dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own] * args.repeats)
     torch.manual_seed(args.seed)
     vae = BeliefVAE("point_robot_sparse", **dict(policy_model.hparams.vae))
