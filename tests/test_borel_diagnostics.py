@@ -419,3 +419,23 @@ def test_fit_vae_follows_the_datamodules_per_epoch_batch_stream():
         torch.testing.assert_close(a, b, msg=name)
     assert any(not torch.equal(a, b) for a, b in zip(vae.parameters(), BeliefVAE("grid_navi", hidden_dim=8,
                                                                                     latent_dim=2).parameters()))
+
+
+def test_decode_on_arc_reads_each_arc_points_bin_with_the_goal_arc_decoder():
+    """With decoder="goal_arc" the value at an arc point is p(goal in its bin), 0 and 180 degrees included (the
+    float32 sine of pi is negative), and goal-found's prior peak is the largest bin probability."""
+    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]},
+                           vae={"decoder": "goal_arc", "goal_bins": 4, "hidden_dim": 8, "kl_weight": 0.0})
+    mu = torch.randn(3, 5)
+    arc = diagnostics.goal_arc(9)  # every 22.5 degrees: bins of 45 degrees hold 2, 2, 2 and 3 (with 180) points
+    with torch.no_grad():
+        probs = torch.softmax(model.vae.decoder(mu), -1)
+        prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1))[0]
+        prior_peak = torch.softmax(model.vae.decoder(prior), -1).max()
+    decoded = diagnostics.decode_on_arc(model.vae, mu, arc)
+    assert torch.allclose(decoded, probs[:, [0, 0, 1, 1, 2, 2, 3, 3, 3]])
+    assert diagnostics.goal_found_report(model)["decoded_peak_prior"] == round(float(prior_peak), 3)

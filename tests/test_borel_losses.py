@@ -11,6 +11,7 @@ from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty
 from lit_offmeta.algorithms.borel.sac import TanhGaussianActor, cql_uniform_penalty
 from lit_offmeta.algorithms.borel.vae import (
     BeliefVAE,
+    arc_bin,
     elbo_loss,
     gaussian_kl,
     kl_to_previous,
@@ -134,6 +135,34 @@ def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():
     assert nll[t, j, b].item() == pytest.approx((pred.item() - 1.0) ** 2, rel=1e-5)
 
 
+def test_goal_arc_decoder_decodes_the_bin_of_the_trials_goal_angle_once_per_belief():
+    """decoder="goal_arc" (PointRobot): one categorical over equal bins of the semicircle, every belief decoding the
+    bin of its trial's goal, -log softmax(logits)[bin], summed over the trial's beliefs, mean over trials."""
+    # 20 bins of 9 degrees; the ends stay in the end bins
+    angles = [0.0, math.radians(8.99), math.radians(9.0), math.pi / 2, math.pi, -0.1, 4.0]
+    assert arc_bin(angles, 20).tolist() == [0, 0, 1, 10, 19, 0, 19]
+    vae = BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=20, hidden_dim=16, kl_weight=0.0)
+    assert vae.goal_classes == 20
+    by_hand = [int(math.degrees(math.atan2(t["goal"][1], t["goal"][0])) // 9) for t in vae.family.default_tasks()]
+    assert vae.goal_class.tolist() == by_hand
+    logit = torch.arange(20, dtype=torch.float32) / 7
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.zero_()
+        vae.decoder.net[-1].bias.copy_(logit)  # logits independent of the belief
+    log_p = torch.log_softmax(logit, -1)
+    tasks = torch.tensor([3, 81])
+    bins = [by_hand[3], by_hand[81]]
+    z = torch.zeros(3, 2, 5)
+    assert torch.allclose(vae.goal_nll(z, tasks), -log_p[bins].expand(3, 2))
+    batch = {"actions": torch.zeros(2, 2, 2), "next_obs": torch.zeros(2, 2, 2), "rewards": torch.zeros(2, 2),
+             "valid": torch.tensor([[True, True], [True, False]]), "task_index": tasks}
+    loss, _ = vae.compute_loss(batch)  # trial 0: prior + 2 beliefs; trial 1: prior + 1 belief
+    assert loss.item() == pytest.approx(-(3 * log_p[bins[0]] + 2 * log_p[bins[1]]).item() / 2, rel=1e-5)
+    goal_map = vae.goal_map(torch.zeros(4, 5))
+    assert goal_map.shape == (4, 20) and torch.allclose(goal_map, torch.softmax(logit, -1).expand(4, 20))
+
+
 def test_posterior_entropy_by_hand():
     assert posterior_entropy(torch.zeros(2)).item() == pytest.approx(math.log(2 * math.pi * math.e))
 
@@ -149,6 +178,12 @@ def test_vae_validates_arguments():
         BeliefVAE("grid_navi", cell_targets="some")
     with pytest.raises(ValueError, match="cell_targets='all' needs"):
         BeliefVAE("point_robot_sparse", cell_targets="all")
+    with pytest.raises(ValueError, match="'goal_arc' needs a point_robot family"):
+        BeliefVAE("grid_navi", decoder="goal_arc")
+    with pytest.raises(ValueError, match="goal_bins must be >= 2"):
+        BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=1)
+    with pytest.raises(ValueError, match="goal_classes needs"):
+        _ = BeliefVAE("point_robot_sparse").goal_classes
 
 
 # --- encoder: one recurrence ---------------------------------------------------------------------------------------

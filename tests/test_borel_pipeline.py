@@ -485,6 +485,48 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
         OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, rl_belief_input="decoded")
 
 
+def test_decoded_goal_arc_belief_input_is_the_bin_map_offline_and_online():
+    """PointRobot with decoder="goal_arc" and rl_belief_input="decoded": the hyper-state holds p(goal in bin) at the
+    belief mean (goal_bins numbers summing to 1), the same in the relabelled data and in the online policy; its
+    Thompson comparison samples one bin per episode."""
+    family = get_family("point_robot_sparse")
+    trials = scripted_trials(family, [0, 3], trials_per_task=2, episodes_per_trial=2, seed=1, eps_final=0.0)
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl_belief_input="decoded",
+                           vae={"decoder": "goal_arc", "goal_bins": 12, "hidden_dim": 16, "kl_weight": 0.0})
+    assert model.agent.cfg.input_dim == 2 + 12
+    hyper = model.build_hyperstates(trials)
+    latent = relabel_states(model.vae.encoder, trials)
+    bins = hyper.obs[:, 2:]
+    assert torch.allclose(bins, torch.softmax(model.vae.decoder(latent.obs[:, 2:7]), -1), atol=1e-6)
+    assert torch.allclose(bins.sum(-1), torch.ones(len(bins))) and torch.equal(hyper.obs[:, :2], latent.obs[:, :2])
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], family.action_dim)
+
+    policy = model.adapt()
+    policy.agent = Recorder()
+    h, n = family.horizon, trials.num_trials
+    policy.reset(n)
+    for t in range(2 * h):
+        policy.act(trials.flat("obs")[:, t])
+        policy.observe(trials.flat("obs")[:, t], trials.flat("actions")[:, t], trials.flat("rewards")[:, t],
+                       trials.flat("next_obs")[:, t], np.full(n, (t + 1) % h == 0))
+    assert torch.allclose(torch.stack(seen), hyper.obs.reshape(2 * h, n, -1), atol=1e-6)
+    thompson = model.thompson_policy()
+    thompson.agent = Recorder()
+    seen.clear()
+    evaluate_trials(thompson, family, family.default_tasks()[:3], episodes=2)
+    maps = torch.stack(seen)[..., 2:]  # [steps, 3, 12]
+    assert ((maps == 0) | (maps == 1)).all() and (maps.sum(-1) == 1).all()
+    assert (maps[:h] == maps[0]).all() and (maps[h:] == maps[h]).all()  # one sample per episode
+    with pytest.raises(ValueError, match="or 'goal_arc'"):
+        OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, rl_belief_input="decoded")
+
+
 def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
     from lit_offmeta.algorithms.borel.plots import plot_point_paths
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS

@@ -68,6 +68,7 @@ from lit_offmeta.algorithms.borel.hyperstates import (
     relabelled_row_trials,
 )
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.vae import arc_bin
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, relabel_rewards, trials_from_episodes
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
@@ -605,10 +606,23 @@ def searched_split(decoded: np.ndarray, reach: list[float] | None) -> list[float
     return [float(decoded[inside].mean()), float(decoded[~inside].mean())]
 
 
+@torch.no_grad()
+def decode_on_arc(vae, mu: torch.Tensor, arc: torch.Tensor) -> torch.Tensor:
+    """What beliefs ``mu [N, latent]`` decode at each point of ``arc [A, 2]`` (:func:`goal_arc`) -> ``[N, A]``: the
+    decoded reward there (``"next_obs"`` decoder), or the probability of the point's bin (``"goal_arc"``)."""
+    device = next(vae.parameters()).device
+    if vae.decoder_kind == "goal_arc":
+        # |y|: float32 sin(pi) is -9e-8, which would put 180 degrees at -180, in the first bin
+        bins = arc_bin(np.arctan2(np.abs(arc[:, 1].numpy()), arc[:, 0].numpy()), vae.cfg.goal_bins)
+        return vae.goal_map(mu.to(device)).cpu()[:, torch.as_tensor(bins)]
+    return vae.decoder(mu[:, None].to(device), arc[None].to(device)).cpu()
+
+
 def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
-    the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)``, maximised over ``x`` on the goal
-    arc, peaks within the goal radius of the true goal. Splits episode 2's success by that and by whether episode 1
+    the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)`` (with the ``"goal_arc"`` decoder:
+    the probability of ``x``'s bin, :func:`decode_on_arc`), maximised over ``x`` on the goal arc, peaks within the
+    goal radius of the true goal. Splits episode 2's success by that and by whether episode 1
     found the goal, and reports episode 1's rewarded steps, so a failure can be put on the belief (found but not
     located) or on the agent (located but not reached). ``paths``: another checkpoint whose policy drives the
     trials (``model``'s belief then reads that policy's episode 1; episode 2's success is that policy's). Also
@@ -620,19 +634,18 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
-    if family.name != "point_robot_sparse" or model.vae.decoder_kind != "next_obs":
-        raise SystemExit(f"goal-found: needs a point_robot_sparse model with the 'next_obs' decoder, got "
-                         f"{family.name!r} / {model.vae.decoder_kind!r}")
+    if family.name != "point_robot_sparse" or model.vae.decoder_kind not in ("next_obs", "goal_arc"):
+        raise SystemExit(f"goal-found: needs a point_robot_sparse model with the 'next_obs' or 'goal_arc' decoder, "
+                         f"got {family.name!r} / {model.vae.decoder_kind!r}")
     paths = model if paths is None else paths
     tasks = [family.default_tasks()[i] for i in family.split().test]
     seed = paths.hparams.seed if seed is None else seed
     result = evaluate_trials(paths.belief_policy(ema), family, tasks, 2, seed=seed, record=True)
     arc = goal_arc()
     mu = belief_after(model.vae.encoder, family, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
-    with torch.no_grad():
-        decoded = model.vae.decoder(mu[:, None].to(model.device), arc[None].to(model.device)).cpu()  # [N, A]
-        prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1, model.device))[0]
-        prior_decoded = model.vae.decoder(prior.to(model.device), arc.to(model.device)).reshape(-1).cpu().numpy()
+    decoded = decode_on_arc(model.vae, mu, arc)  # [N, A]
+    prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1, model.device))[0].cpu()
+    prior_decoded = decode_on_arc(model.vae, prior, arc).reshape(-1).numpy()
     prior_peak = prior_decoded.max()
     estimate = arc[decoded.argmax(-1)].numpy()
     goals = np.array([t["goal"] for t in tasks], dtype=np.float32)

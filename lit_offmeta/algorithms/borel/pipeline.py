@@ -60,8 +60,9 @@ class OfflineVariBAD(LightningModule):
             whose dynamics do not depend on the task.
         rl_trials_per_task: relabelled RL trials per training task (``rl_data="relabelled"``).
         rl_belief_input: how the RL agent sees the belief: ``"latent"``, ``(mu, logvar)``; ``"decoded"``, the
-            frozen decoder's goal map ``p(goal at cell)`` at ``mu`` (``decoder="cells"`` only), the same belief in
-            the coordinates in which Q-values are simple (which cells are still worth searching).
+            frozen decoder's goal map at ``mu`` (:meth:`BeliefVAE.goal_map`: ``p(goal at cell)`` for
+            ``decoder="cells"``, ``p(goal in bin)`` for ``"goal_arc"``), the same belief in the coordinates in which
+            Q-values are simple (which cells or stretches of the arc are still worth searching).
         rl_lr_decay: anneal the RL optimisers' learning rates to 0 over the ``rl_steps`` updates (cosine), so
             the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md, fifth session).
         rl_reward_memory: the RL agent also sees the trial's reward memory ``(found, s')``, the successor state
@@ -138,12 +139,13 @@ class OfflineVariBAD(LightningModule):
             )
         if rl_belief_input not in ("latent", "decoded"):
             raise ValueError(f"OfflineVariBAD: rl_belief_input must be 'latent' or 'decoded', got {rl_belief_input!r}")
-        if rl_belief_input == "decoded" and self.vae.decoder_kind != "cells":
-            raise ValueError("OfflineVariBAD: rl_belief_input='decoded' needs the VAE's decoder='cells' (GridNavi)")
+        if rl_belief_input == "decoded" and self.vae.decoder_kind not in ("cells", "goal_arc"):
+            raise ValueError("OfflineVariBAD: rl_belief_input='decoded' needs the VAE's decoder='cells' (GridNavi) "
+                             f"or 'goal_arc' (PointRobot), got {self.vae.decoder_kind!r}")
         if rl_reward_memory and not getattr(fam, "sparse", False):
             raise ValueError(f"OfflineVariBAD: rl_reward_memory needs a sparse-reward family (a positive reward marks "
                              f"the goal); {fam.name!r} is not one")
-        belief_dim = 2 * self.vae.encoder.latent_dim if rl_belief_input == "latent" else self.vae.grid_size**2
+        belief_dim = 2 * self.vae.encoder.latent_dim if rl_belief_input == "latent" else self.vae.goal_classes
         memory_dim = 1 + fam.obs_dim if rl_reward_memory else 0
         input_dim = fam.obs_dim + belief_dim + memory_dim + int(episode_time)
         agent_cls = HyperStateDQN if rl_algorithm == "dqn" else HyperStateSAC
@@ -204,7 +206,7 @@ class OfflineVariBAD(LightningModule):
         """The belief's representation in the hyper-state (``None``: ``(mu, logvar)``), see ``rl_belief_input``."""
         if self.hparams.rl_belief_input == "latent":
             return None
-        return lambda mu, logvar: self.vae.goal_probabilities(mu).flatten(-2)
+        return lambda mu, logvar: self.vae.goal_map(mu)
 
     def _trials(self) -> TrialArrays:
         dm = getattr(self.trainer, "datamodule", None)
@@ -292,7 +294,7 @@ class OfflineVariBAD(LightningModule):
             seed=seed,
             horizon=self._horizon(),
             belief_input=self.belief_input(),
-            goal_map=(lambda mu: self.vae.goal_probabilities(mu).flatten(-2)) if decoded else None,
+            goal_map=self.vae.goal_map if decoded else None,
             reward_memory=self.hparams.rl_reward_memory,
         )
 

@@ -28,7 +28,13 @@ from lit_offmeta.nn.belief import BeliefEncoder, CellRewardDecoder, MLPRewardDec
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
 
-DecoderKind = Literal["auto", "cells", "next_obs", "transition"]
+DecoderKind = Literal["auto", "cells", "next_obs", "transition", "goal_arc"]
+
+
+def arc_bin(angles: np.ndarray, bins: int) -> np.ndarray:
+    """Index of the bin of the upper semicircle ``[0, pi]`` (``bins`` equal bins) of each angle in radians; angles
+    outside ``[0, pi]`` fall in the end bins."""
+    return np.clip(np.floor(np.asarray(angles) / np.pi * bins), 0, bins - 1).astype(np.int64)
 
 
 # --- pure losses ---------------------------------------------------------------------------------------------
@@ -101,7 +107,10 @@ class BeliefVAE(LightningModule):
         family: task family name; sets input sizes, and ``decoder="auto"``.
         decoder: ``"cells"`` (Bernoulli multi-head over grid cells, latent only; GridNavi),
             ``"next_obs"`` (MSE on ``(z, s_{t+1})``; PointRobot), ``"transition"`` (MSE on
-            ``(z, s_{t+1}, s_t, a_t)``; MuJoCo) or ``"auto"`` (by family).
+            ``(z, s_{t+1}, s_t, a_t)``; MuJoCo), ``"goal_arc"`` (PointRobot: one categorical over ``goal_bins``
+            equal bins of the goal's angle on the upper semicircle, latent only; each belief decodes the bin of the
+            trial's goal, ``-log p(goal bin | z_t)``, the continuous-goal analogue of ``cell_targets="goal"``) or
+            ``"auto"`` (by family).
         state_embed_dim, action_embed_dim, reward_embed_dim: encoder embeddings (0 drops an input).
         hidden_dim: GRU size.
         latent_dim: task latent size.
@@ -121,6 +130,7 @@ class BeliefVAE(LightningModule):
             the softmax, a map that sums to 1.
         state_one_hot: grid families: the encoder embeds the one-hot of the cell entered, not its coordinates
             (``BeliefEncoder(grid_size=...)``).
+        goal_bins: ``"goal_arc"`` decoder: number of bins of the semicircle (20: 9 degrees, under the goal radius).
         aggregator: the encoder's summary of the history, ``"gru"`` (reference) or ``"max"`` (running max of
             per-transition features, see :class:`~lit_offmeta.nn.belief.BeliefEncoder`).
 
@@ -147,6 +157,7 @@ class BeliefVAE(LightningModule):
         cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
         state_one_hot: bool = False,
         aggregator: Literal["gru", "max"] = "gru",
+        goal_bins: int = 20,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -166,15 +177,21 @@ class BeliefVAE(LightningModule):
             cell_targets=cell_targets,
             state_one_hot=state_one_hot,
             aggregator=aggregator,
+            goal_bins=goal_bins,
         )
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
             decoder = "cells" if fam.name == "grid_navi" else "next_obs" if "point_robot" in fam.name else "transition"
-        if decoder not in ("cells", "next_obs", "transition"):
+        if decoder not in ("cells", "next_obs", "transition", "goal_arc"):
             raise ValueError(
-                f"BeliefVAE: decoder must be 'auto', 'cells', 'next_obs' or 'transition', got {decoder!r}"
+                f"BeliefVAE: decoder must be 'auto', 'cells', 'next_obs', 'transition' or 'goal_arc', got {decoder!r}"
             )
+        if decoder == "goal_arc" and "point_robot" not in fam.name:
+            raise ValueError(f"BeliefVAE: decoder='goal_arc' needs a point_robot family (goals on the upper "
+                             f"semicircle), got {fam.name!r}")
+        if decoder == "goal_arc" and goal_bins < 2:
+            raise ValueError(f"BeliefVAE: goal_bins must be >= 2, got {goal_bins}")
         if decoder == "cells" and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
         if cell_targets not in ("visited", "all", "both", "goal"):
@@ -212,6 +229,13 @@ class BeliefVAE(LightningModule):
             self.register_buffer("cell_goal", torch.as_tensor(np.stack(paid), dtype=torch.float32), persistent=False)
             if cell_targets == "goal" and not bool((self.cell_goal.sum(-1) == 1).all()):
                 raise ValueError("BeliefVAE: cell_targets='goal' needs every task to pay in exactly one cell")
+            # [tasks]: the class each task's goal decodes to (cell_targets="goal")
+            self.register_buffer("goal_class", self.cell_goal.argmax(-1), persistent=False)
+        elif decoder == "goal_arc":
+            self.decoder = CellRewardDecoder(latent_dim, goal_bins, decoder_hidden)  # one logit per bin
+            goals = np.array([task["goal"] for task in fam.default_tasks()], dtype=np.float64)
+            angles = np.arctan2(goals[:, 1], goals[:, 0])
+            self.register_buffer("goal_class", torch.as_tensor(arc_bin(angles, goal_bins)), persistent=False)
         else:
             act_in = 0 if fam.discrete_actions else self.action_dim
             in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in
@@ -248,11 +272,11 @@ class BeliefVAE(LightningModule):
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
         kl = kl_to_previous(mu, logvar)
-        if self.cfg.cell_targets == "visited":
-            return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
-        if self.cfg.cell_targets == "goal":
+        if self.cfg.cell_targets == "goal" or self.decoder_kind == "goal_arc":
             nll = self.goal_nll(z, batch["task_index"])[:, None]  # [L + 1, 1, B]: one target per belief
             return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
+        if self.cfg.cell_targets == "visited":
+            return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
         nll = self.all_cells_nll(z, batch["task_index"])  # [L + 1, C, B]
         target_valid = torch.ones_like(nll[0])
         if self.cfg.cell_targets == "both":  # the visited transitions' terms, then the C cells' terms
@@ -268,10 +292,28 @@ class BeliefVAE(LightningModule):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").permute(0, 2, 1)
 
     def goal_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        """``cell_targets="goal"``: ``-log softmax(logits(z_t))[goal cell of the task]`` -> ``[L+1, B]``."""
+        """``cell_targets="goal"`` or ``decoder="goal_arc"``: ``-log softmax(logits(z_t))[goal class of the task]``
+        (its cell, or its bin of the arc) -> ``[L+1, B]``."""
         logits = self.decoder(z)  # [L + 1, B, C]
-        goal = self.cell_goal[task_index.long()].argmax(-1)  # [B]
+        goal = self.goal_class[task_index.long()]  # [B]
         return -torch.log_softmax(logits, -1).gather(-1, goal[None, :, None].expand(len(z), -1, 1))[..., 0]
+
+    @property
+    def goal_classes(self) -> int:
+        """Size of :meth:`goal_map`: the grid's cells or the arc's bins."""
+        if self.decoder_kind == "cells":
+            return self.grid_size**2
+        if self.decoder_kind == "goal_arc":
+            return self.cfg.goal_bins
+        raise ValueError(f"goal_classes needs decoder='cells' or 'goal_arc', got {self.decoder_kind!r}")
+
+    @torch.no_grad()
+    def goal_map(self, mu: torch.Tensor) -> torch.Tensor:
+        """The decoded belief over goals at the belief mean, flat, ``[..., goal_classes]``: :meth:`goal_probabilities`
+        per cell (``"cells"``), or ``p(goal in bin k)`` per bin of the arc (``"goal_arc"``, sums to 1)."""
+        if self.decoder_kind == "goal_arc":
+            return torch.softmax(self.decoder(mu), -1)
+        return self.goal_probabilities(mu).flatten(-2)
 
     @torch.no_grad()
     def goal_probabilities(self, mu: torch.Tensor) -> torch.Tensor:
