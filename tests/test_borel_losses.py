@@ -215,8 +215,25 @@ def test_max_aggregator_is_the_running_max_of_the_features():
         BeliefEncoder(2, 5, True, 8, 0, 4, aggregator="mean")
 
 
+def test_sum_aggregator_is_the_running_sum_of_signed_evidence():
+    """aggregator="sum": h_t = sum of e(x_j), j <= t, with e = Linear -> ReLU -> Linear (values of either sign);
+    the last belief does not depend on the order of the transitions."""
+    torch.manual_seed(0)
+    enc = BeliefEncoder(2, 2, False, 8, 4, 4, hidden_dim=16, latent_dim=3, aggregator="sum")
+    actions, next_obs, rewards = torch.randn(5, 1, 2), torch.randn(5, 1, 2), torch.randn(5, 1)
+    x = enc.embed(actions, next_obs, rewards)[:, 0]  # [5, 16]
+    first, last = enc.features[0], enc.features[2]
+    evidence = torch.relu(x @ first.weight.T + first.bias) @ last.weight.T + last.bias  # by hand
+    assert (evidence < 0).any()
+    mu, _ = enc(actions, next_obs, rewards)
+    expected = [torch.zeros(16)] + [evidence[: t + 1].sum(0) for t in range(5)]
+    assert torch.allclose(mu[:, 0], enc.head_mu(torch.stack(expected)), atol=1e-5)
+    mu_rev, _ = enc(actions.flip(0), next_obs.flip(0), rewards.flip(0))
+    assert torch.allclose(mu_rev[-1], mu[-1], atol=1e-5)
 
-@pytest.mark.parametrize(("grid_size", "aggregator"), [(0, "gru"), (5, "gru"), (0, "max"), (5, "max")])
+
+
+@pytest.mark.parametrize(("grid_size", "aggregator"), [(0, "gru"), (5, "gru"), (0, "max"), (5, "max"), (0, "sum")])
 def test_sequence_encoding_equals_online_steps_and_padding_keeps_the_belief(grid_size, aggregator):
     torch.manual_seed(0)
     enc = BeliefEncoder(2, 5, True, 8, 4, 4, hidden_dim=16, latent_dim=3, grid_size=grid_size, aggregator=aggregator)

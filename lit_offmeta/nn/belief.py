@@ -34,6 +34,13 @@ class BeliefEncoder(nn.Module):
     far, which can hold WHICH cells were searched without having to learn a recurrent memory (the GridNavi
     posterior depends on that set only). Same interface, same one recurrence for trials and online steps.
 
+    ``aggregator="sum"`` sums per-transition evidence, ``h_t = h_{t-1} + e(x_t)`` (``h_0 = 0``) with ``e`` a
+    two-layer net that can be negative. Given the task, the transitions' rewards are independent, so the exact log
+    posterior over tasks is the log prior plus a sum of per-transition log-likelihoods: with linear heads and a
+    linear goal decoder (``decoder_hidden: []``) that form is in this model class, and a term learned from any
+    transition carries over to paths longer or wider than the data's (PEARL's product of per-transition Gaussian
+    factors is the same idea, Rakelly et al. 2019).
+
     Args:
         obs_dim: observation size.
         action_dim: action size (continuous) or number of actions (discrete, one-hot encoded).
@@ -46,7 +53,7 @@ class BeliefEncoder(nn.Module):
         grid_size: observations are the cells ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi): embed the
             cell's one-hot instead of the coordinates, so that WHICH cells were visited is linear in the input
             (0: the coordinates, as the reference).
-        aggregator: ``"gru"`` (reference) or ``"max"``.
+        aggregator: ``"gru"`` (reference), ``"max"`` or ``"sum"``.
     """
 
     def __init__(
@@ -63,8 +70,8 @@ class BeliefEncoder(nn.Module):
         aggregator: str = "gru",
     ) -> None:
         super().__init__()
-        if aggregator not in ("gru", "max"):
-            raise ValueError(f"BeliefEncoder: aggregator must be 'gru' or 'max', got {aggregator!r}")
+        if aggregator not in ("gru", "max", "sum"):
+            raise ValueError(f"BeliefEncoder: aggregator must be 'gru', 'max' or 'sum', got {aggregator!r}")
         self.aggregator = aggregator
         if state_embed_dim + action_embed_dim + reward_embed_dim <= 0:
             raise ValueError("BeliefEncoder: at least one of the state/action/reward embeddings must be > 0")
@@ -85,8 +92,10 @@ class BeliefEncoder(nn.Module):
         if aggregator == "gru":
             # One nn.GRU serves whole trials (fused loop) and single online steps (a length-1 sequence).
             self.gru = nn.GRU(input_size, hidden_dim)
-        else:
+        elif aggregator == "max":
             self.features = nn.Sequential(nn.Linear(input_size, hidden_dim), nn.ReLU())  # >= 0: h_0 = 0 is neutral
+        else:  # evidence of either sign (a log-likelihood term), after a joint nonlinearity of (a, s', r)
+            self.features = mlp(input_size, [hidden_dim], hidden_dim)
         self.head_mu = nn.Linear(hidden_dim, latent_dim)
         self.head_logvar = nn.Linear(hidden_dim, latent_dim)
 
@@ -137,6 +146,8 @@ class BeliefEncoder(nn.Module):
         x = self.embed(action, next_obs, reward)
         if self.aggregator == "max":
             return torch.maximum(h, self.features(x))
+        if self.aggregator == "sum":
+            return h + self.features(x)
         _, h_new = self.gru(x[None], h[None])
         return h_new[0]
 
@@ -162,11 +173,12 @@ class BeliefEncoder(nn.Module):
         length, batch = rewards.shape
         x = self.embed(actions, next_obs, rewards)  # [L, B, input]
         h0 = self.initial_state(batch, x.device)
-        if self.aggregator == "max":
+        if self.aggregator in ("max", "sum"):
             feats = self.features(x)  # [L, B, H]
             if valid is not None:
-                feats = feats * valid[..., None].to(feats.dtype)  # a padding step adds 0: the max is unchanged
-            hs = torch.cummax(feats, dim=0).values
+                # a padding step adds 0: the max (features >= 0) and the sum are unchanged
+                feats = feats * valid[..., None].to(feats.dtype)
+            hs = torch.cummax(feats, dim=0).values if self.aggregator == "max" else torch.cumsum(feats, dim=0)
         elif valid is None or bool(valid.all()):
             hs, _ = self.gru(x, h0[None])  # [L, B, H]
         else:

@@ -131,8 +131,9 @@ class BeliefVAE(LightningModule):
         state_one_hot: grid families: the encoder embeds the one-hot of the cell entered, not its coordinates
             (``BeliefEncoder(grid_size=...)``).
         goal_bins: ``"goal_arc"`` decoder: number of bins of the semicircle (20: 9 degrees, under the goal radius).
-        aggregator: the encoder's summary of the history, ``"gru"`` (reference) or ``"max"`` (running max of
-            per-transition features, see :class:`~lit_offmeta.nn.belief.BeliefEncoder`).
+        aggregator: the encoder's summary of the history, ``"gru"`` (reference), ``"max"`` (running max of
+            per-transition features) or ``"sum"`` (running sum of per-transition evidence), see
+            :class:`~lit_offmeta.nn.belief.BeliefEncoder`.
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -156,7 +157,7 @@ class BeliefVAE(LightningModule):
         reward_threshold: float = 0.0,
         cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
         state_one_hot: bool = False,
-        aggregator: Literal["gru", "max"] = "gru",
+        aggregator: Literal["gru", "max", "sum"] = "gru",
         goal_bins: int = 20,
     ) -> None:
         super().__init__()
