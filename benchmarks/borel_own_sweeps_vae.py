@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="copies of the policy's own trials added (0: none)")
     parser.add_argument("--steps", type=int, default=3000, help="VAE updates (the config's vae_steps)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae", default="{}",
+                        help="JSON overrides of the checkpoint's BeliefVAE settings, e.g. a goal_arc decoder")
     args = parser.parse_args(argv)
     if args.repeats < 0 or args.steps < 1:
         parser.error(f"need --repeats >= 0 and --steps >= 1, got {args.repeats} and {args.steps}")
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"own_trials_success_ep1": round(float(found.mean()), 4)}), flush=True)
         dm.train_trials = TrialArrays.concatenate([dm.train_trials] + [own] * args.repeats)
     torch.manual_seed(args.seed)
-    vae = BeliefVAE("point_robot_sparse", **dict(policy_model.hparams.vae))
+    try:
+        overrides = json.loads(args.vae)
+    except json.JSONDecodeError as err:
+        parser.error(f"--vae: not JSON ({err})")
+    vae = BeliefVAE("point_robot_sparse", **{**dict(policy_model.hparams.vae), **overrides})
     fit_vae(vae, dm, args.steps, args.seed)
     belief_model = load_pipeline(args.ckpt)
     belief_model.vae = vae

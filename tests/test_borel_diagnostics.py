@@ -439,3 +439,69 @@ def test_decode_on_arc_reads_each_arc_points_bin_with_the_goal_arc_decoder():
     decoded = diagnostics.decode_on_arc(model.vae, mu, arc)
     assert torch.allclose(decoded, probs[:, [0, 0, 1, 1, 2, 2, 3, 3, 3]])
     assert diagnostics.goal_found_report(model)["decoded_peak_prior"] == round(float(prior_peak), 3)
+
+
+def test_exact_task_posterior_keeps_the_tasks_whose_rewards_agree_with_every_step():
+    """Goals (1, 0) and (0, 1): a step far from both keeps both, a paid step at (0.95, 0) keeps the first only, a
+    padding step changes nothing; a reward no task pays leaves no task."""
+    from lit_offmeta.algorithms.borel.diagnostics import exact_task_posterior
+    from lit_offmeta.tasks import get_family
+
+    family = get_family("point_robot_sparse")
+    tasks = [{"goal": [1.0, 0.0]}, {"goal": [0.0, 1.0]}]
+    nxt = torch.tensor([[[0.5, 0.0], [0.0, 0.0]], [[0.95, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])
+    batch = {"obs": torch.zeros(3, 2, 2), "actions": torch.zeros(3, 2, 2), "next_obs": nxt,
+             "rewards": torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]),
+             "valid": torch.tensor([[True, True], [True, True], [False, True]])}
+    post = exact_task_posterior(family, tasks, batch)
+    assert post.shape == (4, 2, 2)
+    np.testing.assert_allclose(post[:, 0], [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(post[:, 1], [[0.5, 0.5], [0.5, 0.5], [0.0, 0.0], [0.0, 0.0]])
+
+
+def test_arc_nll_scores_a_fixed_map_the_uniform_map_and_the_exact_posterior_by_hand():
+    """arc-nll with a decoder that ignores the belief: its NLL is -log p(goal bin) per belief, the uniform one log K
+    per belief, and the exact one a plain loop over trials, steps and training goals."""
+    import pytest
+
+    from lit_offmeta.algorithms.borel.diagnostics import arc_nll_report
+    from lit_offmeta.algorithms.borel.vae import BeliefVAE
+    from lit_offmeta.datamodules.trajectory import TrialDataModule
+
+    torch.manual_seed(0)
+    dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=1, tasks_per_batch=3, trials_per_task=1,
+                         episodes_per_trial=2, reward_relabelling=True, mix_prob=1.0, shared_paths=True,
+                         steps_per_epoch=2, seed=0, split="paper")
+    dm.setup("fit")
+    vae = BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=6, latent_dim=6, hidden_dim=8,
+                    decoder_hidden=(), aggregator="max", kl_weight=0.0)
+    logits = torch.arange(6, dtype=torch.float32) / 3
+    with torch.no_grad():
+        vae.decoder.net[-1].weight.zero_()
+        vae.decoder.net[-1].bias.copy_(logits)
+    report = arc_nll_report(vae, dm, batches=2, seed=4)
+    rng = np.random.default_rng([4, 1])
+    train = sorted(int(i) for i in np.unique(dm.train_trials.task_index))
+    goals = np.array([vae.family.default_tasks()[i]["goal"] for i in train])
+    bins = vae.goal_class[torch.as_tensor(train)].numpy()
+    log_p = torch.log_softmax(logits, -1).numpy()
+    fixed = exact = beliefs = trials = 0
+    for _ in range(2):
+        batch = dm.sample_batch(rng)
+        for b in range(batch["valid"].shape[1]):
+            goal_bin = int(vae.goal_class[int(batch["task_index"][b])])
+            alive = np.ones(len(train), bool)
+            steps = [None] + [t for t in range(batch["valid"].shape[0]) if batch["valid"][t, b]]
+            for t in steps:  # the prior, then each valid step
+                if t is not None:
+                    paid = np.linalg.norm(goals - batch["next_obs"][t, b].numpy(), axis=-1) <= 0.2
+                    alive &= paid == (float(batch["rewards"][t, b]) > 0)
+                fixed -= log_p[goal_bin]
+                exact -= np.log(alive[bins == goal_bin].sum() / alive.sum())
+                beliefs += 1
+            trials += 1
+    assert report["trials"] == trials
+    assert report["vae_nll_per_trial"] == pytest.approx(fixed / trials, abs=0.06)
+    assert report["uniform_nll_per_trial"] == pytest.approx(np.log(6) * beliefs / trials, abs=0.06)
+    assert report["exact_nll_per_trial"] == pytest.approx(exact / trials, abs=0.06)
+    assert report["exact_nll_per_trial"] < report["uniform_nll_per_trial"]

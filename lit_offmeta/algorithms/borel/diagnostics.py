@@ -30,6 +30,11 @@ the start of episode 2 locates the goal (the decoded reward's peak on the goal a
 episode 2's success with and without a located goal, and how many rewarded steps episode 1 had. With ``--paths``
 another checkpoint's policy drives the trials: does this belief keep what that policy's episode 1 found?
 
+``arc-nll`` (sparse PointRobot, ``goal_arc`` decoder): how close a belief is to the exact posterior. On the
+PointRobot config's VAE batches, the negative log-probability of the trial's goal bin summed over the trial's
+beliefs (the VAE's loss, at the belief mean) next to the exact posterior's (uniform over the training goals whose
+rewards agree with every step so far, :func:`exact_task_posterior`) and the uniform one's.
+
 ``touches`` (sparse PointRobot): how often a logged path, relabelled for another training task, passes through
 that task's goal disc for a few steps and moves on: the evidence a belief needs to keep a goal touched once.
 
@@ -48,6 +53,7 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics exact-eval --ckpt <run>/checkpoints/<x>.ckpt
     python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data [--family point_robot_sparse]
     python -m lit_offmeta.algorithms.borel.diagnostics goal-found --ckpt <run>/checkpoints/<x>.ckpt   # PointRobot
+    python -m lit_offmeta.algorithms.borel.diagnostics arc-nll --ckpt <run>/checkpoints/<x>.ckpt --data data
 """
 
 from __future__ import annotations
@@ -689,6 +695,61 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     }
 
 
+def exact_task_posterior(family, tasks: list[dict], batch: dict[str, torch.Tensor]) -> np.ndarray:
+    """The exact posterior over ``tasks`` (uniform prior) after each step of a batch of trials of a family whose
+    rewards are a deterministic function of the transition: a task keeps its weight while the reward it pays equals
+    the observed one at every valid step so far. ``batch``: time-major (:func:`trials_to_batch`), ``[L, B, ...]``.
+    Returns ``[L + 1, B, T]`` (index 0 the prior); a row no task explains is all zeros."""
+    obs, act, nxt = (batch[k].numpy() for k in ("obs", "actions", "next_obs"))
+    rewards, valid = batch["rewards"].numpy(), batch["valid"].numpy().astype(bool)
+    agrees = np.stack([np.isclose(family.reward(task, obs, act, nxt), rewards) | ~valid for task in tasks], -1)
+    alive = np.concatenate([np.ones_like(agrees[:1]), np.cumprod(agrees, axis=0)]).astype(np.float64)
+    total = alive.sum(-1, keepdims=True)
+    return np.divide(alive, total, out=np.zeros_like(alive), where=total > 0)
+
+
+@torch.no_grad()
+def arc_nll_report(vae, dm, batches: int = 20, seed: int = 0) -> dict:
+    """``arc-nll``: per trial, ``-sum_t log p(goal bin | belief_t)`` of a ``goal_arc`` ``vae`` (at the belief mean),
+    of the exact posterior over ``dm``'s training goals, and of the uniform map, on ``batches`` of ``dm``'s VAE
+    batches (seeded ``[seed, 1]``)."""
+    if vae.decoder_kind != "goal_arc":
+        raise SystemExit(f"arc-nll: needs a VAE with the 'goal_arc' decoder, got {vae.decoder_kind!r}")
+    family = vae.family
+    train = sorted(int(i) for i in np.unique(dm.train_trials.task_index))
+    tasks = [family.default_tasks()[i] for i in train]
+    task_bins = vae.goal_class[torch.as_tensor(train)].cpu().numpy()
+    one_hot = np.eye(vae.cfg.goal_bins)[task_bins]  # [T, K]
+    rng = np.random.default_rng([seed, 1])
+    sums = {"vae": 0.0, "exact": 0.0, "uniform": 0.0}
+    trials = 0
+    for _ in range(batches):
+        batch = dm.sample_batch(rng)
+        valid = batch["valid"]
+        beliefs = torch.cat([torch.ones_like(valid[:1]), valid]).numpy()  # [L + 1, B]: prior + valid steps
+        goal = vae.goal_class[batch["task_index"].long()].cpu()
+        mu, _ = vae.encoder(*(batch[k] for k in ("actions", "next_obs", "rewards", "valid")))
+        sums["vae"] += float((vae.goal_nll(mu, batch["task_index"]).cpu().numpy() * beliefs).sum())
+        exact = exact_task_posterior(family, tasks, batch) @ one_hot  # [L + 1, B, K]
+        p_goal = np.take_along_axis(exact, goal.numpy()[None, :, None].repeat(len(exact), 0), -1)[..., 0]
+        sums["exact"] += float((-np.log(np.maximum(p_goal, 1e-12)) * beliefs).sum())
+        sums["uniform"] += float(np.log(vae.cfg.goal_bins) * beliefs.sum())
+        trials += valid.shape[1]
+    return {f"{k}_nll_per_trial": round(v / trials, 1) for k, v in sums.items()} | {"trials": trials}
+
+
+def arc_nll(args: argparse.Namespace) -> None:
+    """``arc-nll``: :func:`arc_nll_report` of a pipeline checkpoint's VAE on the PointRobot config's VAE batches."""
+    from lit_offmeta.datamodules.trajectory import TrialDataModule
+
+    vae = load_pipeline(args.ckpt).vae
+    dm = TrialDataModule("point_robot_sparse", data_root=args.data, split="paper", episodes_per_trial=2,
+                         tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
+                         shared_paths=True, steps_per_epoch=500, seed=args.seed)
+    dm.setup("fit")
+    print(json.dumps(arc_nll_report(vae, dm, args.batches, args.seed)))
+
+
 def goal_found(args: argparse.Namespace) -> None:
     """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
     paths = load_pipeline(args.paths) if args.paths else None
@@ -759,6 +820,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="another checkpoint whose policy drives the trials (--ckpt's belief reads its episodes)")
     g.add_argument("--ema", type=float, default=None,
                    help="drive the trials with the moving-average agent of this decay (the run's rl_eval_ema)")
+    a = sub.add_parser("arc-nll", help="PointRobot goal_arc belief: its goal-bin NLL against the exact posterior's")
+    a.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse, goal_arc decoder)")
+    a.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
+    a.add_argument("--batches", type=int, default=20, help="VAE batches (16 trials each) to score")
+    a.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("touches", help="PointRobot: how often logged paths touch another training goal briefly")
     t.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
     t.add_argument("--brief", type=int, default=3, help="at most this many rewarded steps")
@@ -767,7 +833,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
      "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found,
-     "touches": touches}[args.cmd](args)
+     "arc-nll": arc_nll, "touches": touches}[args.cmd](args)
 
 
 if __name__ == "__main__":
