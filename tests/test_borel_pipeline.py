@@ -527,6 +527,45 @@ def test_decoded_goal_arc_belief_input_is_the_bin_map_offline_and_online():
         OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, rl_belief_input="decoded")
 
 
+def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_path):
+    """arc_beliefs: an episode that walks straight right to (1, 0) with no reward rules out the training goals
+    within the goal radius of its path; the exact map is uniform over the others' bins."""
+    from lit_offmeta.algorithms.borel.plots import arc_beliefs, plot_arc_belief
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0,
+                           vae={"decoder": "goal_arc", "goal_bins": 9, "hidden_dim": 8, "kl_weight": 0.0})
+    family = model.family
+    path = np.stack([np.linspace(0, 1.0, family.horizon + 1), np.zeros(family.horizon + 1)], -1).astype(np.float32)
+    episode = {"observations": path, "actions": np.tile([1.0, 0.0], (family.horizon, 1)).astype(np.float32),
+               "rewards": np.zeros(family.horizon, np.float32), "terminations": np.zeros(family.horizon, bool),
+               "truncations": np.arange(family.horizon) == family.horizon - 1}
+    train = family.split().train
+    goals = np.array([family.default_tasks()[i]["goal"] for i in train])
+    ruled_out = (np.linalg.norm(goals[:, None] - path[None, 1:], axis=-1) <= GOAL_RADIUS).any(1)
+    assert ruled_out.any() and not ruled_out.all()
+    angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
+    by_hand = np.bincount((angles[~ruled_out] // 20).astype(int), minlength=9) / (~ruled_out).sum()
+    beliefs = arc_beliefs(model, episode)
+    np.testing.assert_allclose(beliefs["exact"], by_hand, atol=1e-9)
+    mu = diagnostics_belief_after(model, episode)
+    np.testing.assert_allclose(beliefs["learned"], model.vae.goal_map(mu)[0].numpy(), atol=1e-6)
+    assert beliefs["prior"].shape == (9,) and beliefs["prior"].sum() == pytest.approx(1.0, abs=1e-5)
+    out = plot_arc_belief(model, [episode], [family.default_tasks()[80]["goal"]], tmp_path / "arc.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="1 goals for 2 episodes"):
+        plot_arc_belief(model, [episode, episode], [[1.0, 0.0]], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="'goal_arc' decoder"):
+        arc_beliefs(OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}), episode)
+
+
+def diagnostics_belief_after(model, episode):
+    from lit_offmeta.algorithms.borel.diagnostics import belief_after
+
+    return belief_after(model.vae.encoder, model.family, [episode])
+
+
 def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
     from lit_offmeta.algorithms.borel.plots import plot_point_paths
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS

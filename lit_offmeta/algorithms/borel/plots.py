@@ -7,7 +7,9 @@ tasks with the Bayes-adaptive policy and with the Thompson-sampling comparison, 
 return as JSON, and writes ``borel_grid_visits.png`` (the policy's trials) and ``borel_grid_belief.png`` (the
 decoded belief along a hand-made row-by-row search of the first task's grid, see :func:`search_episode`); for
 sparse PointRobot ``borel_point_paths.png`` (every task's path in each episode of its trial, see
-:func:`plot_point_paths`).
+:func:`plot_point_paths`) and, with the ``goal_arc`` decoder, ``borel_point_arc_belief.png`` (the belief over the
+goal arc before and after a first episode that finds its goal and one that misses it, learned and exact, see
+:func:`plot_arc_belief`).
 """
 
 from __future__ import annotations
@@ -125,6 +127,68 @@ def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[in
     return save_figure(fig, path, dpi=100)
 
 
+@torch.no_grad()
+def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For a ``goal_arc`` model: ``p(goal in bin)`` at the trial's start (the prior) and after ``episode`` (a
+    recorded sparse-PointRobot episode), learned and exact (uniform over the training goals whose rewards agree
+    with every step, :func:`~lit_offmeta.algorithms.borel.diagnostics.exact_task_posterior`), each ``[bins]``."""
+    from lit_offmeta.algorithms.borel.diagnostics import belief_after, exact_task_posterior
+
+    vae, family = model.vae, model.family
+    if vae.decoder_kind != "goal_arc":
+        raise ValueError(f"arc_beliefs needs a model with the 'goal_arc' decoder, got {vae.decoder_kind!r}")
+    prior = vae.goal_map(vae.encoder.belief(vae.encoder.initial_state(1, model.device))[0])[0]
+    learned = vae.goal_map(belief_after(vae.encoder, family, [episode]).to(model.device))[0]
+    train = list(family.split().train)
+    steps = {"obs": episode["observations"][:-1], "next_obs": episode["observations"][1:],
+             "actions": episode["actions"], "rewards": episode["rewards"]}
+    batch = {k: torch.as_tensor(np.asarray(v))[:, None] for k, v in steps.items()}
+    batch["valid"] = torch.ones_like(batch["rewards"], dtype=torch.bool)
+    posterior = exact_task_posterior(family, [family.default_tasks()[i] for i in train], batch)[-1, 0]
+    exact = np.bincount(vae.goal_class[torch.as_tensor(train)].cpu().numpy(), posterior, vae.cfg.goal_bins)
+    return {"prior": prior.cpu().numpy(), "learned": learned.cpu().numpy(), "exact": exact}
+
+
+def plot_arc_belief(model, episodes: Sequence[dict[str, np.ndarray]], goals: Sequence[Sequence[float]],
+                    path: str | Path) -> Path:
+    """One column per recorded first episode: its path to the goal arc (top) and the belief over the arc's bins
+    before it and after it, learned next to exact (bottom; :func:`arc_beliefs`)."""
+    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+    if len(episodes) != len(goals):
+        raise ValueError(f"plot_arc_belief: {len(goals)} goals for {len(episodes)} episodes")
+    fig, axes = plt.subplots(2, len(episodes), figsize=(5 * len(episodes), 6.4), squeeze=False)
+    arc = np.linspace(0, np.pi, 200)
+    for column, (episode, goal) in enumerate(zip(episodes, goals, strict=True)):
+        found = bool((episode["rewards"] > 0).any())
+        top, bottom = axes[0, column], axes[1, column]
+        top.plot(np.cos(arc), np.sin(arc), ":", color="grey", lw=1)
+        xy = episode["observations"][:, :2]
+        top.plot(xy[:, 0], xy[:, 1], "-", color="tab:blue", lw=1)
+        top.add_patch(plt.Circle(goal, GOAL_RADIUS, color="tab:red", alpha=0.2))
+        top.plot(*goal, "*", color="tab:red", ms=10)
+        top.set_title(f"episode 1 {'finds' if found else 'misses'} the goal (star)")
+        top.set_xlim(-1.4, 1.4)
+        top.set_ylim(-0.3, 1.4)
+        top.set_aspect("equal")
+        beliefs = arc_beliefs(model, episode)
+        bins = len(beliefs["prior"])
+        centres = (np.arange(bins) + 0.5) * 180 / bins
+        width = 180 / bins
+        bottom.bar(centres - width / 4, beliefs["learned"], width / 2, color="tab:blue", label="learned, after ep. 1")
+        bottom.bar(centres + width / 4, beliefs["exact"], width / 2, color="tab:orange", label="exact, after ep. 1")
+        bottom.step(np.append(centres - width / 2, 180), np.append(beliefs["prior"], beliefs["prior"][-1]),
+                    where="post", color="black", lw=1, label="learned prior")
+        bottom.axvline(np.degrees(np.arctan2(goal[1], goal[0])), color="tab:red", ls="--", lw=1, label="true goal")
+        bottom.set_xlim(0, 180)
+        bottom.set_xlabel("goal angle (degrees)")
+        bottom.set_ylabel("p(goal in bin)")
+        bottom.legend(fontsize=7)
+    fig.suptitle("belief over the goal arc before and after the first episode (sparse PointRobot)")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
 def search_episode(family, task: dict, horizon: int = 15) -> dict[str, np.ndarray]:
     """A hand-made GridNavi search episode: sweep the grid row by row (a snake) until the goal, then stay on it.
 
@@ -187,6 +251,11 @@ def main(argv: list[str] | None = None) -> None:
 
         goals = [t["goal"] for t in tasks]
         print(plot_point_paths(bayes, goals, GOAL_RADIUS, Path(args.out) / "borel_point_paths.png"))
+        if model.vae.decoder_kind == "goal_arc":  # the first trial whose episode 1 finds its goal, and one that misses
+            found = bayes.success[:, 0].astype(bool)
+            picks = [int(np.flatnonzero(found == f)[0]) for f in (True, False) if (found == f).any()]
+            print(plot_arc_belief(model, [bayes.episodes[i][0] for i in picks], [goals[i] for i in picks],
+                                  Path(args.out) / "borel_point_arc_belief.png"))
 
 
 if __name__ == "__main__":
