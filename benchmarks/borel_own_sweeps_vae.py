@@ -12,10 +12,15 @@ held-out goals and prints it as JSON. Look at ``ep1_missed_decoded_searched_unse
 ``prior_decoded_searched_unsearched``: a belief that learned from the sweep decodes less on the searched span and
 more on the rest.
 
-docs/BOREL.md ("Fifteenth session") reports what this measured::
+``--vae`` overrides the VAE's settings (sixteenth session: other belief models, with ``--repeats 0``); for a
+``goal_arc`` decoder it also prints ``diagnostics.arc_nll_report`` (the goal-bin NLL against the exact
+posterior's). docs/BOREL.md ("Fifteenth session", "Sixteenth session") reports what this measured::
 
     OMP_NUM_THREADS=1 python benchmarks/borel_own_sweeps_vae.py --ckpt <run>/checkpoints/epoch=85-step=83000.ckpt \\
         --data data --repeats 10     # and --repeats 0
+    OMP_NUM_THREADS=1 python benchmarks/borel_own_sweeps_vae.py --ckpt <run>/checkpoints/epoch=85-step=83000.ckpt \\
+        --data data --repeats 0 --steps 24000 --vae '{"decoder": "goal_arc", "goal_bins": 20, "latent_dim": 20,
+        "decoder_hidden": [], "kl_weight": 0.0, "lr": 0.003, "aggregator": "max"}'
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ import json
 
 import torch
 
-from lit_offmeta.algorithms.borel.diagnostics import fit_vae, goal_found_report, load_pipeline, policy_trials
+from lit_offmeta.algorithms.borel.diagnostics import (
+    arc_nll_report,
+    fit_vae,
+    goal_found_report,
+    load_pipeline,
+    policy_trials,
+)
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.data.relabel import TrialArrays
 from lit_offmeta.datamodules.trajectory import TrialDataModule
@@ -67,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     belief_model = load_pipeline(args.ckpt)
     belief_model.vae = vae
     print(json.dumps(goal_found_report(belief_model, paths=policy_model)))
+    if vae.decoder_kind == "goal_arc":  # how far from the exact posterior, on the VAE's own kind of batches
+        print(json.dumps({"arc_nll": arc_nll_report(vae, dm, seed=args.seed)}))
 
 
 if __name__ == "__main__":
