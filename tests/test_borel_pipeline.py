@@ -691,3 +691,16 @@ def test_rl_eval_ema_averages_every_rl_update_and_leaves_the_run_unchanged(tmp_p
 def test_rl_eval_ema_rejects_bad_decays(bad):
     with pytest.raises(ValueError, match="rl_eval_ema must hold distinct decays in"):
         OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl_eval_ema=bad)
+
+
+def test_point_robot_arc_belief_config_builds_the_goal_arc_pipeline():
+    """configs/borel/point_robot_sparse_arc_belief.yaml: the point_robot_sparse config with the goal_arc belief
+    (max encoder, linear decoder over 20 bins) and an agent that reads the 20 bin probabilities."""
+    root = Path(__file__).resolve().parents[1]
+    arc = yaml.safe_load((root / "configs/borel/point_robot_sparse_arc_belief.yaml").read_text())
+    base = yaml.safe_load((root / "configs/borel/point_robot_sparse.yaml").read_text())
+    assert arc["data"] == base["data"] and arc["model"]["init_args"]["rl"] == base["model"]["init_args"]["rl"]
+    args = {**arc["model"]["init_args"], "vae_steps": 1, "rl_steps": 0}
+    model = OfflineVariBAD(**args)
+    assert model.vae.decoder_kind == "goal_arc" and model.vae.encoder.aggregator == "max"
+    assert model.vae.goal_classes == 20 and model.agent.cfg.input_dim == 2 + 20
