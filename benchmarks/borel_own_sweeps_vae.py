@@ -35,11 +35,11 @@ from lit_offmeta.algorithms.borel.diagnostics import (
     fit_vae,
     goal_found_report,
     load_pipeline,
+    point_robot_vae_batches,
     policy_trials,
 )
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.data.relabel import TrialArrays
-from lit_offmeta.datamodules.trajectory import TrialDataModule
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,11 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     policy_model = load_pipeline(args.ckpt)
     if policy_model.family.name != "point_robot_sparse":
         parser.error(f"--ckpt: needs a point_robot_sparse checkpoint, got {policy_model.family.name!r}")
-    # the config's VAE batches (configs/borel/point_robot_sparse.yaml; checkpoints do not store the datamodule's)
-    dm = TrialDataModule("point_robot_sparse", data_root=args.data, split="paper", episodes_per_trial=2,
-                         tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
-                         shared_paths=True, steps_per_epoch=500, seed=args.seed)
-    dm.setup("fit")
+    dm = point_robot_vae_batches(args.data, args.seed)  # the config's VAE batches
     if args.repeats:
         own = policy_trials(policy_model, policy_model.family.split().train, seed=0)  # a trial per training goal
         found = (own.rewards[:, 0] > 0).any(-1)  # episode 1 was paid at least once

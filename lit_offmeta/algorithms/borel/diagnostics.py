@@ -738,16 +738,22 @@ def arc_nll_report(vae, dm, batches: int = 20, seed: int = 0) -> dict:
     return {f"{k}_nll_per_trial": round(v / trials, 1) for k, v in sums.items()} | {"trials": trials}
 
 
-def arc_nll(args: argparse.Namespace) -> None:
-    """``arc-nll``: :func:`arc_nll_report` of a pipeline checkpoint's VAE on the PointRobot config's VAE batches."""
+def point_robot_vae_batches(data: str, seed: int):
+    """The set-up datamodule of the PointRobot config's VAE stage (configs/borel/point_robot_sparse.yaml: 8 tasks x 2
+    shared paths, every episode relabelled); checkpoints do not store the datamodule's settings."""
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
-    vae = load_pipeline(args.ckpt).vae
-    dm = TrialDataModule("point_robot_sparse", data_root=args.data, split="paper", episodes_per_trial=2,
+    dm = TrialDataModule("point_robot_sparse", data_root=data, split="paper", episodes_per_trial=2,
                          tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
-                         shared_paths=True, steps_per_epoch=500, seed=args.seed)
+                         shared_paths=True, steps_per_epoch=500, seed=seed)
     dm.setup("fit")
-    print(json.dumps(arc_nll_report(vae, dm, args.batches, args.seed)))
+    return dm
+
+
+def arc_nll(args: argparse.Namespace) -> None:
+    """``arc-nll``: :func:`arc_nll_report` of a pipeline checkpoint's VAE on the PointRobot config's VAE batches."""
+    vae = load_pipeline(args.ckpt).vae
+    print(json.dumps(arc_nll_report(vae, point_robot_vae_batches(args.data, args.seed), args.batches, args.seed)))
 
 
 def goal_found(args: argparse.Namespace) -> None:
