@@ -561,17 +561,23 @@ def belief(args: argparse.Namespace) -> None:
         print(json.dumps(report))
 
 
+def episodes_batch(family, episodes: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Recorded episodes of ``family`` (Minari layout) as one-episode trials in the time-major batch layout
+    (:func:`~lit_offmeta.datamodules.trajectory.trials_to_batch`, ``[H, N, ...]``); steps past an episode's end are
+    invalid."""
+    from lit_offmeta.datamodules.trajectory import trials_to_batch
+
+    meta = [{"trial_index": 0, "episode_in_trial": 0}]
+    return trials_to_batch(TrialArrays.concatenate([
+        # the task dict is only read by reward relabelling, which this does not do
+        trials_from_episodes(i, {}, [ep], meta, 1, family.horizon, "rollout") for i, ep in enumerate(episodes)]))
+
+
 @torch.no_grad()
 def belief_after(encoder, family, episodes: list[dict[str, np.ndarray]]) -> torch.Tensor:
     """The belief mean ``[N, latent]`` of ``encoder`` after each recorded episode of ``family`` (Minari layout,
     from the prior): the belief a trial's next episode starts with."""
-    from lit_offmeta.datamodules.trajectory import trials_to_batch
-
-    meta = [{"trial_index": 0, "episode_in_trial": 0}]
-    trials = TrialArrays.concatenate([
-        # the task dict is only read by reward relabelling, which this does not do
-        trials_from_episodes(i, {}, [ep], meta, 1, family.horizon, "rollout") for i, ep in enumerate(episodes)])
-    batch = trials_to_batch(trials)  # time-major; steps past an episode's end are invalid and leave the belief
+    batch = episodes_batch(family, episodes)  # invalid steps leave the belief unchanged
     device = next(encoder.parameters()).device
     mu, _ = encoder(*(batch[k].to(device) for k in ("actions", "next_obs", "rewards", "valid")))
     return mu[-1].cpu()

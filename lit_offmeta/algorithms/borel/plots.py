@@ -132,7 +132,7 @@ def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For a ``goal_arc`` model: ``p(goal in bin)`` at the trial's start (the prior) and after ``episode`` (a
     recorded sparse-PointRobot episode), learned and exact (uniform over the training goals whose rewards agree
     with every step, :func:`~lit_offmeta.algorithms.borel.diagnostics.exact_task_posterior`), each ``[bins]``."""
-    from lit_offmeta.algorithms.borel.diagnostics import belief_after, exact_task_posterior
+    from lit_offmeta.algorithms.borel.diagnostics import belief_after, episodes_batch, exact_task_posterior
 
     vae, family = model.vae, model.family
     if vae.decoder_kind != "goal_arc":
@@ -140,10 +140,7 @@ def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     prior = vae.goal_map(vae.encoder.belief(vae.encoder.initial_state(1, model.device))[0])[0]
     learned = vae.goal_map(belief_after(vae.encoder, family, [episode]).to(model.device))[0]
     train = list(family.split().train)
-    steps = {"obs": episode["observations"][:-1], "next_obs": episode["observations"][1:],
-             "actions": episode["actions"], "rewards": episode["rewards"]}
-    batch = {k: torch.as_tensor(np.asarray(v))[:, None] for k, v in steps.items()}
-    batch["valid"] = torch.ones_like(batch["rewards"], dtype=torch.bool)
+    batch = episodes_batch(family, [episode])
     posterior = exact_task_posterior(family, [family.default_tasks()[i] for i in train], batch)[-1, 0]
     exact = np.bincount(vae.goal_class[torch.as_tensor(train)].cpu().numpy(), posterior, vae.cfg.goal_bins)
     return {"prior": prior.cpu().numpy(), "learned": learned.cpu().numpy(), "exact": exact}
