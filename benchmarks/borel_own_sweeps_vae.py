@@ -13,7 +13,7 @@ held-out goals and prints it as JSON. Look at ``ep1_missed_decoded_searched_unse
 more on the rest.
 
 ``--vae`` overrides the VAE's settings (sixteenth session: other belief models, with ``--repeats 0``); for a
-``goal_arc`` decoder it also prints ``diagnostics.arc_nll_report`` (the goal-bin NLL against the exact
+``goal_arc`` decoder it also prints ``diagnostics.point.arc_nll_report`` (the goal-bin NLL against the exact
 posterior's). docs/BOREL.md ("Fifteenth session", "Sixteenth session") reports what this measured::
 
     OMP_NUM_THREADS=1 python benchmarks/borel_own_sweeps_vae.py --ckpt <run>/checkpoints/epoch=85-step=83000.ckpt \\
@@ -30,14 +30,8 @@ import json
 
 import torch
 
-from lit_offmeta.algorithms.borel.diagnostics import (
-    arc_nll_report,
-    fit_vae,
-    goal_found_report,
-    load_pipeline,
-    point_robot_vae_batches,
-    policy_trials,
-)
+from lit_offmeta.algorithms.borel.diagnostics.common import fit_vae, load_pipeline, policy_trials
+from lit_offmeta.algorithms.borel.diagnostics.point import arc_nll_report, goal_found_report, point_robot_vae_batches
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.data.relabel import TrialArrays
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_offmeta.algorithms.borel.behaviour import scripted_trials
-from lit_offmeta.algorithms.borel.diagnostics import (
+from lit_offmeta.algorithms.borel.diagnostics.grid import (
     exact_hyperstates,
     exact_posterior_update,
     exact_prior,
@@ -60,7 +60,7 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     relabelled RL trials; scripted trials stand in for a collected data folder."""
     import json
 
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import cli, grid
     from lit_offmeta.datamodules import trajectory
 
     family = get_family("grid_navi")
@@ -68,9 +68,9 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     monkeypatch.setattr(trajectory, "load_trials_from_storage", lambda *args, **kwargs: pool)
     out = tmp_path / "vae.pt"
     settings = '{"hidden_dim": 16, "latent_dim": 3, "kl_weight": 0.0}'
-    diagnostics.main(["train-vae", "--data", "x", "--mix-prob", "1.0", "--steps", "2", "--vae", settings,
-                      "--batch", '{"tasks_per_batch": 2, "trials_per_task": 2}', "--out", str(out)])
-    vae = diagnostics.load_vae(str(out))
+    cli.main(["train-vae", "--data", "x", "--mix-prob", "1.0", "--steps", "2", "--vae", settings,
+              "--batch", '{"tasks_per_batch": 2, "trials_per_task": 2}', "--out", str(out)])
+    vae = grid.load_vae(str(out))
     assert (vae.encoder.hidden_dim, vae.encoder.latent_dim, vae.cfg.kl_weight) == (16, 3, 0.0)
     assert vae.cfg.lr == 3e-3 and vae.cfg.reward_embed_dim == 8  # the rest are the config's settings
     saved = torch.load(out, weights_only=True)["state_dict"]
@@ -84,7 +84,7 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     torch.nn.init.zeros_(last.bias)
     torch.save({"settings": torch.load(out, weights_only=True)["settings"], "state_dict": vae.state_dict()}, out)
     capsys.readouterr()
-    diagnostics.main(["belief-error", "--vae", str(out), "--data", "x", "--every", "50"])
+    cli.main(["belief-error", "--vae", str(out), "--data", "x", "--every", "50"])
     report = json.loads(capsys.readouterr().out)
     assert report["rl_data"] == "relabelled" and report["hyperstates"] == 21 * 400 // 50 * 60
     assert report["p_searched_goal_cells"] == report["p_unsearched_goal_cells"] == 0.5
@@ -94,18 +94,18 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
     assert report["searched_mass_at_step"]["59"] > 0.1  # the scripted paths do search
     assert set(report["posterior_std_at_step"]) == set(report["tv_not_found_at_step"])
     # --sweeps: fresh stitched searches (novelty 1), 2 per goal, scored the same way; they search further
-    diagnostics.main(["belief-error", "--vae", str(out), "--data", "x", "--sweeps", "2"])
+    cli.main(["belief-error", "--vae", str(out), "--data", "x", "--sweeps", "2"])
     sweeps = json.loads(capsys.readouterr().out)
     assert sweeps["rl_data"] == "sweeps" and sweeps["hyperstates"] == 21 * 2 * 60
     for k, tv in sweeps["tv_not_found_at_step"].items():
         assert abs(tv - sweeps["searched_mass_at_step"][k] - 0.16) < 2e-3
     assert sweeps["searched_mass_at_step"]["14"] > report["searched_mass_at_step"]["14"]
     with pytest.raises(SystemExit, match="one of --on-policy and --sweeps"):
-        diagnostics.main(["belief-error", "--ckpt", "c.ckpt", "--data", "x", "--on-policy", "--sweeps", "1"])
+        cli.main(["belief-error", "--ckpt", "c.ckpt", "--data", "x", "--on-policy", "--sweeps", "1"])
 
     # belief-probe on the same file and trials: a readout of the belief, scored on held-out trials (rows lined up
     # with their trials by relabelled_row_trials)
-    diagnostics.main(["belief-probe", "--vae", str(out), "--data", "x", "--every", "50", "--steps", "5"])
+    cli.main(["belief-probe", "--vae", str(out), "--data", "x", "--every", "50", "--steps", "5"])
     probe = json.loads(capsys.readouterr().out)
     assert probe["input"] == "belief" and probe["features"] == 2 * 3  # (mu, logvar) of a 3-dim latent
     assert 0.0 < probe["probe_tv_not_found"] < 1.0 and "0" in probe["probe_tv_not_found_at_step"]
@@ -114,7 +114,7 @@ def test_train_vae_then_belief_error_vae_without_an_rl_stage(tmp_path, monkeypat
 def test_fit_probe_reads_out_a_representation_that_holds_the_posterior():
     """The probe fitted on features that ARE the exact posterior (plus noise columns) gives it back on held-out
     rows; on features without the searched set (the state only) it cannot."""
-    from lit_offmeta.algorithms.borel.diagnostics import fit_probe
+    from lit_offmeta.algorithms.borel.diagnostics.grid import fit_probe
 
     trials = scripted_trials(get_family("grid_navi"), list(range(21)), trials_per_task=3, episodes_per_trial=4, seed=0)
     exact = exact_hyperstates(trials, episode_time=False)
@@ -132,25 +132,25 @@ def test_policy_trials_are_the_policys_own_rollouts_and_feed_belief_error():
     cell, rewards as the rollout paid them, scored like the RL trials."""
     import pytest
 
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import cli, common, grid
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
 
     torch.manual_seed(0)
     model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded", episode_time=True,
                            vae={"decoder": "cells", "hidden_dim": 8, "latent_dim": 3, "action_embed_dim": 0})
-    trials = diagnostics.policy_trials(model)
+    trials = common.policy_trials(model)
     family = model.family
     assert trials.num_trials == 21 and trials.episodes_per_trial == 4
     assert (trials.obs[:, :, 0] == 0).all()  # every episode from the start cell
     reference = evaluate_trials(model.adapt(), family, family.default_tasks(), 4, seed=model.hparams.seed)
     np.testing.assert_allclose(trials.rewards.sum(-1), reference.returns, rtol=1e-6)
-    report = diagnostics.belief_error_report(model.vae, trials)
+    report = grid.belief_error_report(model.vae, trials)
     assert report["hyperstates"] == 21 * 60 and 0.0 <= report["tv_not_found"] <= 1.0
     with pytest.raises(SystemExit, match="--on-policy needs --ckpt"):
-        diagnostics.main(["belief-error", "--vae", "v.pt", "--data", "x", "--on-policy"])
+        cli.main(["belief-error", "--vae", "v.pt", "--data", "x", "--on-policy"])
 
     # a subset of tasks keeps their indices, with the rollout seed given
-    subset = diagnostics.policy_trials(model, [3, 7], seed=5)
+    subset = common.policy_trials(model, [3, 7], seed=5)
     assert subset.num_trials == 2 and subset.task_index.tolist() == [3, 7]
     reference = evaluate_trials(model.adapt(), family, [family.default_tasks()[i] for i in (3, 7)], 4, seed=5)
     np.testing.assert_allclose(subset.rewards.sum(-1), reference.returns, rtol=1e-6)
@@ -159,22 +159,22 @@ def test_policy_trials_are_the_policys_own_rollouts_and_feed_belief_error():
 def test_exact_eval_runs_the_agent_on_both_beliefs_and_refuses_unnormalised_maps():
     import pytest
 
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import grid
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
 
     torch.manual_seed(0)
     vae = {"decoder": "cells", "cell_targets": "goal", "hidden_dim": 8, "latent_dim": 3, "action_embed_dim": 0}
     model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded", episode_time=True, vae=vae)
-    report = diagnostics.exact_eval_report(model)
+    report = grid.exact_eval_report(model)
     family = model.family
     assert report["learned_belief"] == summarise(evaluate_trials(model.adapt(), family, family.default_tasks(), 4))
     # the exact posterior as input: the same agent acting on the exact belief of exact-rl
-    exact = diagnostics.ExactBeliefPolicy(model.agent, family.horizon, episode_time=True)
+    exact = grid.ExactBeliefPolicy(model.agent, family.horizon, episode_time=True)
     assert report["exact_belief"] == summarise(evaluate_trials(exact, family, family.default_tasks(), 4))
     visited = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, rl_belief_input="decoded",
                              vae={**vae, "cell_targets": "visited"})
     with pytest.raises(SystemExit, match="normalised goal map"):
-        diagnostics.exact_eval_report(visited)
+        grid.exact_eval_report(visited)
 
 
 def _grid_episode(cells: list[tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -211,7 +211,7 @@ def _point_episode(positions: list[tuple[float, float]]) -> dict[str, np.ndarray
 def test_arc_coverage_measures_the_span_of_the_upper_goal_arc_each_episode_sweeps():
     """``coverage --family point_robot_sparse``: per episode the degrees of the upper unit semicircle its positions
     span within the goal radius; positions below the x axis (where the angle wraps) and off the circle do not count."""
-    from lit_offmeta.algorithms.borel.diagnostics import arc_coverage, arc_spans
+    from lit_offmeta.algorithms.borel.diagnostics.point import arc_coverage, arc_spans
 
     def at(degrees, radius=1.0):
         return (radius * np.cos(np.radians(degrees)), radius * np.sin(np.radians(degrees)))
@@ -236,7 +236,7 @@ def test_arc_coverage_measures_the_span_of_the_upper_goal_arc_each_episode_sweep
 def test_brief_touches_counts_paid_steps_of_other_goals_by_hand():
     """``touches``: per (episode, task) pair, the steps the family's reward pays under that task; brief = 1-3 paid
     steps and the episode ending more than 0.4 from the goal."""
-    from lit_offmeta.algorithms.borel.diagnostics import brief_touches
+    from lit_offmeta.algorithms.borel.diagnostics.point import brief_touches
 
     family = get_family("point_robot_sparse")
     a, b = {"goal": [1.0, 0.0]}, {"goal": [0.0, 1.0]}
@@ -268,7 +268,7 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     import pytest
     from torch import nn
 
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import common, point
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
@@ -285,7 +285,7 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
             return -(x - peak).norm(dim=-1) + 0.0 * z.sum(-1)
 
     model.vae.decoder = PeakAtFirstGoal()
-    report = diagnostics.goal_found_report(model)
+    report = point.goal_found_report(model)
     located = np.linalg.norm(goals - goals[0], axis=-1) <= GOAL_RADIUS
     assert report["tasks"] == len(tasks) and report["located"] == round(float(located.mean()), 3)
     reference = evaluate_trials(model.adapt(), family, tasks, 2, seed=model.hparams.seed, record=True)
@@ -302,16 +302,16 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     assert report["decoded_peak_mean"] > -0.01  # the arc passes through the peak: max of -|x - g0| is ~0
     angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
     assert report["ep1_missed_goal_angles"] == sorted(round(float(a), 1) for a in angles[~found])
-    assert report["ep1_arc_reach"] == diagnostics.arc_reach([ep[0] for ep in reference.episodes])
+    assert report["ep1_arc_reach"] == point.arc_reach([ep[0] for ep in reference.episodes])
     # the decoder ignores the belief, so every missed goal's belief peaks at the arc point nearest the first goal,
     # and the belief's searched / unsearched split is the prior's
     nearest = round(float(np.degrees(np.arctan2(goals[0][1], goals[0][0])) * 2)) / 2  # the arc has 0.5-degree steps
     assert report["ep1_missed_belief_peak_angles"] == [nearest] * int((~found).sum())
     assert (~found).any()  # an untrained agent misses goals, so the split below is exercised
-    arc = diagnostics.goal_arc().numpy()
+    arc = point.goal_arc().numpy()
     by_hand = []
     for i in np.flatnonzero(~found):
-        reach = diagnostics.arc_reach([reference.episodes[i][0]])
+        reach = point.arc_reach([reference.episodes[i][0]])
         if reach is None:
             continue
         on = (np.linspace(0, 180, len(arc)) >= reach[0]) & (np.linspace(0, 180, len(arc)) <= reach[1])
@@ -321,7 +321,7 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
     assert report["ep1_missed_decoded_searched_unsearched"] == expected
     assert report["prior_decoded_searched_unsearched"] == expected
 
-    assert diagnostics.goal_found_report(model, paths=model) == report
+    assert point.goal_found_report(model, paths=model) == report
 
     # belief_after (the encoder over recorded episodes) is the belief the online policy carries into episode 2
     recorded = evaluate_trials(model.adapt(), family, tasks[:3], 2, seed=0, record=True)
@@ -337,16 +337,16 @@ def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():
             np.zeros(3, bool),
         )
     torch.testing.assert_close(
-        diagnostics.belief_after(model.vae.encoder, family, first), online.mu, rtol=1e-5, atol=1e-6
+        common.belief_after(model.vae.encoder, family, first), online.mu, rtol=1e-5, atol=1e-6
     )
     with pytest.raises(SystemExit, match="needs a point_robot_sparse model"):
-        diagnostics.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))
+        point.goal_found_report(OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0))
 
 
 def test_goal_found_can_drive_the_trials_with_a_moving_average_agent():
     import pytest
 
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import point
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
 
     torch.manual_seed(0)
@@ -358,16 +358,16 @@ def test_goal_found_can_drive_the_trials_with_a_moving_average_agent():
     tasks = [family.default_tasks()[i] for i in family.split().test]
     for ema, policy in ((None, model.adapt()), (0.5, model.belief_policy(0.5))):
         reference = evaluate_trials(policy, family, tasks, 2, seed=model.hparams.seed)
-        report = diagnostics.goal_found_report(model, ema=ema)
+        report = point.goal_found_report(model, ema=ema)
         assert report["success_ep1"] == round(float(reference.success[:, 0].mean()), 3)
         assert report["success_ep2"] == round(float(reference.success[:, 1].mean()), 3)
-    assert diagnostics.goal_found_report(model, ema=0.5)["success_ep1"] > 0  # straight up passes the top goal
+    assert point.goal_found_report(model, ema=0.5)["success_ep1"] > 0  # straight up passes the top goal
     with pytest.raises(ValueError, match="no moving average with decay 0.9"):
-        diagnostics.goal_found_report(model, ema=0.9)
+        point.goal_found_report(model, ema=0.9)
 
 
 def test_arc_reach_is_the_span_of_angles_within_the_goal_radius_of_the_unit_circle():
-    from lit_offmeta.algorithms.borel.diagnostics import arc_reach
+    from lit_offmeta.algorithms.borel.diagnostics.point import arc_reach
 
     def at(degrees, radius=1.0):
         a = np.radians(degrees)
@@ -383,7 +383,7 @@ def test_arc_reach_is_the_span_of_angles_within_the_goal_radius_of_the_unit_circ
 
 
 def test_searched_split_averages_the_decoded_reward_on_and_off_the_reached_span():
-    from lit_offmeta.algorithms.borel.diagnostics import searched_split
+    from lit_offmeta.algorithms.borel.diagnostics.point import searched_split
 
     decoded = np.array([4.0, 0.0, 0.0, 0.0, 8.0])  # at 0, 45, 90, 135 and 180 degrees
     assert searched_split(decoded, [30.0, 140.0]) == [0.0, 6.0]
@@ -395,7 +395,7 @@ def test_searched_split_averages_the_decoded_reward_on_and_off_the_reached_span(
 def test_fit_vae_follows_the_datamodules_per_epoch_batch_stream():
     """``fit_vae`` (``train-vae`` and the PointRobot probe) equals a plain loop over the datamodule's batches drawn
     from a generator seeded ``[seed, epoch]`` per epoch; one-batch epochs draw a fresh generator every update."""
-    from lit_offmeta.algorithms.borel.diagnostics import fit_vae
+    from lit_offmeta.algorithms.borel.diagnostics.common import fit_vae
     from lit_offmeta.algorithms.borel.vae import BeliefVAE
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
@@ -424,27 +424,27 @@ def test_fit_vae_follows_the_datamodules_per_epoch_batch_stream():
 def test_decode_on_arc_reads_each_arc_points_bin_with_the_goal_arc_decoder():
     """With decoder="goal_arc" the value at an arc point is p(goal in its bin), 0 and 180 degrees included (the
     float32 sine of pi is negative), and goal-found's prior peak is the largest bin probability."""
-    from lit_offmeta.algorithms.borel import diagnostics
+    from lit_offmeta.algorithms.borel.diagnostics import point
     from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 
     torch.manual_seed(0)
     model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]},
                            vae={"decoder": "goal_arc", "goal_bins": 4, "hidden_dim": 8, "kl_weight": 0.0})
     mu = torch.randn(3, 5)
-    arc = diagnostics.goal_arc(9)  # every 22.5 degrees: bins of 45 degrees hold 2, 2, 2 and 3 (with 180) points
+    arc = point.goal_arc(9)  # every 22.5 degrees: bins of 45 degrees hold 2, 2, 2 and 3 (with 180) points
     with torch.no_grad():
         probs = torch.softmax(model.vae.decoder(mu), -1)
         prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1))[0]
         prior_peak = torch.softmax(model.vae.decoder(prior), -1).max()
-    decoded = diagnostics.decode_on_arc(model.vae, mu, arc)
+    decoded = point.decode_on_arc(model.vae, mu, arc)
     assert torch.allclose(decoded, probs[:, [0, 0, 1, 1, 2, 2, 3, 3, 3]])
-    assert diagnostics.goal_found_report(model)["decoded_peak_prior"] == round(float(prior_peak), 3)
+    assert point.goal_found_report(model)["decoded_peak_prior"] == round(float(prior_peak), 3)
 
 
 def test_exact_task_posterior_keeps_the_tasks_whose_rewards_agree_with_every_step():
     """Goals (1, 0) and (0, 1): a step far from both keeps both, a paid step at (0.95, 0) keeps the first only, a
     padding step changes nothing; a reward no task pays leaves no task."""
-    from lit_offmeta.algorithms.borel.diagnostics import exact_task_posterior
+    from lit_offmeta.algorithms.borel.diagnostics.point import exact_task_posterior
     from lit_offmeta.tasks import get_family
 
     family = get_family("point_robot_sparse")
@@ -464,7 +464,7 @@ def test_arc_nll_scores_a_fixed_map_the_uniform_map_and_the_exact_posterior_by_h
     per belief, and the exact one a plain loop over trials, steps and training goals."""
     import pytest
 
-    from lit_offmeta.algorithms.borel.diagnostics import arc_nll_report
+    from lit_offmeta.algorithms.borel.diagnostics.point import arc_nll_report
     from lit_offmeta.algorithms.borel.vae import BeliefVAE
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 

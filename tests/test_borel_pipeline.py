@@ -561,7 +561,7 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
 
 
 def diagnostics_belief_after(model, episode):
-    from lit_offmeta.algorithms.borel.diagnostics import belief_after
+    from lit_offmeta.algorithms.borel.diagnostics.common import belief_after
 
     return belief_after(model.vae.encoder, model.family, [episode])
 

@@ -131,8 +131,9 @@ def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[in
 def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For a ``goal_arc`` model: ``p(goal in bin)`` at the trial's start (the prior) and after ``episode`` (a
     recorded sparse-PointRobot episode), learned and exact (uniform over the training goals whose rewards agree
-    with every step, :func:`~lit_offmeta.algorithms.borel.diagnostics.exact_task_posterior`), each ``[bins]``."""
-    from lit_offmeta.algorithms.borel.diagnostics import belief_after, episodes_batch, exact_task_posterior
+    with every step, :func:`~lit_offmeta.algorithms.borel.diagnostics.point.exact_task_posterior`), each ``[bins]``."""
+    from lit_offmeta.algorithms.borel.diagnostics.common import belief_after, episodes_batch
+    from lit_offmeta.algorithms.borel.diagnostics.point import exact_task_posterior
 
     vae, family = model.vae, model.family
     if vae.decoder_kind != "goal_arc":

@@ -1,0 +1,3 @@
+from lit_offmeta.algorithms.borel.diagnostics.cli import main
+
+main()
