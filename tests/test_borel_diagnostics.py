@@ -505,3 +505,20 @@ def test_arc_nll_scores_a_fixed_map_the_uniform_map_and_the_exact_posterior_by_h
     assert report["uniform_nll_per_trial"] == pytest.approx(np.log(6) * beliefs / trials, abs=0.06)
     assert report["exact_nll_per_trial"] == pytest.approx(exact / trials, abs=0.06)
     assert report["exact_nll_per_trial"] < report["uniform_nll_per_trial"]
+
+
+def test_python_dash_m_runs_the_diagnostics_command_line():
+    """``python -m lit_offmeta.algorithms.borel.diagnostics`` (the package's ``__main__``) reaches ``cli.main``: its
+    help names the program and every check, and a bad check is refused with argparse's usage error."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lit_offmeta.algorithms.borel.diagnostics"]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python -m lit_offmeta.algorithms.borel.diagnostics")
+    for check in ("train-vae", "belief", "exact-rl", "belief-error", "exact-eval", "belief-probe", "coverage",
+                  "goal-found", "arc-nll", "touches"):
+        assert check in shown.stdout
+    refused = subprocess.run([*command, "no-such-check"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "invalid choice: 'no-such-check'" in refused.stderr
