@@ -15,7 +15,7 @@ from lit_offmeta.algorithms.borel.diagnostics.grid import (
     search_coverage,
 )
 from lit_offmeta.algorithms.borel.hyperstates import relabel_states
-from lit_offmeta.data.relabel import trials_from_episodes
+from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.tasks import get_family
 
@@ -260,6 +260,32 @@ def test_brief_touches_counts_paid_steps_of_other_goals_by_hand():
         brief_touches(family, trials, [a, b], brief=0)
     with pytest.raises(ValueError, match="point_robot_sparse"):
         brief_touches(get_family("point_robot"), trials, [a, b])
+
+
+def test_second_search_rates_count_paying_second_episodes_by_hand():
+    """``second-search``: episode 2's paying rate after a paid and after a missed episode 1, overall and at the goals
+    near the arc's ends; an episode pays when a valid step has a positive reward."""
+    from lit_offmeta.algorithms.borel.diagnostics.point import second_search_rates
+
+    family = get_family("point_robot_sparse")
+    end, middle = {"goal": [1.0, 0.0]}, {"goal": [0.0, 1.0]}  # 0 and 90 degrees
+    still = _point_episode([(0.0, 0.0)] * 60)
+    meta = [{"trial_index": k // 2, "episode_in_trial": k % 2} for k in range(6)]
+    trials = TrialArrays.concatenate([trials_from_episodes(0, end, [still] * 4, meta[:4], 2, family.horizon),
+                                      trials_from_episodes(1, middle, [still] * 6, meta, 2, family.horizon)])
+    # (episode 1, episode 2) paid: end (yes, yes), (no, yes); middle (no, no), (no, yes), (yes, no)
+    for n, e in [(0, 0), (0, 1), (1, 1), (3, 1), (4, 0)]:
+        trials.rewards[n, e, 10] = 1.0
+    trials.valid[2, 1, 20:] = False
+    trials.rewards[2, 1, 30] = 1.0  # past the episode's end: does not pay
+    report = second_search_rates(trials)
+    assert report == {"trials": 5, "ep1_paid": 0.4, "ep2_paid_after_ep1_paid": 0.5,
+                      "ep2_paid_after_ep1_missed": round(2 / 3, 3), "ends_trials": 2,
+                      "ends_ep2_paid_after_ep1_missed": 1.0, "middle_ep2_paid_after_ep1_missed": 0.5}
+    assert second_search_rates(trials, end_degrees=91.0)["ends_trials"] == 5  # every goal is then "near an end"
+    with pytest.raises(ValueError, match="2-episode trials"):
+        second_search_rates(trials_from_episodes(0, end, [still] * 3, [{"trial_index": 0, "episode_in_trial": k}
+                                                                        for k in range(3)], 3, family.horizon))
 
 
 def test_goal_found_splits_episode_two_by_whether_the_belief_locates_the_goal():

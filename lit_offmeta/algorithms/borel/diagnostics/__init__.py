@@ -36,6 +36,9 @@ PointRobot config's VAE batches, the negative log-probability of the trial's goa
 beliefs (the VAE's loss, at the belief mean) next to the exact posterior's (uniform over the training goals whose
 rewards agree with every step so far, :func:`exact_task_posterior`) and the uniform one's.
 
+``second-search`` (sparse PointRobot): how often the RL stage's trials pay in episode 2 after a first episode that
+paid nothing (overall and for the goals near the arc's ends): the examples of a second search after a miss.
+
 ``touches`` (sparse PointRobot): how often a logged path, relabelled for another training task, passes through
 that task's goal disc for a few steps and moves on: the evidence a belief needs to keep a goal touched once.
 
@@ -55,4 +58,5 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics coverage --data data [--family point_robot_sparse]
     python -m lit_offmeta.algorithms.borel.diagnostics goal-found --ckpt <run>/checkpoints/<x>.ckpt   # PointRobot
     python -m lit_offmeta.algorithms.borel.diagnostics arc-nll --ckpt <run>/checkpoints/<x>.ckpt --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics second-search --ckpt <run>/checkpoints/<x>.ckpt --data data
 """

@@ -16,7 +16,7 @@ from lit_offmeta.algorithms.borel.diagnostics.grid import (
     search_coverage,
     train_vae,
 )
-from lit_offmeta.algorithms.borel.diagnostics.point import arc_coverage, arc_nll, goal_found, touches
+from lit_offmeta.algorithms.borel.diagnostics.point import arc_coverage, arc_nll, goal_found, second_search, touches
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS
 
@@ -115,8 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
     t.add_argument("--brief", type=int, default=3, help="at most this many rewarded steps")
     t.add_argument("--far", type=float, default=0.4, help="and the episode ends more than this far from the goal")
+    q = sub.add_parser("second-search", help="PointRobot: how often the RL trials pay in episode 2 after a miss")
+    q.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse)")
+    q.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
+    q.add_argument("--end-degrees", type=float, default=15.0, help="goals this close to an end of the arc")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
      "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found,
-     "arc-nll": arc_nll, "touches": touches}[args.cmd](args)
+     "arc-nll": arc_nll, "touches": touches, "second-search": second_search}[args.cmd](args)

@@ -82,6 +82,40 @@ def touches(args: argparse.Namespace) -> None:
     print(json.dumps(brief_touches(family, trials, tasks, args.brief, args.far)))
 
 
+def second_search_rates(trials: TrialArrays, end_degrees: float = 15.0) -> dict:
+    """How often the 2-episode sparse-PointRobot ``trials`` (the RL stage's, :meth:`OfflineVariBAD.rl_trials`) pay
+    in episode 2 after an episode 1 that paid nothing: the examples from which the agent can learn a second search
+    after a miss. Also the rate after a paid episode 1 and at the goals within ``end_degrees`` of the arc's ends,
+    which the first episodes reach least. An episode "pays" when any of its valid steps has a positive reward."""
+    if trials.episodes_per_trial != 2:
+        raise ValueError(f"second_search_rates: needs 2-episode trials, got {trials.episodes_per_trial}")
+    paid = ((trials.rewards > 0) & trials.valid).any(-1)  # [N, 2]
+    goals = np.array([trials.tasks[int(i)]["goal"] for i in trials.task_index], np.float64)
+    angle = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
+    end, missed = (angle < end_degrees) | (angle > 180.0 - end_degrees), ~paid[:, 0]
+
+    def rate(where: np.ndarray) -> float | None:
+        return round(float(paid[where, 1].mean()), 3) if where.any() else None
+
+    return {"trials": int(len(paid)), "ep1_paid": round(float(paid[:, 0].mean()), 3),
+            "ep2_paid_after_ep1_paid": rate(~missed), "ep2_paid_after_ep1_missed": rate(missed),
+            "ends_trials": int(end.sum()), "ends_ep2_paid_after_ep1_missed": rate(end & missed),
+            "middle_ep2_paid_after_ep1_missed": rate(~end & missed)}
+
+
+def second_search(args: argparse.Namespace) -> None:
+    """``second-search``: :func:`second_search_rates` of the trials a pipeline checkpoint's RL stage learns from,
+    rebuilt from the logged training trials in ``args.data`` (``rl_trials`` is drawn from the model's seed)."""
+    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
+
+    model = load_pipeline(args.ckpt)
+    family = model.family
+    if family.name != "point_robot_sparse":
+        raise SystemExit(f"second-search: needs a point_robot_sparse model, got {family.name!r}")
+    logged = load_trials_from_storage(family, args.data, list(family.split().train), 2)
+    print(json.dumps(second_search_rates(model.rl_trials(logged), args.end_degrees)))
+
+
 def goal_arc(points: int = 361) -> torch.Tensor:
     """``[points, 2]`` positions on the upper unit semicircle, where sparse PointRobot's goals lie."""
     angles = torch.linspace(0.0, math.pi, points)
