@@ -13,27 +13,27 @@ from lit_offmeta.algorithms.borel.diagnostics.grid import (
     belief_probe,
     exact_eval,
     exact_rl,
+    logged_trials,
     search_coverage,
     train_vae,
 )
-from lit_offmeta.algorithms.borel.diagnostics.point import arc_coverage, arc_nll, goal_found, second_search, touches
-from lit_offmeta.tasks import get_family
-from lit_offmeta.tasks.grid_navi import GOAL_CELLS
+from lit_offmeta.algorithms.borel.diagnostics.point import (
+    arc_coverage,
+    arc_nll,
+    goal_found,
+    logged_training_trials,
+    second_search,
+    touches,
+)
 
 
 def coverage(args: argparse.Namespace) -> None:
     """``coverage``: :func:`search_coverage` of the logged GridNavi trials in ``args.data``, or with ``--family
     point_robot_sparse`` :func:`arc_coverage` of the logged training tasks' trials, as JSON."""
-    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
-
-    family = get_family(args.family)
     if args.family == "point_robot_sparse":
-        episodes = int(getattr(family, "episodes_per_trial", 2))  # as `touches`
-        trials = load_trials_from_storage(family, args.data, list(family.split().train), episodes)
-        print(json.dumps(arc_coverage(trials)))
+        print(json.dumps(arc_coverage(logged_training_trials(args.data))))
         return
-    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
-    print(json.dumps(search_coverage(trials)))
+    print(json.dumps(search_coverage(logged_trials(args.data))))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,11 +21,7 @@ from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.grid_navi import GOAL_CELLS, GRID_SIZE
 
 CELLS = GRID_SIZE * GRID_SIZE
-
-
 GOAL = (2, 3)
-
-
 # name -> (cells entered from the start (0, 0), whether the last one is the goal GOAL and pays 1)
 PATHS = {
     "prior": ([], False),
@@ -101,11 +97,17 @@ class ExactBeliefPolicy:
         self.t = np.where(np.asarray(dones, bool), 0, self.t + 1)
 
 
-def exact_rl(args: argparse.Namespace) -> None:
+def logged_trials(data: str) -> TrialArrays:
+    """The logged GridNavi trials of all 21 goals in ``data`` (a folder written by ``lit-offmeta collect``)."""
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
     family = get_family("grid_navi")
-    trials = load_trials_from_storage(family, args.data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    return load_trials_from_storage(family, data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+
+
+def exact_rl(args: argparse.Namespace) -> None:
+    family = get_family("grid_navi")
+    trials = logged_trials(args.data)
     if args.rl_data == "relabelled":
         # every episode from any agent at any stage of its life, rewards recomputed for a task drawn per trial
         targets = np.repeat(np.arange(len(GOAL_CELLS)), args.rl_trials)
@@ -202,17 +204,14 @@ def search_sweeps(data: str, per_goal: int, seed: int = SWEEP_SEED) -> TrialArra
     policy's sweeps, drawn from their own seed, so a VAE trained with stitched trials is scored on paths it has not
     seen."""
     from lit_offmeta.data.stitching import stitch_trials
-    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
     family = get_family("grid_navi")
-    logged = load_trials_from_storage(family, data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    logged = logged_trials(data)
     targets = np.tile(np.arange(len(GOAL_CELLS)), per_goal)
     return stitch_trials(family, logged, targets, np.random.default_rng(seed), novelty=1.0)
 
 
 CONFIG_RL_TRIALS_PER_TASK = 400  # configs/borel/grid_navi.yaml's rl_trials_per_task
-
-
 REPORT_STEPS = (0, 5, 14, 29, 44, 59)
 
 
@@ -236,10 +235,8 @@ def search_coverage(trials: TrialArrays) -> dict[str, float]:
 def config_rl_trials(data: str) -> TrialArrays:
     """The RL trials the GridNavi config's pipeline builds from the logged trials in ``data`` (``rl_data:
     relabelled``, ``rl_trials_per_task`` 400, seed 0; as ``OfflineVariBAD.rl_trials``)."""
-    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
-
     family = get_family("grid_navi")
-    trials = load_trials_from_storage(family, data, list(range(len(GOAL_CELLS))), family.episodes_per_trial)
+    trials = logged_trials(data)
     targets = np.repeat(np.arange(len(GOAL_CELLS)), CONFIG_RL_TRIALS_PER_TASK)
     return mix_trials(family, trials, targets, np.random.default_rng([0, 1]), mix_prob=1.0)
 

@@ -70,15 +70,22 @@ def brief_touches(family, trials: TrialArrays, tasks: list[dict], brief: int = 3
     }
 
 
-def touches(args: argparse.Namespace) -> None:
-    """``touches``: :func:`brief_touches` of the logged sparse-PointRobot trials in ``args.data`` against the
-    training goals (the goals the VAE's relabelled trials use), as JSON."""
+def logged_training_trials(data: str) -> TrialArrays:
+    """The logged sparse-PointRobot trials (2 episodes each) of the training goals in ``data`` (a folder written by
+    ``lit-offmeta collect``): what the VAE's relabelled trials and the RL stage's are drawn from."""
     from lit_offmeta.datamodules.trajectory import load_trials_from_storage
 
     family = get_family("point_robot_sparse")
-    train = list(family.split().train)
-    trials = load_trials_from_storage(family, args.data, train, int(getattr(family, "episodes_per_trial", 2)))
-    tasks = [family.default_tasks()[i] for i in train]
+    episodes = int(getattr(family, "episodes_per_trial", 2))
+    return load_trials_from_storage(family, data, list(family.split().train), episodes)
+
+
+def touches(args: argparse.Namespace) -> None:
+    """``touches``: :func:`brief_touches` of the logged sparse-PointRobot trials in ``args.data`` against the
+    training goals (the goals the VAE's relabelled trials use), as JSON."""
+    family = get_family("point_robot_sparse")
+    trials = logged_training_trials(args.data)
+    tasks = [family.default_tasks()[i] for i in family.split().train]
     print(json.dumps(brief_touches(family, trials, tasks, args.brief, args.far)))
 
 
@@ -106,14 +113,10 @@ def second_search_rates(trials: TrialArrays, end_degrees: float = 15.0) -> dict:
 def second_search(args: argparse.Namespace) -> None:
     """``second-search``: :func:`second_search_rates` of the trials a pipeline checkpoint's RL stage learns from,
     rebuilt from the logged training trials in ``args.data`` (``rl_trials`` is drawn from the model's seed)."""
-    from lit_offmeta.datamodules.trajectory import load_trials_from_storage
-
     model = load_pipeline(args.ckpt)
-    family = model.family
-    if family.name != "point_robot_sparse":
-        raise SystemExit(f"second-search: needs a point_robot_sparse model, got {family.name!r}")
-    logged = load_trials_from_storage(family, args.data, list(family.split().train), 2)
-    print(json.dumps(second_search_rates(model.rl_trials(logged), args.end_degrees)))
+    if model.family.name != "point_robot_sparse":
+        raise SystemExit(f"second-search: needs a point_robot_sparse model, got {model.family.name!r}")
+    print(json.dumps(second_search_rates(model.rl_trials(logged_training_trials(args.data)), args.end_degrees)))
 
 
 def goal_arc(points: int = 361) -> torch.Tensor:
