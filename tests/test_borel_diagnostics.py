@@ -548,3 +548,49 @@ def test_python_dash_m_runs_the_diagnostics_command_line():
         assert check in shown.stdout
     refused = subprocess.run([*command, "no-such-check"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "invalid choice: 'no-such-check'" in refused.stderr
+
+
+def test_belief_neighbours_count_the_data_beliefs_near_each_query_by_hand():
+    """``belief-support``: total variation between bin maps, and per query the nearest data belief, the neighbours
+    within the radius and how often their episode 2 paid."""
+    from lit_offmeta.algorithms.borel.diagnostics.point import belief_neighbours, total_variation
+
+    data = np.array([[1.0, 0.0, 0.0], [0.8, 0.2, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    paid = np.array([True, False, True, True])
+    np.testing.assert_allclose(total_variation(data[:2], data), [[0.0, 0.2, 1.0, 1.0], [0.2, 0.0, 0.8, 1.0]])
+    query = np.array([[0.9, 0.1, 0.0], [0.0, 0.3, 0.7]])
+    # distances: query 0 -> 0.1, 0.1, 0.9, 1.0; query 1 -> 1.0, 0.8, 0.2, 0.3
+    report = belief_neighbours(query, data, paid, radius=0.25)
+    assert report == {"beliefs": 2, "nearest_median": 0.15, "neighbours_median": 1.5, "with_no_neighbour": 0,
+                      "neighbours_ep2_paid": round(2 / 3, 3)}  # neighbours: data 0, 1 (query 0), data 2 (query 1)
+    far = belief_neighbours(query[:1], data[2:], paid[2:], radius=0.25)
+    assert far["with_no_neighbour"] == 1 and far["neighbours_ep2_paid"] is None
+    assert belief_neighbours(query[:0], data, paid, 0.25) == {"beliefs": 0}
+    with pytest.raises(ValueError, match="radius must be in"):
+        belief_neighbours(query, data, paid, radius=0.0)
+    with pytest.raises(ValueError, match="need query"):
+        belief_neighbours(query, data[:, :2], paid, radius=0.3)
+
+
+def test_belief_support_report_splits_a_models_trials_and_measures_them_against_its_rl_data():
+    """``belief-support`` end to end on a small goal_arc model: every held-out goal's trial is counted once, as found
+    or missed in episode 1, and the data side is the model's RL trials (relabelled ones plus search walks)."""
+    from lit_offmeta.algorithms.borel.behaviour import scripted_trials
+    from lit_offmeta.algorithms.borel.diagnostics.point import belief_support_report, episode2_start_beliefs
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    family = get_family("point_robot_sparse")
+    trials = scripted_trials(family, [0, 3, 9], trials_per_task=3, episodes_per_trial=2, seed=1)
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl_belief_input="decoded",
+                           vae={"decoder": "goal_arc", "goal_bins": 12, "hidden_dim": 16, "kl_weight": 0.0},
+                           rl={"hidden": (8,)}, rl_data="relabelled", rl_trials_per_task=4, rl_search_walks_per_task=1)
+    report = belief_support_report(model, trials, radius=0.5)
+    assert report["data_trials"] == 3 * (4 + 1)
+    tasks = len(family.split().test)
+    assert report["ep1_found"].get("beliefs", 0) + report["ep1_missed"].get("beliefs", 0) == tasks
+    beliefs = episode2_start_beliefs(model.vae, model.rl_trials(trials), chunk=4)  # chunks must not matter
+    np.testing.assert_allclose(beliefs, episode2_start_beliefs(model.vae, model.rl_trials(trials)), atol=1e-6)
+    np.testing.assert_allclose(beliefs.sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(SystemExit, match="goal_arc"):
+        belief_support_report(OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0), trials)

@@ -704,3 +704,58 @@ def test_point_robot_arc_belief_config_builds_the_goal_arc_pipeline():
     model = OfflineVariBAD(**args)
     assert model.vae.decoder_kind == "goal_arc" and model.vae.encoder.aggregator == "max"
     assert model.vae.goal_classes == 20 and model.agent.cfg.input_dim == 2 + 20
+
+
+def test_rl_search_walks_are_added_whole_to_the_rl_trials():
+    """``rl_search_walks_per_task``: that many search walks per training task follow the relabelled trials, each a
+    whole trial of its own task (the walks' own tests are in tests/test_data_search_walks.py)."""
+    from lit_offmeta.data.search_walks import search_walk_trials
+
+    family = get_family("point_robot_sparse")
+    logged = scripted_trials(family, [0, 3, 9], trials_per_task=4, episodes_per_trial=2, seed=0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
+                           rl_data="relabelled", rl_trials_per_task=5, rl_search_walks_per_task=2, seed=4)
+    rl = model.rl_trials(logged)
+    assert rl.num_trials == 3 * (5 + 2)
+    walks, _ = search_walk_trials(family, logged, np.repeat([0, 3, 9], 2), np.random.default_rng([4, 2]))
+    np.testing.assert_array_equal(rl.next_obs[15:], walks.next_obs)
+    np.testing.assert_array_equal(rl.task_index[15:], [0, 0, 3, 3, 9, 9])
+    plain = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
+                           rl_data="relabelled", rl_trials_per_task=5, seed=4).rl_trials(logged)
+    np.testing.assert_array_equal(rl.next_obs[:15], plain.next_obs)  # the relabelled trials are unchanged
+    with pytest.raises(ValueError, match="rl_search_walks_per_task must be >= 0"):
+        OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl_search_walks_per_task=-1)
+
+
+def test_vae_from_reuses_a_checkpoints_vae_and_starts_in_the_rl_stage(tmp_path):
+    kw = {"vae_steps": 3, "rl_steps": 2, "vae": {"hidden_dim": 8, "latent_dim": 2}, "rl": {"hidden": (8,)},
+          "rl_tasks_per_batch": 2, "rl_batch_per_task": 4, "rl_trials_per_task": 2}
+
+    def fit(model):
+        dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
+                             steps_per_epoch=2, seed=3)
+        trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(model, dm)
+        return trainer
+
+    torch.manual_seed(0)
+    first = OfflineVariBAD("point_robot_sparse", **kw)
+    fit(first).save_checkpoint(tmp_path / "first.ckpt")
+    torch.manual_seed(1)  # another initialisation: the VAE must come from the checkpoint, not from the seed
+    second = OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "first.ckpt"), **kw)
+    assert second.in_rl_stage and int(second.updates) == 3
+    before = {k: v.clone() for k, v in second.vae.state_dict().items()}
+    for k, v in first.vae.state_dict().items():
+        assert torch.equal(before[k], v), k
+    fit(second)
+    assert int(second.updates) == 5  # only the 2 RL updates ran
+    assert all(torch.equal(before[k], v) for k, v in second.vae.state_dict().items())  # frozen for RL
+    with pytest.raises(ValueError, match="is not a file"):
+        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "missing.ckpt"), **kw)
+    with pytest.raises(ValueError, match="does not fit this run's vae settings"):
+        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "first.ckpt"),
+                       **{**kw, "vae": {"hidden_dim": 16, "latent_dim": 2}})
+    torch.save({"state_dict": {"agent.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="holds no pipeline VAE"):
+        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "other.ckpt"), **kw)

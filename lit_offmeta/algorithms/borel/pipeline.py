@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +37,7 @@ from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.data.relabel import TrialArrays, mix_trials
+from lit_offmeta.data.search_walks import search_walk_trials
 
 
 class OfflineVariBAD(LightningModule):
@@ -76,6 +78,14 @@ class OfflineVariBAD(LightningModule):
             evaluation also rolls out each average, logged under ``rollout_ema{d}/``; training is unchanged (the
             averages draw no random numbers), so one run measures the last iterate and its averages side by side.
             For a policy whose evaluations swing between checkpoints (docs/BOREL.md, fourteenth session).
+        rl_search_walks_per_task: add this many search walks per training task to the RL stage's trials, kept
+            whole (:func:`~lit_offmeta.data.search_walks.search_walk_trials`: logged steps chained into searches
+            that steer to the goals the trial's rewards have not ruled out). They give the RL stage the beliefs an
+            agent holds after its own fruitless search, which logged single-task trials never produce
+            (docs/BOREL.md, eighteenth session). Low-dimensional goal families only.
+        vae_from: a pipeline checkpoint whose trained VAE this run reuses (loaded with ``weights_only=True``; the
+            ``vae`` settings must match): the VAE stage is skipped and RL starts at once, so RL-stage arms can be
+            compared on one belief.
         seed: seeds RL batch sampling and evaluation.
 
     Example:
@@ -106,6 +116,8 @@ class OfflineVariBAD(LightningModule):
         vae_lr_decay: bool = False,
         rl_reward_memory: bool = False,
         rl_eval_ema: Sequence[float] = (),
+        rl_search_walks_per_task: int = 0,
+        vae_from: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -115,6 +127,8 @@ class OfflineVariBAD(LightningModule):
             raise ValueError("OfflineVariBAD: rl_tasks_per_batch and rl_batch_per_task must be >= 1")
         if rl_data not in ("own", "relabelled"):
             raise ValueError(f"OfflineVariBAD: rl_data must be 'own' or 'relabelled', got {rl_data!r}")
+        if rl_search_walks_per_task < 0:
+            raise ValueError(f"OfflineVariBAD: rl_search_walks_per_task must be >= 0, got {rl_search_walks_per_task}")
         if rl_data == "relabelled" and rl_trials_per_task < 1:
             raise ValueError(f"OfflineVariBAD: rl_trials_per_task must be >= 1, got {rl_trials_per_task}")
         rl_eval_ema = tuple(float(d) for d in rl_eval_ema)
@@ -158,6 +172,22 @@ class OfflineVariBAD(LightningModule):
         self.register_buffer("logvar_confident", torch.zeros(self.vae.encoder.latent_dim))
         self.hyperstates: HyperStateTransitions | None = None
         self._generator = torch.Generator().manual_seed(seed)
+        if vae_from is not None:
+            self._load_vae(vae_from)
+
+    def _load_vae(self, path: str) -> None:
+        """Reuse the VAE of the pipeline checkpoint ``path`` and start in the RL stage (``vae_from``)."""
+        if not Path(path).is_file():
+            raise ValueError(f"OfflineVariBAD: vae_from {path!r} is not a file")
+        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+        vae_state = {k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")}
+        if not vae_state:
+            raise ValueError(f"OfflineVariBAD: vae_from {path!r} holds no pipeline VAE (no 'vae.*' weights)")
+        try:
+            self.vae.load_state_dict(vae_state)
+        except RuntimeError as err:
+            raise ValueError(f"OfflineVariBAD: vae_from {path!r} does not fit this run's vae settings: {err}") from err
+        self.updates.fill_(self.hparams.vae_steps)
 
     # --- stages ----------------------------------------------------------------------------------------------
     @property
@@ -175,12 +205,21 @@ class OfflineVariBAD(LightningModule):
         ``mix_prob=1``: every episode from any trial and episode slot, rewards recomputed for the trial's task. The
         task is then independent of the behaviour, so given ``(s, b)`` it is distributed as the belief says (for a
         calibrated belief). Drawn once with a fixed generator (``seed``), so a resumed run rebuilds the same data.
+        ``rl_search_walks_per_task`` adds whole search walks. A walk's choices depend on the rewards it received and
+        on its own random numbers, never on the task itself, so these keep the property above.
         """
-        if self.hparams.rl_data == "own":
-            return trials
-        targets = np.repeat(np.unique(trials.task_index), self.hparams.rl_trials_per_task)
-        rng = np.random.default_rng([self.hparams.seed, 1])
-        return mix_trials(self.family, trials, targets, rng, mix_prob=1.0)
+        rl = trials
+        if self.hparams.rl_data == "relabelled":
+            targets = np.repeat(np.unique(trials.task_index), self.hparams.rl_trials_per_task)
+            rng = np.random.default_rng([self.hparams.seed, 1])
+            rl = mix_trials(self.family, trials, targets, rng, mix_prob=1.0)
+        walks = self.hparams.get("rl_search_walks_per_task", 0)  # absent from older checkpoints
+        if walks:
+            targets = np.repeat(np.unique(trials.task_index), walks)
+            rng = np.random.default_rng([self.hparams.seed, 2])  # its own stream: the relabelled trials stay as without
+            searches, _ = search_walk_trials(self.family, trials, targets, rng)
+            rl = TrialArrays.concatenate([rl, searches])
+        return rl
 
     def build_hyperstates(self, trials: TrialArrays) -> HyperStateTransitions:
         """Stage 2: freeze the encoder and relabel the RL trials (:meth:`rl_trials` of ``trials``) into

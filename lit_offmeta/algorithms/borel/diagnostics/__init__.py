@@ -39,6 +39,11 @@ rewards agree with every step so far, :func:`exact_task_posterior`) and the unif
 ``second-search`` (sparse PointRobot): how often the RL stage's trials pay in episode 2 after a first episode that
 paid nothing (overall and for the goals near the arc's ends): the examples of a second search after a miss.
 
+``belief-support`` (sparse PointRobot, ``goal_arc`` decoder): do the RL stage's trials hold the beliefs the agent
+meets? For the belief each held-out trial starts episode 2 with (split by whether episode 1 found the goal), the
+total-variation distance to the nearest belief the RL trials start episode 2 with, how many lie within ``--radius``,
+and how often their episode 2 paid: what SAC has to learn from at that belief.
+
 ``touches`` (sparse PointRobot): how often a logged path, relabelled for another training task, passes through
 that task's goal disc for a few steps and moves on: the evidence a belief needs to keep a goal touched once.
 
@@ -59,4 +64,5 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics goal-found --ckpt <run>/checkpoints/<x>.ckpt   # PointRobot
     python -m lit_offmeta.algorithms.borel.diagnostics arc-nll --ckpt <run>/checkpoints/<x>.ckpt --data data
     python -m lit_offmeta.algorithms.borel.diagnostics second-search --ckpt <run>/checkpoints/<x>.ckpt --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics belief-support --ckpt <run>/checkpoints/<x>.ckpt --data data
 """

@@ -20,6 +20,7 @@ from lit_offmeta.algorithms.borel.diagnostics.grid import (
 from lit_offmeta.algorithms.borel.diagnostics.point import (
     arc_coverage,
     arc_nll,
+    belief_support,
     goal_found,
     logged_training_trials,
     second_search,
@@ -119,8 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse)")
     q.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
     q.add_argument("--end-degrees", type=float, default=15.0, help="goals this close to an end of the arc")
+    n = sub.add_parser("belief-support", help="PointRobot: do the RL trials hold the beliefs the agent meets?")
+    n.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse, goal_arc decoder)")
+    n.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")
+    n.add_argument("--radius", type=float, default=0.3, help="total-variation distance that counts as a neighbour")
+    n.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
+    n.add_argument("--ema", type=float, default=None, help="drive the trials with this moving-average agent")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
      "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found,
-     "arc-nll": arc_nll, "touches": touches, "second-search": second_search}[args.cmd](args)
+     "arc-nll": arc_nll, "touches": touches, "second-search": second_search,
+     "belief-support": belief_support}[args.cmd](args)

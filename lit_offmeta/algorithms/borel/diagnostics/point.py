@@ -119,6 +119,83 @@ def second_search(args: argparse.Namespace) -> None:
     print(json.dumps(second_search_rates(model.rl_trials(logged_training_trials(args.data)), args.end_degrees)))
 
 
+def total_variation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[Na, Nb]``: the total-variation distance ``0.5 * sum_k |a_k - b_k|`` between every row of ``a [Na, K]`` and
+    of ``b [Nb, K]`` (probability vectors over the same ``K`` classes)."""
+    return 0.5 * np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+
+
+def belief_neighbours(query: np.ndarray, data: np.ndarray, data_ep2_paid: np.ndarray, radius: float) -> dict:
+    """How well the RL data cover the beliefs ``query [Nq, K]`` an agent starts episode 2 with: per query, the
+    total-variation distance to the nearest of the data's episode-2 start beliefs ``data [Nd, K]``, how many lie
+    within ``radius``, and over all those neighbours the fraction whose episode 2 pays (``data_ep2_paid [Nd]``):
+    the examples SAC has of what to do from that belief."""
+    if query.ndim != 2 or data.ndim != 2 or query.shape[1] != data.shape[1] or len(data_ep2_paid) != len(data):
+        raise ValueError(f"belief_neighbours: need query [Nq, K], data [Nd, K], paid [Nd]; got {query.shape}, "
+                         f"{data.shape}, {np.shape(data_ep2_paid)}")
+    if not 0.0 < radius <= 1.0:
+        raise ValueError(f"belief_neighbours: radius must be in (0, 1], got {radius}")
+    if len(query) == 0:
+        return {"beliefs": 0}
+    distance = total_variation(query, data)
+    near = distance <= radius
+    counts = near.sum(1)
+    paid = np.asarray(data_ep2_paid, bool)
+    return {"beliefs": len(query),
+            "nearest_median": round(float(np.median(distance.min(1))), 3),
+            "neighbours_median": round(float(np.median(counts)), 1),
+            "with_no_neighbour": int((counts == 0).sum()),
+            "neighbours_ep2_paid": round(float(paid[near.nonzero()[1]].mean()), 3) if counts.sum() else None}
+
+
+@torch.no_grad()
+def episode2_start_beliefs(vae, trials: TrialArrays, chunk: int = 1024) -> np.ndarray:
+    """``[N, bins]``: the decoded belief (``goal_map``) after episode 1 of each trial, from the prior: what the
+    hyper-states of episode 2's first step hold. Padding steps leave the belief unchanged, so index ``H`` of the
+    encoder's beliefs is it even for an episode 1 that ended early."""
+    from lit_offmeta.datamodules.trajectory import trials_to_batch
+
+    device = next(vae.parameters()).device
+    out = []
+    for start in range(0, trials.num_trials, chunk):
+        batch = trials_to_batch(trials.select(np.arange(start, min(start + chunk, trials.num_trials))))
+        mu, _ = vae.encoder(*(batch[k].to(device) for k in ("actions", "next_obs", "rewards", "valid")))
+        out.append(vae.goal_map(mu[trials.horizon]).cpu().numpy())
+    return np.concatenate(out)
+
+
+def belief_support_report(model, trials: TrialArrays, radius: float = 0.3, seed: int | None = None,
+                          ema: float | None = None) -> dict:
+    """``belief-support``: one trial per held-out goal of a ``goal_arc`` sparse-PointRobot ``model``; the belief each
+    starts episode 2 with, split by whether episode 1 found the goal, against the beliefs the RL stage's trials
+    (:meth:`OfflineVariBAD.rl_trials` of the logged ``trials``) start episode 2 with (:func:`belief_neighbours`).
+    If the beliefs after the agent's own fruitless search have few neighbours in the data, SAC has little to learn a
+    second search from, however many paying second episodes the data hold overall (``second-search``)."""
+    family = model.family
+    if family.name != "point_robot_sparse" or model.vae.decoder_kind != "goal_arc":
+        raise SystemExit(f"belief-support: needs a point_robot_sparse model with the 'goal_arc' decoder, got "
+                         f"{family.name!r} / {model.vae.decoder_kind!r}")
+    tasks = [family.default_tasks()[i] for i in family.split().test]
+    seed = model.hparams.seed if seed is None else seed
+    result = evaluate_trials(model.belief_policy(ema), family, tasks, 2, seed=seed, record=True)
+    with torch.no_grad():
+        query = model.vae.goal_map(belief_after(model.vae.encoder, family, [ep[0] for ep in result.episodes]))
+    query = query.cpu().numpy()
+    rl = model.rl_trials(trials)
+    data = episode2_start_beliefs(model.vae, rl)
+    paid = ((rl.rewards > 0) & rl.valid).any(-1)  # [N, 2]
+    found = result.success[:, 0].astype(bool)
+    report = {"radius": radius, "data_trials": rl.num_trials}
+    for name, where in (("found", found), ("missed", ~found)):
+        report[f"ep1_{name}"] = belief_neighbours(query[where], data, paid[:, 1], radius) | {
+            "ep2_success": round(float(result.success[where, 1].mean()), 3) if where.any() else None}
+    # the data's own fruitless first episodes, for scale: their beliefs against all the data's
+    missed = np.flatnonzero(~paid[:, 0])
+    sample = np.random.default_rng(0).choice(missed, size=min(200, len(missed)), replace=False)
+    report["data_ep1_missed_sample"] = belief_neighbours(data[sample], data, paid[:, 1], radius)
+    return report
+
+
 def goal_arc(points: int = 361) -> torch.Tensor:
     """``[points, 2]`` positions on the upper unit semicircle, where sparse PointRobot's goals lie."""
     angles = torch.linspace(0.0, math.pi, points)
@@ -296,6 +373,13 @@ def arc_nll(args: argparse.Namespace) -> None:
     """``arc-nll``: :func:`arc_nll_report` of a pipeline checkpoint's VAE on the PointRobot config's VAE batches."""
     vae = load_pipeline(args.ckpt).vae
     print(json.dumps(arc_nll_report(vae, point_robot_vae_batches(args.data, args.seed), args.batches, args.seed)))
+
+
+def belief_support(args: argparse.Namespace) -> None:
+    """``belief-support``: :func:`belief_support_report` of a pipeline checkpoint, as JSON."""
+    report = belief_support_report(load_pipeline(args.ckpt), logged_training_trials(args.data), args.radius,
+                                   args.seed, args.ema)
+    print(json.dumps(report))
 
 
 def goal_found(args: argparse.Namespace) -> None:
