@@ -9,11 +9,12 @@ from torch.utils.tensorboard import SummaryWriter
 from lit_offmeta.algorithms.borel import curves
 
 
-def _version(root, name: str, vae_steps: int | None, points: dict[str, dict[int, float]]) -> None:
+def _version(root, name: str, vae_steps: int | None, points: dict[str, dict[int, float]], **hparams) -> None:
     folder = root / "lightning_logs" / name
     folder.mkdir(parents=True)
     if vae_steps is not None:
-        (folder / "hparams.yaml").write_text(yaml.safe_dump({"vae_steps": vae_steps, "rl_algorithm": "sac"}))
+        hparams = {"vae_steps": vae_steps, "rl_algorithm": "sac"} | hparams
+        (folder / "hparams.yaml").write_text(yaml.safe_dump(hparams))
     writer = SummaryWriter(str(folder))
     for tag, values in points.items():
         for step, value in values.items():
@@ -28,6 +29,12 @@ def test_steps_become_rl_updates_and_resumed_versions_merge(tmp_path):
     _version(tmp_path, "version_1", 300, {"rollout/success_ep2": {1299: 0.75, 1799: 1.0}})
     got = curves.load_curves(tmp_path, ("rollout/success_ep2", "rollout/success_ep1"))
     assert got == {"rollout/success_ep2": {500: 0.25, 1000: 0.75, 1500: 1.0}, "rollout/success_ep1": {}}
+
+
+def test_a_run_that_reused_a_vae_counts_rl_updates_from_its_first_batch(tmp_path):
+    # vae_from: the run starts in the RL stage, so its batch b is RL update b + 1 whatever vae_steps says
+    _version(tmp_path, "version_0", 300, {"rollout/success_ep2": {499: 0.25, 999: 0.5}}, vae_from="other.ckpt")
+    assert curves.load_curves(tmp_path, ("rollout/success_ep2",)) == {"rollout/success_ep2": {500: 0.25, 1000: 0.5}}
 
 
 def test_versions_sort_numerically(tmp_path):

@@ -5,7 +5,8 @@ its TensorBoard logs: a table, and optionally a plot comparing runs.
 
 Why RL updates: Lightning's logged step counts batches, VAE stage included, and the checkpoint names count optimizer
 steps (SAC takes two per update), so neither says how far the RL stage got. Each evaluation is logged at batch
-``vae_steps + rl_updates - 1`` (read from the run's ``hparams.yaml``). A resumed run writes a new
+``vae_steps + rl_updates - 1`` (read from the run's ``hparams.yaml``), or at ``rl_updates - 1`` in a run that
+reused a trained VAE (``vae_from``: it runs no VAE batches). A resumed run writes a new
 ``lightning_logs/version_*`` folder; the folders are merged in order, a later one's value winning at the same step.
 """
 
@@ -39,7 +40,7 @@ def _vae_steps(folder: Path) -> int:
     hparams = yaml.safe_load(path.read_text()) or {}
     if "vae_steps" not in hparams:
         raise ValueError(f"{path}: no vae_steps; is this an OfflineVariBAD run?")
-    return int(hparams["vae_steps"])
+    return 0 if hparams.get("vae_from") else int(hparams["vae_steps"])
 
 
 def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[int, float]]:
