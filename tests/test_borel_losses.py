@@ -372,3 +372,38 @@ def test_sac_update_steps_critics_then_actor_and_moves_targets_by_tau():
     for t0, t1, c in zip(target_before, sac.critics_target.parameters(), sac.critics.parameters()):
         assert torch.allclose(t1, 0.5 * t0 + 0.5 * c, atol=1e-6)
     assert all(p.requires_grad for p in sac.critics.parameters())  # re-enabled after the actor step
+
+
+def test_sac_act_with_samples_takes_the_critics_best_of_the_mean_and_the_draws_by_hand():
+    """``HyperStateSAC.act(samples=k)``: the candidates are tanh(mean) and tanh(mean + std * eps) for the generator's
+    draws eps; the action returned is the candidate with the largest min(Q1, Q2), per state."""
+    from torch import nn
+
+    from lit_offmeta.algorithms.borel.sac import HyperStateSAC
+
+    torch.manual_seed(0)
+    sac = HyperStateSAC(3, 2, hidden=(8,))
+
+    class Linear(nn.Module):  # Q(s, a) = w . a: the critics prefer actions along w
+        def __init__(self, w):
+            super().__init__()
+            self.w = torch.tensor(w)
+
+        def forward(self, x):
+            return (x[..., 3:] * self.w).sum(-1, keepdim=True)
+
+    sac.critics = nn.ModuleList([Linear([1.0, 0.0]), Linear([0.0, 1.0])])  # min(a_x, a_y)
+    states = torch.randn(4, 3)
+    k = 16
+    got = sac.act(states, samples=k, generator=torch.Generator().manual_seed(5))
+    mean, log_std = sac.actor.net(states).chunk(2, -1)
+    eps = torch.randn(4, k, 2, generator=torch.Generator().manual_seed(5))
+    candidates = torch.tanh(torch.cat([mean[:, None], mean[:, None] + log_std.exp()[:, None] * eps], 1))
+    q = torch.minimum(candidates[..., 0], candidates[..., 1])
+    expected = candidates[torch.arange(4), q.argmax(1)]
+    torch.testing.assert_close(got, expected)
+    assert (torch.minimum(got[:, 0], got[:, 1]) >= torch.minimum(*torch.tanh(mean).unbind(-1))).all()  # never worse
+    torch.testing.assert_close(sac.act(states), torch.tanh(mean))  # samples=0: the mean, as before
+    torch.testing.assert_close(sac.act(states, samples=0), torch.tanh(mean))
+    with pytest.raises(ValueError, match="samples must be >= 0"):
+        sac.act(states, samples=-1)

@@ -759,3 +759,22 @@ def test_vae_from_reuses_a_checkpoints_vae_and_starts_in_the_rl_stage(tmp_path):
     torch.save({"state_dict": {"agent.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="holds no pipeline VAE"):
         OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "other.ckpt"), **kw)
+
+
+def test_rl_action_samples_reach_the_evaluated_policy_repeat_exactly_and_are_refused_for_dqn():
+    family = get_family("point_robot_sparse")
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
+                           rl_action_samples=8, seed=3)
+    tasks = family.default_tasks()[:3]
+    policy = model.belief_policy()
+    assert policy.action_samples == 8 and model.belief_policy(action_samples=0).action_samples == 0
+    first = evaluate_trials(policy, family, tasks, 2, seed=0, record=True)
+    again = evaluate_trials(model.belief_policy(), family, tasks, 2, seed=0, record=True)
+    for a, b in zip(first.episodes, again.episodes):  # the draws restart from the seed at every reset
+        np.testing.assert_array_equal(a[1]["actions"], b[1]["actions"])
+    plain = evaluate_trials(model.belief_policy(action_samples=0), family, tasks, 2, seed=0, record=True)
+    assert not np.array_equal(first.episodes[0][0]["actions"], plain.episodes[0][0]["actions"])
+    with pytest.raises(ValueError, match="rl_action_samples must be >= 0, and 0 for a discrete family"):
+        OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, rl_action_samples=4)
+    with pytest.raises(ValueError, match="action_samples must be >= 0"):
+        BeliefPolicy(model.vae.encoder, model.agent, False, action_samples=-2)

@@ -83,6 +83,11 @@ class OfflineVariBAD(LightningModule):
             that steer to the goals the trial's rewards have not ruled out). They give the RL stage the beliefs an
             agent holds after its own fruitless search, which logged single-task trials never produce
             (docs/BOREL.md, eighteenth session). Low-dimensional goal families only.
+        rl_action_samples: SAC only: the evaluated agent acts with the action its critics value most among its mean
+            action and this many draws from its policy (:meth:`HyperStateSAC.act`), instead of the mean alone. Where
+            the critics value several directions (search either way along an arc), the Gaussian's mean can fall
+            between them onto the action they value least (docs/BOREL.md, eighteenth session). Training is
+            unchanged, so it can be set for a trained checkpoint (``diagnostics goal-found --action-samples``).
         vae_from: a pipeline checkpoint whose trained VAE this run reuses (loaded with ``weights_only=True``; the
             ``vae`` settings must match): the VAE stage is skipped and RL starts at once, so RL-stage arms can be
             compared on one belief.
@@ -117,6 +122,7 @@ class OfflineVariBAD(LightningModule):
         rl_reward_memory: bool = False,
         rl_eval_ema: Sequence[float] = (),
         rl_search_walks_per_task: int = 0,
+        rl_action_samples: int = 0,
         vae_from: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -143,6 +149,9 @@ class OfflineVariBAD(LightningModule):
             rl_algorithm = "dqn" if fam.discrete_actions else "sac"
         if rl_algorithm not in ("dqn", "sac"):
             raise ValueError(f"OfflineVariBAD: rl_algorithm must be 'auto', 'dqn' or 'sac', got {rl_algorithm!r}")
+        if rl_action_samples < 0 or (rl_action_samples and fam.discrete_actions):
+            raise ValueError(f"OfflineVariBAD: rl_action_samples must be >= 0, and 0 for a discrete family (a DQN acts "
+                             f"by the argmax of its Q-values already), got {rl_action_samples}")
         if rl_algorithm == "dqn" and not fam.discrete_actions:
             raise ValueError(
                 f"OfflineVariBAD: DQN needs discrete actions; family {fam.name!r} is continuous, use 'sac'"
@@ -301,12 +310,15 @@ class OfflineVariBAD(LightningModule):
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
         return self.belief_policy()
 
-    def belief_policy(self, ema: float | None = None) -> BeliefPolicy:
+    def belief_policy(self, ema: float | None = None, action_samples: int | None = None) -> BeliefPolicy:
         """The Bayes-adaptive policy on the last RL iterate, or on its moving average with decay ``ema`` (one of
-        ``rl_eval_ema``)."""
+        ``rl_eval_ema``); ``action_samples`` overrides ``rl_action_samples``."""
+        if action_samples is None:
+            action_samples = self.hparams.get("rl_action_samples", 0)  # absent from older checkpoints
         return BeliefPolicy(self.vae.encoder, self.rl_agent(ema), self.family.discrete_actions,
                             horizon=self._horizon(), belief_input=self.belief_input(),
-                            reward_memory=self.hparams.rl_reward_memory)
+                            reward_memory=self.hparams.rl_reward_memory, action_samples=action_samples,
+                            seed=self.hparams.seed)
 
     def rl_agent(self, ema: float | None = None) -> nn.Module:
         """The RL agent (``ema=None``) or its moving average with decay ``ema``."""

@@ -42,6 +42,10 @@ class BeliefPolicy:
             ``(mu, logvar)``).
         reward_memory: the agent also sees the trial's reward memory ``(found, s')`` (``relabel_states``'s
             ``reward_memory_input``), updated in :meth:`observe` and cleared only by :meth:`reset`.
+        action_samples: a continuous agent picks, of its mean action and this many draws from its policy, the one
+            its critics value most (:meth:`~lit_offmeta.algorithms.borel.sac.HyperStateSAC.act`); the draws come
+            from a generator seeded with ``seed`` at every :meth:`reset`, so a trial's evaluation repeats exactly.
+        seed: see ``action_samples``.
     """
 
     def __init__(
@@ -53,9 +57,16 @@ class BeliefPolicy:
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
         reward_memory: bool = False,
+        action_samples: int = 0,
+        seed: int = 0,
     ):
         if horizon is not None and horizon < 1:
             raise ValueError(f"BeliefPolicy: horizon must be >= 1 or None, got {horizon}")
+        if action_samples < 0 or (action_samples and discrete_actions):
+            raise ValueError(f"BeliefPolicy: action_samples must be >= 0, and 0 for discrete actions (a DQN acts by "
+                             f"the argmax of its Q-values already), got {action_samples}")
+        self.action_samples, self.seed = action_samples, seed
+        self.action_generator = torch.Generator()
         self.encoder = encoder.eval()
         self.agent = agent.eval()
         self.discrete_actions = discrete_actions
@@ -77,6 +88,7 @@ class BeliefPolicy:
         self.mu, self.logvar = self.encoder.belief(self.h)
         self.t = torch.zeros(num_envs, device=self.device)
         self.memory = None  # the reward memory, sized at the first observation
+        self.action_generator.manual_seed(self.seed)
 
     def _memory(self, obs: torch.Tensor) -> torch.Tensor | None:
         if not self.reward_memory:
@@ -96,7 +108,12 @@ class BeliefPolicy:
         time = self.t / self.horizon if self.horizon else None
         obs_t = self._tensor(obs, torch.float32)
         hyper = hyper_state(obs_t, mu, logvar, time, self.belief_input, self._memory(obs_t))
-        actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
+        if self.action_samples:
+            actions = self.agent.act(hyper, deterministic=self.deterministic, samples=self.action_samples,
+                                     generator=self.action_generator)
+        else:
+            actions = self.agent.act(hyper, deterministic=self.deterministic)
+        actions = actions.cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
     @torch.no_grad()

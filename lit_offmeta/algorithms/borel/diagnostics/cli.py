@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="another checkpoint whose policy drives the trials (--ckpt's belief reads its episodes)")
     g.add_argument("--ema", type=float, default=None,
                    help="drive the trials with the moving-average agent of this decay (the run's rl_eval_ema)")
+    g.add_argument("--action-samples", type=int, default=None,
+                   help="act by the critics' choice among the mean and this many policy draws (rl_action_samples)")
     a = sub.add_parser("arc-nll", help="PointRobot goal_arc belief: its goal-bin NLL against the exact posterior's")
     a.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint (point_robot_sparse, goal_arc decoder)")
     a.add_argument("--data", required=True, help="folder written by `lit-offmeta collect` (point_robot_sparse)")

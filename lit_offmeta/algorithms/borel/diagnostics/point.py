@@ -243,7 +243,8 @@ def decode_on_arc(vae, mu: torch.Tensor, arc: torch.Tensor) -> torch.Tensor:
     return vae.decoder(mu[:, None].to(device), arc[None].to(device)).cpu()
 
 
-def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None) -> dict:
+def goal_found_report(model, seed: int | None = None, paths=None, ema: float | None = None,
+                      action_samples: int | None = None) -> dict:
     """``goal-found``: one trial of two episodes per held-out goal of a sparse-PointRobot ``model``. The belief at
     the start of episode 2 "locates" the goal when the decoded reward ``r(mu, x)`` (with the ``"goal_arc"`` decoder:
     the probability of ``x``'s bin, :func:`decode_on_arc`), maximised over ``x`` on the goal arc, peaks within the
@@ -255,7 +256,9 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     over all trials). For the goals episode 1 misses, what the belief made of the fruitless search: the angle where
     its decoded reward peaks, and its mean decoded reward on the span that trial's episode 1 reached against the
     rest of the arc, next to the prior's on the same spans (:func:`searched_split`). ``ema``: the driving policy
-    acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate."""
+    acts with its moving-average agent of that decay (``rl_eval_ema``) instead of the last iterate.
+    ``action_samples``: the driving policy picks its actions by its critics among its mean and this many draws
+    (``rl_action_samples``; default: the checkpoint's own setting)."""
     from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
     family = model.family
@@ -265,7 +268,7 @@ def goal_found_report(model, seed: int | None = None, paths=None, ema: float | N
     paths = model if paths is None else paths
     tasks = [family.default_tasks()[i] for i in family.split().test]
     seed = paths.hparams.seed if seed is None else seed
-    result = evaluate_trials(paths.belief_policy(ema), family, tasks, 2, seed=seed, record=True)
+    result = evaluate_trials(paths.belief_policy(ema, action_samples), family, tasks, 2, seed=seed, record=True)
     arc = goal_arc()
     mu = belief_after(model.vae.encoder, family, [ep[0] for ep in result.episodes])  # the belief episode 2 starts with
     decoded = decode_on_arc(model.vae, mu, arc)  # [N, A]
@@ -385,4 +388,4 @@ def belief_support(args: argparse.Namespace) -> None:
 def goal_found(args: argparse.Namespace) -> None:
     """``goal-found``: :func:`goal_found_report` of a pipeline checkpoint, as JSON."""
     paths = load_pipeline(args.paths) if args.paths else None
-    print(json.dumps(goal_found_report(load_pipeline(args.ckpt), args.seed, paths, args.ema)))
+    print(json.dumps(goal_found_report(load_pipeline(args.ckpt), args.seed, paths, args.ema, args.action_samples)))
