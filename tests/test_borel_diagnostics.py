@@ -594,3 +594,37 @@ def test_belief_support_report_splits_a_models_trials_and_measures_them_against_
     np.testing.assert_allclose(beliefs.sum(-1), 1.0, atol=1e-5)
     with pytest.raises(SystemExit, match="goal_arc"):
         belief_support_report(OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0), trials)
+
+
+def test_mean_action_gaps_by_hand_and_the_report_covers_every_step():
+    """``mean-action``: with critics Q(s, a) = min(a_x, a_y), the gap is the best draw's value minus the mean action's
+    (never negative), and the report's episodes split the recorded steps of the agent's own trials."""
+    from torch import nn
+
+    from lit_offmeta.algorithms.borel.diagnostics.actor import mean_action_gaps, mean_action_report
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)})
+    agent = model.agent
+
+    class MinOfCoordinates(nn.Module):
+        def forward(self, x):
+            return torch.minimum(x[..., -2], x[..., -1])[..., None]
+
+    agent.critics = nn.ModuleList([MinOfCoordinates(), MinOfCoordinates()])
+    hyper = torch.randn(5, agent.cfg.input_dim)
+    got = mean_action_gaps(agent, hyper, 8, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        mean, log_std = agent.actor.net(hyper).chunk(2, -1)
+    eps = torch.randn(5, 8, 2, generator=torch.Generator().manual_seed(3))
+    draws = torch.tanh(mean[:, None] + log_std.exp()[:, None] * eps)
+    q_mean = torch.tanh(mean).min(-1).values
+    expected = (draws.min(-1).values.max(1).values - q_mean).clamp(min=0)
+    np.testing.assert_allclose(got["q_mean"], q_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got["gap"], expected.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["mean_norm"], torch.tanh(mean).abs().max(-1).values.numpy(), rtol=1e-6)
+    report = mean_action_report(model, samples=4)
+    assert report["tasks"] == len(model.family.split().test) and len(report["success"]) == 2
+    assert set(report["ep1"]) == {"gap_median", "steps_gap_over_threshold", "steps_parked", "parked_gap_over_threshold"}
+    assert "act" not in vars(agent)  # the recording wrapper is removed

@@ -704,6 +704,7 @@ def test_point_robot_arc_belief_config_builds_the_goal_arc_pipeline():
     model = OfflineVariBAD(**args)
     assert model.vae.decoder_kind == "goal_arc" and model.vae.encoder.aggregator == "max"
     assert model.vae.goal_classes == 20 and model.agent.cfg.input_dim == 2 + 20
+    assert model.belief_policy().action_samples == 32  # the critics pick among the mean and 32 draws
 
 
 def test_rl_search_walks_are_added_whole_to_the_rl_trials():

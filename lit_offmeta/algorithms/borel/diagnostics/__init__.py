@@ -44,6 +44,11 @@ meets? For the belief each held-out trial starts episode 2 with (split by whethe
 total-variation distance to the nearest belief the RL trials start episode 2 with, how many lie within ``--radius``,
 and how often their episode 2 paid: what SAC has to learn from at that belief.
 
+``mean-action`` (any SAC agent): along the agent's own trials on the held-out tasks, the critics' value of the
+actor's mean action against the best of ``--samples`` draws from its policy, per episode: how often a draw is worth
+``--threshold`` more, and how often the agent is parked (mean action below 0.1) where one is. A Gaussian's mean
+between two good actions is what ``rl_action_samples`` corrects.
+
 ``touches`` (sparse PointRobot): how often a logged path, relabelled for another training task, passes through
 that task's goal disc for a few steps and moves on: the evidence a belief needs to keep a goal touched once.
 
@@ -65,4 +70,5 @@ settings and ``state_dict``.
     python -m lit_offmeta.algorithms.borel.diagnostics arc-nll --ckpt <run>/checkpoints/<x>.ckpt --data data
     python -m lit_offmeta.algorithms.borel.diagnostics second-search --ckpt <run>/checkpoints/<x>.ckpt --data data
     python -m lit_offmeta.algorithms.borel.diagnostics belief-support --ckpt <run>/checkpoints/<x>.ckpt --data data
+    python -m lit_offmeta.algorithms.borel.diagnostics mean-action --ckpt <run>/checkpoints/<x>.ckpt --action-samples 0
 """

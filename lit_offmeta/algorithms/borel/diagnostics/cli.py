@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from lit_offmeta.algorithms.borel.diagnostics.actor import mean_action
 from lit_offmeta.algorithms.borel.diagnostics.grid import (
     belief,
     belief_error,
@@ -128,9 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     n.add_argument("--radius", type=float, default=0.3, help="total-variation distance that counts as a neighbour")
     n.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
     n.add_argument("--ema", type=float, default=None, help="drive the trials with this moving-average agent")
+    m = sub.add_parser("mean-action", help="SAC: does the mean action take what the critics value most?")
+    m.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint with a SAC agent")
+    m.add_argument("--samples", type=int, default=32, help="policy draws the mean action is compared with")
+    m.add_argument("--action-samples", type=int, default=None,
+                   help="how the agent acts along the trials (rl_action_samples; default: the checkpoint's)")
+    m.add_argument("--threshold", type=float, default=0.1, help="a Q-value gap that counts")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"train-vae": train_vae, "belief": belief, "exact-rl": exact_rl, "belief-error": belief_error,
      "belief-probe": belief_probe, "exact-eval": exact_eval, "coverage": coverage, "goal-found": goal_found,
      "arc-nll": arc_nll, "touches": touches, "second-search": second_search,
-     "belief-support": belief_support}[args.cmd](args)
+     "belief-support": belief_support, "mean-action": mean_action}[args.cmd](args)
