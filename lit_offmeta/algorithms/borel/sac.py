@@ -175,20 +175,28 @@ class HyperStateSAC(LightningModule):
         """Actions ``[N, d]`` in ``[-1, 1]`` (the tanh of the mean when deterministic).
 
         ``samples > 0`` (deterministic only): of the actor's mean action and ``samples`` draws from its Gaussian
-        (``generator``'s stream, on the CPU), the one the critics value most (the smaller of the two Q-values). Where
-        the Q-function has several good actions (search left or right along a goal arc), the Gaussian's mean can
-        fall between them onto one the critics rank lowest (docs/BOREL.md, eighteenth session)."""
+        (:meth:`scored_actions`), the one the critics value most. Where the Q-function has several good actions
+        (search left or right along a goal arc), the Gaussian's mean can fall between them onto one the critics rank
+        lowest (docs/BOREL.md, eighteenth session)."""
         if samples < 0:
             raise ValueError(f"HyperStateSAC.act: samples must be >= 0, got {samples}")
         if samples == 0 or not deterministic:
             return self.actor(hyper_obs, deterministic=deterministic)[0]
+        candidates, q = self.scored_actions(hyper_obs, samples, generator)
+        return candidates[torch.arange(len(candidates), device=q.device), q.argmax(dim=1)]
+
+    @torch.no_grad()
+    def scored_actions(self, hyper_obs: torch.Tensor, samples: int,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate actions ``[N, 1 + samples, d]``, the actor's mean action first and then ``samples`` draws from
+        its Gaussian (``generator``'s stream, drawn on the CPU), and their value ``[N, 1 + samples]`` under the
+        critics (the smaller of the two Q-values)."""
         mean, log_std = self.actor.net(hyper_obs).chunk(2, dim=-1)
         std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
         noise = torch.randn(mean.shape[0], samples, mean.shape[1], generator=generator).to(mean.device)
-        candidates = torch.tanh(torch.cat([mean[:, None], mean[:, None] + std[:, None] * noise], dim=1))  # [N, 1+k, d]
+        candidates = torch.tanh(torch.cat([mean[:, None], mean[:, None] + std[:, None] * noise], dim=1))
         states = hyper_obs[:, None].expand(-1, samples + 1, -1)
-        q = torch.minimum(*(self._q(net, states, candidates) for net in self.critics))  # [N, 1 + k]
-        return candidates[torch.arange(len(candidates), device=q.device), q.argmax(dim=1)]
+        return candidates, torch.minimum(*(self._q(net, states, candidates) for net in self.critics))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         metrics = self.update(batch, self.optimizers(), self.manual_backward)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
-from lit_offmeta.algorithms.borel.sac import LOG_STD_MAX, LOG_STD_MIN, HyperStateSAC
+from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 
 
 @torch.no_grad()
@@ -23,19 +23,10 @@ def mean_action_gaps(agent, hyper: torch.Tensor, samples: int, generator: torch.
     """Per hyper-state ``[N, d]`` of a :class:`HyperStateSAC`: ``q_mean``, the smaller critic's value of the mean
     action; ``gap``, the best such value among ``samples`` policy draws minus ``q_mean`` (0 when none is better);
     ``mean_norm``, the mean action's largest coordinate in absolute value (small: the agent barely moves)."""
-    mean, log_std = agent.actor.net(hyper).chunk(2, dim=-1)
-    std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-    noise = torch.randn(mean.shape[0], samples, mean.shape[1], generator=generator).to(mean.device)
-    draws = torch.tanh(mean[:, None] + std[:, None] * noise)
-
-    def q(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(*(agent._q(net, states, actions) for net in agent.critics))
-
-    q_mean = q(hyper, torch.tanh(mean))
-    q_draws = q(hyper[:, None].expand(-1, samples, -1), draws)
-    gap = (q_draws.max(dim=1).values - q_mean).clamp(min=0.0)
-    return {"q_mean": q_mean.cpu().numpy(), "gap": gap.cpu().numpy(),
-            "mean_norm": torch.tanh(mean).abs().max(dim=-1).values.cpu().numpy()}
+    candidates, q = agent.scored_actions(hyper, samples, generator)
+    gap = (q[:, 1:].max(dim=1).values - q[:, 0]).clamp(min=0.0)
+    return {"q_mean": q[:, 0].cpu().numpy(), "gap": gap.cpu().numpy(),
+            "mean_norm": candidates[:, 0].abs().max(dim=-1).values.cpu().numpy()}
 
 
 def mean_action_report(model, samples: int = 32, action_samples: int | None = None, threshold: float = 0.1,
