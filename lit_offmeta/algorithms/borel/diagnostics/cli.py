@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     n.add_argument("--radius", type=float, default=0.3, help="total-variation distance that counts as a neighbour")
     n.add_argument("--seed", type=int, default=None, help="rollout seed (default: the policy's)")
     n.add_argument("--ema", type=float, default=None, help="drive the trials with this moving-average agent")
+    n.add_argument("--walks-per-task", type=int, default=None,
+                   help="RL trials with this many search walks per goal (rl_search_walks_per_task; default: the run's)")
     m = sub.add_parser("mean-action", help="SAC: does the mean action take what the critics value most?")
     m.add_argument("--ckpt", required=True, help="an OfflineVariBAD checkpoint with a SAC agent")
     m.add_argument("--samples", type=int, default=32, help="policy draws the mean action is compared with")

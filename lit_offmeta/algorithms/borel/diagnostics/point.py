@@ -380,8 +380,10 @@ def arc_nll(args: argparse.Namespace) -> None:
 
 def belief_support(args: argparse.Namespace) -> None:
     """``belief-support``: :func:`belief_support_report` of a pipeline checkpoint, as JSON."""
-    report = belief_support_report(load_pipeline(args.ckpt), logged_training_trials(args.data), args.radius,
-                                   args.seed, args.ema)
+    model = load_pipeline(args.ckpt)
+    if args.walks_per_task is not None:  # the data side with this many search walks per goal instead
+        model.hparams.rl_search_walks_per_task = args.walks_per_task
+    report = belief_support_report(model, logged_training_trials(args.data), args.radius, args.seed, args.ema)
     print(json.dumps(report))
 
 
