@@ -67,15 +67,15 @@ def main(argv: list[str] | None = None) -> None:
         x = torch.cat([position, beliefs[t]])[None]
         mean, log_std = agent.actor.net(x).chunk(2, -1)
         std = log_std.exp()
-        draws = torch.tanh(mean + std * torch.randn(2000, 2, generator=generator))
+        _, q = agent.scored_actions(x, 2000, generator)  # the mean action's value, then 2000 draws'
         steps.append({
             "step": t, "at": polar(position.numpy()[None])[0],
             "belief_percent": np.round(beliefs[t].numpy() * 100).astype(int).tolist(),
             "mean_action": np.round(torch.tanh(mean)[0].numpy(), 2).tolist(),
             "std": np.round(std[0].numpy(), 2).tolist(),
             "q_moves": dict(zip([*COMPASS, "stay"], np.round(value(x, moves).numpy(), 2).tolist())),
-            "q_mean_action": round(float(value(x, torch.tanh(mean))[0]), 2),
-            "q_best_of_2000_draws": round(float(value(x, draws).max()), 2),
+            "q_mean_action": round(float(q[0, 0]), 2),
+            "q_best_of_2000_draws": round(float(q[0, 1:].max()), 2),
         })
     goal = tasks[i]["goal"]
     print(json.dumps({"goal_degrees": round(float(np.degrees(np.arctan2(goal[1], goal[0]))), 1),
