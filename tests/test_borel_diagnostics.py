@@ -457,7 +457,9 @@ def test_decode_on_arc_reads_each_arc_points_bin_with_the_goal_arc_decoder():
     model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]},
                            vae={"decoder": "goal_arc", "goal_bins": 4, "hidden_dim": 8, "kl_weight": 0.0})
     mu = torch.randn(3, 5)
-    arc = point.goal_arc(9)  # every 22.5 degrees: bins of 45 degrees hold 2, 2, 2 and 3 (with 180) points
+    # points inside the 45-degree bins (none on an edge, where float rounding decides), and both ends
+    degrees = torch.tensor([0.0, 20.0, 60.0, 80.0, 100.0, 130.0, 150.0, 170.0, 180.0])
+    arc = torch.stack([torch.cos(torch.deg2rad(degrees)), torch.sin(torch.deg2rad(degrees))], -1)
     with torch.no_grad():
         probs = torch.softmax(model.vae.decoder(mu), -1)
         prior = model.vae.encoder.belief(model.vae.encoder.initial_state(1))[0]
@@ -465,6 +467,24 @@ def test_decode_on_arc_reads_each_arc_points_bin_with_the_goal_arc_decoder():
     decoded = point.decode_on_arc(model.vae, mu, arc)
     assert torch.allclose(decoded, probs[:, [0, 0, 1, 1, 2, 2, 3, 3, 3]])
     assert point.goal_found_report(model)["decoded_peak_prior"] == round(float(prior_peak), 3)
+
+
+def test_decode_on_arc_bins_edge_points_as_the_vae_bins_its_targets():
+    """On a bin edge (45 degrees in float32, where numpy's SIMD arctan2 may land either side) the diagnostic reads
+    the bin that the VAE's own binning gives the same point: both go through goal_arc_bin."""
+    from lit_offmeta.algorithms.borel.diagnostics import point
+    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
+    from lit_offmeta.algorithms.borel.vae import goal_arc_bin
+
+    torch.manual_seed(0)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl={"hidden": [8]},
+                           vae={"decoder": "goal_arc", "goal_bins": 4, "hidden_dim": 8, "kl_weight": 0.0})
+    edges = torch.deg2rad(torch.tensor([45.0, 90.0, 135.0]))
+    arc = torch.stack([torch.cos(edges), torch.sin(edges)], -1)  # float32
+    mu = torch.randn(2, 5)
+    with torch.no_grad():
+        probs = torch.softmax(model.vae.decoder(mu), -1)
+    assert torch.equal(point.decode_on_arc(model.vae, mu, arc), probs[:, torch.as_tensor(goal_arc_bin(arc, 4))])
 
 
 def test_exact_task_posterior_keeps_the_tasks_whose_rewards_agree_with_every_step():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,9 +12,9 @@ from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty
 from lit_offmeta.algorithms.borel.sac import TanhGaussianActor, cql_uniform_penalty
 from lit_offmeta.algorithms.borel.vae import (
     BeliefVAE,
-    arc_bin,
     elbo_loss,
     gaussian_kl,
+    goal_arc_bin,
     kl_to_previous,
     posterior_entropy,
 )
@@ -138,12 +139,21 @@ def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():
 def test_goal_arc_decoder_decodes_the_bin_of_the_trials_goal_angle_once_per_belief():
     """decoder="goal_arc" (PointRobot): one categorical over equal bins of the semicircle, every belief decoding the
     bin of its trial's goal, -log softmax(logits)[bin], summed over the trial's beliefs, mean over trials."""
-    # 20 bins of 9 degrees; the ends stay in the end bins
-    angles = [0.0, math.radians(8.99), math.radians(9.0), math.pi / 2, math.pi, -0.1, 4.0]
-    assert arc_bin(angles, 20).tolist() == [0, 0, 1, 10, 19, 0, 19]
+    # 20 bins of 9 degrees, angles well inside their bins (never on an edge, where rounding decides); the ends,
+    # 180 degrees with a float32 sine of pi (slightly negative) included, and points below the axis stay in the
+    # end bins
+    degrees = [0.0, 4.5, 13.5, 94.5, 175.5, 180.0]
+    points = [[math.cos(math.radians(d)), math.sin(math.radians(d))] for d in degrees]
+    points += [[1.0, -0.1], [-1.0, -0.1]]
+    assert goal_arc_bin(np.array(points), 20).tolist() == [0, 0, 1, 10, 19, 19, 0, 19]
+    assert goal_arc_bin(torch.tensor(points, dtype=torch.float32), 20).tolist() == [0, 0, 1, 10, 19, 19, 0, 19]
     vae = BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=20, hidden_dim=16, kl_weight=0.0)
     assert vae.goal_classes == 20
-    by_hand = [int(math.degrees(math.atan2(t["goal"][1], t["goal"][0])) // 9) for t in vae.family.default_tasks()]
+    goals = [t["goal"] for t in vae.family.default_tasks()]
+    angles = [math.degrees(math.atan2(y, x)) for x, y in goals]
+    clear = [i for i, a in enumerate(angles) if 1e-6 < (a / 9) % 1 < 1 - 1e-6]  # off the edges: no rounding call
+    assert len(clear) == len(goals)  # the family's goals are random angles, none on an edge
+    by_hand = [int(a // 9) for a in angles]
     assert vae.goal_class.tolist() == by_hand
     logit = torch.arange(20, dtype=torch.float32) / 7
     with torch.no_grad():

@@ -31,10 +31,18 @@ from lit_offmeta.tasks.base import TaskFamily
 DecoderKind = Literal["auto", "cells", "next_obs", "transition", "goal_arc"]
 
 
-def arc_bin(angles: np.ndarray, bins: int) -> np.ndarray:
-    """Index of the bin of the upper semicircle ``[0, pi]`` (``bins`` equal bins) of each angle in radians; angles
-    outside ``[0, pi]`` fall in the end bins."""
-    return np.clip(np.floor(np.asarray(angles) / np.pi * bins), 0, bins - 1).astype(np.int64)
+def goal_arc_bin(points: np.ndarray | torch.Tensor, bins: int) -> np.ndarray:
+    """Index of the bin of the upper semicircle ``[0, pi]`` (``bins`` equal bins of angle) of each point ``[N, 2]``.
+
+    The one binning of the ``"goal_arc"`` decoder: the VAE's targets (the goals' classes) and every reading of a
+    decoded belief at arc points go through it, so the two never disagree on a label, whatever float rounding
+    puts a point on either side of a bin edge. The angle is taken in float64 of ``(x, |y|)``: a float32
+    ``sin(pi)`` is slightly negative and would otherwise put 180 degrees at -180. Angles past the ends (points
+    below the x-axis) fall in the end bins.
+    """
+    xy = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+    angles = np.arctan2(np.abs(xy[..., 1]), xy[..., 0])
+    return np.clip(np.floor(angles / np.pi * bins), 0, bins - 1).astype(np.int64)
 
 
 # --- pure losses ---------------------------------------------------------------------------------------------
@@ -235,8 +243,7 @@ class BeliefVAE(LightningModule):
         elif decoder == "goal_arc":
             self.decoder = CellRewardDecoder(latent_dim, goal_bins, decoder_hidden)  # one logit per bin
             goals = np.array([task["goal"] for task in fam.default_tasks()], dtype=np.float64)
-            angles = np.arctan2(goals[:, 1], goals[:, 0])
-            self.register_buffer("goal_class", torch.as_tensor(arc_bin(angles, goal_bins)), persistent=False)
+            self.register_buffer("goal_class", torch.as_tensor(goal_arc_bin(goals, goal_bins)), persistent=False)
         else:
             act_in = 0 if fam.discrete_actions else self.action_dim
             in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in

@@ -13,7 +13,7 @@ import torch
 
 from lit_offmeta.algorithms.borel.diagnostics.common import belief_after, load_pipeline
 from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
-from lit_offmeta.algorithms.borel.vae import arc_bin
+from lit_offmeta.algorithms.borel.vae import goal_arc_bin
 from lit_offmeta.data.relabel import TrialArrays, relabel_rewards
 from lit_offmeta.tasks import get_family
 
@@ -237,8 +237,7 @@ def decode_on_arc(vae, mu: torch.Tensor, arc: torch.Tensor) -> torch.Tensor:
     decoded reward there (``"next_obs"`` decoder), or the probability of the point's bin (``"goal_arc"``)."""
     device = next(vae.parameters()).device
     if vae.decoder_kind == "goal_arc":
-        # |y|: float32 sin(pi) is -9e-8, which would put 180 degrees at -180, in the first bin
-        bins = arc_bin(np.arctan2(np.abs(arc[:, 1].numpy()), arc[:, 0].numpy()), vae.cfg.goal_bins)
+        bins = goal_arc_bin(arc, vae.cfg.goal_bins)  # the VAE's own binning of its targets
         return vae.goal_map(mu.to(device)).cpu()[:, torch.as_tensor(bins)]
     return vae.decoder(mu[:, None].to(device), arc[None].to(device)).cpu()
 
