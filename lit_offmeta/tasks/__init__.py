@@ -1,23 +1,26 @@
 """Task families: the single source of truth for each family of MDPs (see :mod:`lit_offmeta.tasks.base`).
 
-Importing this package registers every family's environment with gymnasium, so after
-``import lit_offmeta.tasks`` both ``get_family("cheetah_vel").make_env(task)`` and
+Importing ``lit_offmeta`` (or this package) registers every family's environment with gymnasium, so after
+``import lit_offmeta`` both ``get_family("cheetah_vel").make_env(task)`` and
 ``gym.make("lit_offmeta/HalfCheetahVel-v0", task=task)`` work; without the import, gymnasium's module prefix
 does it: ``gym.make("lit_offmeta.tasks:lit_offmeta/HalfCheetahVel-v0", task=task)``.
 
-=========================  ======================================  =========  =======  =====
-family (``get_family``)    gymnasium id                            obs / act  horizon  tasks
-=========================  ======================================  =========  =======  =====
-``point_robot``            ``lit_offmeta/PointRobot-v0``           2 / 2      20       40
-``point_robot_sparse``     ``lit_offmeta/PointRobotSparse-v0``     2 / 2      60       100
-``grid_navi``              ``lit_offmeta/GridNavi-v0``             2 / 5 (d)  15       21
-``cheetah_vel``            ``lit_offmeta/HalfCheetahVel-v0``       20 / 6     200      40
-``cheetah_dir``            ``lit_offmeta/HalfCheetahDir-v0``       20 / 6     200      2
-``ant_dir``                ``lit_offmeta/AntDir-v0``               107 / 8    200      50
-``ant_semicircle``         ``lit_offmeta/AntSemiCircle-v0``        29 / 8     200      50
-``ant_semicircle_sparse``  ``lit_offmeta/AntSemiCircleSparse-v0``  29 / 8     200      50
-``walker_params``          ``lit_offmeta/Walker2dParams-v0``       18 / 6     200      50
-=========================  ======================================  =========  =======  =====
+Without ``task=``, ``gym.make`` builds the family's default task: task 0 of ``default_tasks()``, the task that
+``lit-offmeta collect`` stores as ``task_0000-v0`` (last column; goals and angles rounded here).
+
+=========================  ======================================  =========  =======  =====  =========================
+family (``get_family``)    gymnasium id                            obs / act  horizon  tasks  default task
+=========================  ======================================  =========  =======  =====  =========================
+``point_robot``            ``lit_offmeta/PointRobot-v0``           2 / 2      20       40     goal (-0.928, 0.374)
+``point_robot_sparse``     ``lit_offmeta/PointRobotSparse-v0``     2 / 2      60       100    goal (-0.928, 0.374)
+``grid_navi``              ``lit_offmeta/GridNavi-v0``             2 / 5 (d)  15       21     goal cell (0, 2)
+``cheetah_vel``            ``lit_offmeta/HalfCheetahVel-v0``       20 / 6     200      40     velocity 0.075
+``cheetah_dir``            ``lit_offmeta/HalfCheetahDir-v0``       20 / 6     200      2      direction 1 (forward)
+``ant_dir``                ``lit_offmeta/AntDir-v0``               107 / 8    200      50     angle 5.517
+``ant_semicircle``         ``lit_offmeta/AntSemiCircle-v0``        29 / 8     200      50     goal (-0.928, 0.374)
+``ant_semicircle_sparse``  ``lit_offmeta/AntSemiCircleSparse-v0``  29 / 8     200      50     goal (-0.928, 0.374)
+``walker_params``          ``lit_offmeta/Walker2dParams-v0``       18 / 6     200      50     scales: first seeded draw
+=========================  ======================================  =========  =======  =====  =========================
 
 (d): discrete actions. Multi-episode (BAMDP) trials: :func:`make_trial_env` / :class:`TrialWrapper`.
 """
@@ -59,24 +62,22 @@ def get_family(name: str | TaskFamily) -> TaskFamily:
     return FAMILIES[name]()
 
 
-def _register(env_id: str, entry_point: str, horizon: int, **kwargs) -> None:
-    if env_id not in gym.registry:
-        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=horizon, kwargs=kwargs)
+def _register(family: type[TaskFamily], entry_point: str, **kwargs) -> None:
+    # The default task rides in the spec's kwargs, so ``gym.make(env_id)`` works and ``task=`` overrides it.
+    if family.env_id not in gym.registry:
+        kwargs["task"] = family().default_tasks()[0]
+        gym.register(id=family.env_id, entry_point=entry_point, max_episode_steps=family.horizon, kwargs=kwargs)
 
 
-_register(PointRobot.env_id, "lit_offmeta.tasks.point_robot:PointRobotEnv", PointRobot.horizon, sparse=False)
-_register(
-    PointRobotSparse.env_id, "lit_offmeta.tasks.point_robot:PointRobotEnv", PointRobotSparse.horizon, sparse=True
-)
-_register(GridNavi.env_id, "lit_offmeta.tasks.grid_navi:GridNaviEnv", GridNavi.horizon)
-_register(HalfCheetahVel.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahVelEnv", HalfCheetahVel.horizon)
-_register(HalfCheetahDir.env_id, "lit_offmeta.tasks.cheetah:HalfCheetahDirEnv", HalfCheetahDir.horizon)
-_register(AntDir.env_id, "lit_offmeta.tasks.ant:AntDirEnv", AntDir.horizon)
-_register(AntSemiCircle.env_id, "lit_offmeta.tasks.ant:AntSemiCircleEnv", AntSemiCircle.horizon)
-_register(Walker2dParams.env_id, "lit_offmeta.tasks.walker:Walker2dParamsEnv", Walker2dParams.horizon)
-_register(
-    AntSemiCircleSparse.env_id, "lit_offmeta.tasks.ant:AntSemiCircleSparseEnv", AntSemiCircleSparse.horizon
-)
+_register(PointRobot, "lit_offmeta.tasks.point_robot:PointRobotEnv", sparse=False)
+_register(PointRobotSparse, "lit_offmeta.tasks.point_robot:PointRobotEnv", sparse=True)
+_register(GridNavi, "lit_offmeta.tasks.grid_navi:GridNaviEnv")
+_register(HalfCheetahVel, "lit_offmeta.tasks.cheetah:HalfCheetahVelEnv")
+_register(HalfCheetahDir, "lit_offmeta.tasks.cheetah:HalfCheetahDirEnv")
+_register(AntDir, "lit_offmeta.tasks.ant:AntDirEnv")
+_register(AntSemiCircle, "lit_offmeta.tasks.ant:AntSemiCircleEnv")
+_register(AntSemiCircleSparse, "lit_offmeta.tasks.ant:AntSemiCircleSparseEnv")
+_register(Walker2dParams, "lit_offmeta.tasks.walker:Walker2dParamsEnv")
 
 __all__ = [
     "FAMILIES",
