@@ -9,6 +9,14 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+# Imported so that their classes are subclasses the parser knows: `--model MACAW` and `--data TrialDataModule`
+# resolve by short name, and `fit --help` lists them under "known subclasses".
+import lit_offmeta.algorithms  # noqa: F401, E402
+import lit_offmeta.algorithms.borel.pipeline  # noqa: F401, E402
+import lit_offmeta.callbacks  # noqa: F401, E402
+import lit_offmeta.datamodules  # noqa: F401, E402
+import lit_offmeta.datamodules.trajectory  # noqa: F401, E402
+
 DESCRIPTION = """lit-offmeta: offline meta-RL with PyTorch Lightning.
 
 Subcommands:
@@ -20,7 +28,8 @@ Subcommands:
 
 
 class OffMetaCLI(LightningCLI):
-    """LightningCLI with the project's defaults: any LightningModule/LightningDataModule by class path.
+    """LightningCLI with the project's defaults: any LightningModule/LightningDataModule by class path, the
+    library's own also by class name (``--model MACAW --data OfflineMetaDataModule``).
 
     Observation and action sizes are written explicitly in each config (``model.init_args.obs_dim`` /
     ``action_dim``) rather than linked from the datamodule: linking would make every model class accept those
