@@ -57,6 +57,24 @@ def test_cli_fit_then_test_writes_report(tmp_path):
     assert (reports[-1].parent / "report.md").exists() and (reports[-1].parent / "adaptation.png").exists()
 
 
+@pytest.mark.slow
+def test_tiny_path_collect_fit_test_with_the_shipped_configs_alone(tmp_path, monkeypatch):
+    """The README's first run, verbatim: collect the tiny preset, fit and test with the tiny config, no overrides."""
+    monkeypatch.chdir(tmp_path)  # the configs' relative paths (data/tiny/, lightning_logs/) land in tmp_path
+    tiny = str(ROOT / "configs" / "macaw" / "point_robot_tiny.yaml")
+    main(["collect", "--config", str(ROOT / "configs" / "collect" / "point_robot_tiny.yaml"), "--no-progress"])
+    assert len(list((tmp_path / "data" / "tiny" / "point_robot").glob("task_*"))) == 3
+    main(["fit", "--config", tiny, "--trainer.enable_progress_bar=false"])
+    run = tmp_path / "lightning_logs" / "macaw_point_robot_tiny" / "version_0"
+    assert (run / "adaptation.png").exists(), "the evaluator ran during fit"
+    main(["test", "--config", tiny, "--trainer.enable_progress_bar=false",
+          f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    metrics = json.loads((tmp_path / "lightning_logs" / "macaw_point_robot_tiny" / "version_1" / "metrics.json")
+                         .read_text())
+    assert metrics["settings"]["stage"] == "test" and [t["task_id"] for t in metrics["tasks"]] == [2]
+    assert sorted(int(k) for k in metrics["curve"]) == [0, 1, 5]
+
+
 def test_cheetah_ood_finetune_config_combines_with_the_macaw_config(capsys):
     """The fine-tuning config overrides the datamodule's split and adds its callbacks to the MACAW config."""
     macaw = ROOT / "configs" / "macaw" / "cheetah_vel.yaml"
