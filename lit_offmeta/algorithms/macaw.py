@@ -502,6 +502,9 @@ class MACAW(LightningModule):
         for prefix, lrs in (("value", self.value_lrs), ("policy", self.policy_lrs)):
             for name, lr in lrs().items():
                 log[f"train/inner_lr/{prefix}.{name}"] = lr.detach()
+        # the two meta-losses in the progress bar; the diagnostics go to the logger only
+        shown = ("train/loss_value", "train/loss_policy")
+        self.log_dict({k: log.pop(k) for k in shown}, batch_size=num_tasks, prog_bar=True)
         self.log_dict(log, batch_size=num_tasks)
 
 

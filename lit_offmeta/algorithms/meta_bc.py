@@ -145,6 +145,7 @@ class MetaBC(LightningModule):
             log["train/inner/loss_policy"] = inner_losses[0].detach().mean()
         for name, lr in self.policy_lrs().items():
             log[f"train/inner_lr/policy.{name}"] = lr.detach()
+        self.log("train/loss_policy", log.pop("train/loss_policy"), batch_size=batch.num_tasks, prog_bar=True)
         self.log_dict(log, batch_size=batch.num_tasks)
         return loss
 

@@ -96,15 +96,10 @@ class MultiTaskAWR(LightningModule):
         """AWR on K tasks' pooled transitions (support and query alike): value loss + policy loss."""
         data = {k: torch.cat([batch.support[k], batch.query[k]], dim=1) for k in VALUE_KEYS}  # [K, B_in + B_out]
         loss_value, loss_policy, weights = self.losses(self.value, self.policy, data, self.value_target)
-        self.log_dict(
-            {
-                "train/loss_value": loss_value.detach(),
-                "train/loss_policy": loss_policy.detach(),
-                "train/awr_weight_mean": weights.mean(),
-                "train/awr_weight_max": weights.max(),
-            },
-            batch_size=batch.num_tasks,
-        )
+        self.log_dict({"train/loss_value": loss_value.detach(), "train/loss_policy": loss_policy.detach()},
+                      batch_size=batch.num_tasks, prog_bar=True)
+        self.log_dict({"train/awr_weight_mean": weights.mean(), "train/awr_weight_max": weights.max()},
+                      batch_size=batch.num_tasks)
         return loss_value + loss_policy
 
     def losses(

@@ -243,8 +243,9 @@ class OfflinePEARL(LightningModule):
 
     def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
         out = self.compute_losses(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in out.items() if k != "loss"}, batch_size=batch.num_tasks)
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch.num_tasks)
+        for k, v in out.items():  # the total, the critic's and the actor's losses in the progress bar
+            self.log(f"train/{k}", v.detach(), prog_bar=k in ("loss", "loss_critic", "loss_actor"),
+                     batch_size=batch.num_tasks)
         # DDP averages gradients over ranks. The critic and actor terms are means over transitions, so the
         # average is the mean over every rank's tasks; the KL is a SUM over tasks, so it is scaled by the world
         # size to stay the sum over every rank's tasks, as if one process had seen them all.

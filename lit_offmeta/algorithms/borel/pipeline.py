@@ -290,7 +290,8 @@ class OfflineVariBAD(LightningModule):
             metrics = self.agent.update(rl_batch, agent_opts, self.manual_backward)  # stage 3: RL
             for average in self.agent_ema:
                 average.update_parameters(self.agent)
-            self.log_dict({f"train/rl/{k}": v for k, v in metrics.items()}, prog_bar=False)
+            for k, v in metrics.items():  # the RL losses (loss_q, or loss_critic and loss_actor) in the progress bar
+                self.log(f"train/rl/{k}", v, prog_bar=k.startswith("loss_"))
         self.updates += 1
         rl_done = int(self.updates) - hp.vae_steps
         finished = rl_done >= hp.rl_steps
