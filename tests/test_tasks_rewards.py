@@ -109,6 +109,25 @@ def test_missing_task_parameter_is_a_clear_error(name):
         family.validate_task([1.0, 2.0])
 
 
+def _leaves_replaced(value, leaf):
+    return [_leaves_replaced(v, leaf) for v in value] if isinstance(value, list) else leaf(value)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_unknown_keys_strings_and_bools_are_refused(name):
+    """A misspelt extra key names the allowed ones; '1.0' and True are not coerced into numbers."""
+    family = get_family(name)
+    task = family.default_tasks()[0]
+    keys = sorted(task)
+    with pytest.raises(ValueError, match=rf"unknown parameter\(s\) \['velocty'\]; the parameters are \[.*'{keys[0]}'"):
+        family.validate_task({**task, "velocty": 1.0})
+    for leaf in (str, lambda v: True, np.bool_):
+        bad = {**task, keys[0]: _leaves_replaced(task[keys[0]], leaf)}
+        with pytest.raises(ValueError, match=rf"'{keys[0]}'.*(number|integers|1 or -1)"):
+            family.validate_task(bad)
+    assert family.validate_task(task) == task
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_vectorised_termination_equals_step_termination(name):
     """family.terminated(...) over a rollout reproduces step()'s terminated flags (relabelling needs it)."""

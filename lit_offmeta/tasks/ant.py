@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from lit_offmeta.tasks.base import Task, TaskSplit, require_finite_in_range, require_keys
+from lit_offmeta.tasks.base import Task, TaskSplit, require_finite_in_range, require_keys, require_number_array
 from lit_offmeta.tasks.mujoco import (
     MujocoTaskFamily,
     TaskMujocoEnv,
@@ -129,12 +129,7 @@ class AntSemiCircle(MujocoTaskFamily):
 
     def validate_task(self, task: Task) -> Task:
         task = require_keys(self.name, task, ["goal"])
-        try:
-            goal = np.asarray(task["goal"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name}: task parameter 'goal' must be [x, y], got {task['goal']!r}") from None
-        if goal.shape != (2,):
-            raise ValueError(f"{self.name}: task parameter 'goal' must have shape (2,), got {goal.shape}")
+        goal = require_number_array(self.name, "goal", task["goal"], (2,))
         task["goal"] = [
             require_finite_in_range(self.name, f"goal[{i}]", g, -GOAL_LIMIT, GOAL_LIMIT) for i, g in enumerate(goal)
         ]

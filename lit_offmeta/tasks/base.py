@@ -9,8 +9,9 @@ function that ``env.step()``, reward relabelling and the tests all call.
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -156,24 +157,64 @@ class TaskFamily(ABC):
 
 
 def require_keys(family: str, task: Any, keys: Sequence[str]) -> dict[str, Any]:
-    """Check that ``task`` is a mapping holding ``keys``; raise a ``ValueError`` naming what is missing."""
+    """Check that ``task`` is a mapping holding exactly ``keys``; raise a ``ValueError`` naming what is wrong.
+
+    An unknown key is refused rather than ignored: it is usually a misspelt parameter (``"velocty"``) or the
+    task of another family, and a task dict is stored with the data, so it must mean what it says.
+    """
     if not isinstance(task, dict):
         raise ValueError(f"{family}: a task must be a dict of parameters, got {type(task).__name__}")
     missing = [k for k in keys if k not in task]
     if missing:
         raise ValueError(f"{family}: task {task!r} lacks parameter(s) {missing}; expected keys {list(keys)}")
+    unknown = [k for k in task if k not in keys]
+    if unknown:
+        raise ValueError(
+            f"{family}: the task has unknown parameter(s) {unknown}; the parameters are {list(keys)}"
+        )
     return dict(task)
 
 
+def is_number(value: Any) -> bool:
+    """An int or float (Python or numpy), but not a bool (``True`` is an ``int`` in Python) or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def require_finite_in_range(family: str, key: str, value: Any, low: float, high: float) -> float:
-    """A scalar task parameter, checked to be a finite number in ``[low, high]``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{family}: task parameter {key!r} must be a number, got {value!r}") from None
+    """A scalar task parameter, checked to be a finite number (not a string or bool) in ``[low, high]``."""
+    if not is_number(value):
+        raise ValueError(f"{family}: task parameter {key!r} must be a number, got {value!r}")
+    value = float(value)
     if not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{family}: task parameter {key!r}={value} is outside [{low}, {high}]")
     return value
+
+
+def require_number_array(family: str, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A task parameter holding numbers (no strings, no bools) in a (nested) list of ``shape``, as float64."""
+
+    def leaves(v: Any) -> Iterator[Any]:
+        if isinstance(v, np.ndarray):
+            yield from (v.ravel().tolist() if v.dtype.kind in "iuf" else [v.dtype])
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                yield from leaves(item)
+        else:
+            yield v
+
+    bad = next((leaf for leaf in leaves(value) if not is_number(leaf)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{family}: task parameter {key!r} must be a (nested) list of numbers of shape {shape}, not strings "
+            f"or bools; got {bad!r} in {value!r}"
+        )
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"{family}: task parameter {key!r} must have shape {shape}, got {value!r}") from None
+    if array.shape != shape:
+        raise ValueError(f"{family}: task parameter {key!r} must have shape {shape}, got {array.shape}")
+    return array
 
 
 def split_by_range(

@@ -40,6 +40,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from lit_offmeta.tasks.base import (
     Task,
     TaskSplit,
+    is_number,
     require_finite_in_range,
     require_keys,
     split_by_range,
@@ -160,7 +161,7 @@ class HalfCheetahDir(_CheetahFamily):
     def validate_task(self, task: Task) -> Task:
         task = require_keys(self.name, task, ["direction"])
         direction = task["direction"]
-        if isinstance(direction, bool) or direction not in (1, -1):
+        if not is_number(direction) or direction not in (1, -1):
             raise ValueError(f"{self.name}: task parameter 'direction' must be 1 or -1, got {direction!r}")
         task["direction"] = int(direction)
         return task

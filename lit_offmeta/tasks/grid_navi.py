@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from lit_offmeta.tasks.base import Task, TaskFamily, require_keys
+from lit_offmeta.tasks.base import Task, TaskFamily, require_keys, require_number_array
 
 GRID_SIZE = 5
 # up, right, down, left as (dx, dy); index 0 is the no-op.
@@ -73,10 +73,11 @@ class GridNavi(TaskFamily):
         task = require_keys(self.name, task, ["goal"])
         goal = task["goal"]
         try:
-            cell = tuple(int(g) for g in goal)
-        except (TypeError, ValueError):
+            values = require_number_array(self.name, "goal", goal, (2,))
+        except ValueError:
             raise ValueError(f"{self.name}: task parameter 'goal' must be two integers, got {goal!r}") from None
-        if len(cell) != 2 or cell not in GOAL_CELLS or any(float(g) != int(g) for g in goal):
+        cell = tuple(int(g) for g in values)
+        if cell not in GOAL_CELLS or any(float(g) != int(g) for g in values):
             raise ValueError(f"{self.name}: goal {goal!r} is not one of the {len(GOAL_CELLS)} goal cells")
         task["goal"] = list(cell)
         return task

@@ -14,7 +14,14 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit, require_finite_in_range, require_keys
+from lit_offmeta.tasks.base import (
+    Task,
+    TaskFamily,
+    TaskSplit,
+    require_finite_in_range,
+    require_keys,
+    require_number_array,
+)
 
 ACTION_SCALE = 0.1
 GOAL_RADIUS = 0.2
@@ -72,9 +79,7 @@ class PointRobot(TaskFamily):
 
     def validate_task(self, task: Task) -> Task:
         task = require_keys(self.name, task, ["goal"])
-        goal = np.asarray(task["goal"], dtype=np.float64)
-        if goal.shape != (2,):
-            raise ValueError(f"{self.name}: task parameter 'goal' must have shape (2,), got {goal.shape}")
+        goal = require_number_array(self.name, "goal", task["goal"], (2,))
         for i, g in enumerate(goal):
             require_finite_in_range(self.name, f"goal[{i}]", g, -POSITION_LIMIT, POSITION_LIMIT)
         task["goal"] = [float(g) for g in goal]

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
-from lit_offmeta.tasks.base import Task, TaskSplit, require_keys
+from lit_offmeta.tasks.base import Task, TaskSplit, require_keys, require_number_array
 from lit_offmeta.tasks.mujoco import (
     MujocoTaskFamily,
     TaskMujocoEnv,
@@ -83,14 +83,7 @@ class Walker2dParams(MujocoTaskFamily):
     def validate_task(self, task: Task) -> Task:
         task = require_keys(self.name, task, list(PARAMETERS))
         for key, (shape, base, _) in PARAMETERS.items():
-            try:
-                value = np.asarray(task[key], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{self.name}: task parameter {key!r} must be a (nested) list of numbers of shape {shape}"
-                ) from None
-            if value.shape != shape:
-                raise ValueError(f"{self.name}: task parameter {key!r} must have shape {shape}, got {value.shape}")
+            value = require_number_array(self.name, key, task[key], shape)
             # A hair of slack so that factors that went through a JSON round trip still pass.
             low, high = base**-LOG_SCALE_LIMIT * (1 - 1e-9), base**LOG_SCALE_LIMIT * (1 + 1e-9)
             bad = ~np.isfinite(value) | (value < low) | (value > high)
