@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lit_offmeta.data.buffer import TaskBuffer
+from lit_offmeta.data.buffer import MAX_ABS_VALUE, TaskBuffer
 from lit_offmeta.data.packed import PackedTasks, check_consistent_dims
 from lit_offmeta.data.synthetic import synthetic_episodes
 
@@ -178,7 +178,7 @@ def test_batch_larger_than_data_is_refused():
 def test_nan_and_tiny_tasks_are_refused():
     eps = synthetic_episodes(0, 2, 5)
     eps[1]["rewards"][2] = np.nan
-    with pytest.raises(ValueError, match=r"field 'rewards' holds NaN or inf \(first at transition 7\)"):
+    with pytest.raises(ValueError, match=r"field 'rewards' holds NaN or inf at transition 7 \(episode 1, step 2\)"):
         TaskBuffer.from_episodes(eps, {}, 0, "point_robot")
     with pytest.raises(ValueError, match="has 1 transition"):
         TaskBuffer.from_episodes(synthetic_episodes(0, 1, 1), {}, 0, "point_robot")
@@ -188,6 +188,31 @@ def test_nan_and_tiny_tasks_are_refused():
     bad["observations"] = bad["observations"][:-1]
     with pytest.raises(ValueError, match=r"'observations' must be \[T \+ 1, obs_dim\]"):
         TaskBuffer.from_episodes([bad], {}, 0, "point_robot")
+
+
+def test_finite_but_extreme_values_are_refused_on_every_construction_path():
+    """A reward of 1e20 is finite but squares to inf in float32: refused, naming field, row, episode and fix."""
+    eps = synthetic_episodes(0, 3, 5)
+    eps[1]["rewards"][3] = 1e20
+    with pytest.raises(
+        ValueError,
+        match=r"field 'rewards' holds 1e\+20 at transition 8 \(episode 1, step 3\), beyond the bound .*rescale",
+    ):
+        TaskBuffer.from_episodes(eps, {}, 0, "point_robot", source="/data/task_0000-v0")
+    # The packed-cache path (TaskBuffer.from_block) runs the same check on the stored block.
+    good = TaskBuffer.from_episodes(synthetic_episodes(0, 3, 5), {}, 0, "point_robot", source="/data/x")
+    block = good.transition_block().copy()
+    block[11, good.block_columns()["next_obs"].start + 1] = -3 * MAX_ABS_VALUE
+    where = r"^/data/x .*field 'next_obs' holds -3e\+06 at transition 11 \(episode 2, step 1\)"
+    with pytest.raises(ValueError, match=where):
+        TaskBuffer.from_block(block, 2, False, good.episode_starts, good.behaviour_steps, {}, 0, "point_robot",
+                              source="/data/x")
+    block[11] = good.transition_block()[11]
+    block[4, 0] = np.inf
+    with pytest.raises(ValueError, match=r"field 'obs' holds NaN or inf at transition 4 \(episode 0, step 4\)"):
+        TaskBuffer.from_block(block, 2, False, good.episode_starts, good.behaviour_steps, {}, 0, "point_robot")
+    block[4, 0] = MAX_ABS_VALUE / 2  # large but within the bound: accepted
+    assert TaskBuffer.from_block(block, 2, False, good.episode_starts, good.behaviour_steps, {}, 0, "f").obs[4, 0] > 0
 
 
 def test_inconsistent_dims_across_tasks_are_refused():

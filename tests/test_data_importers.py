@@ -244,3 +244,59 @@ def test_task_spec_files(tmp_path):
     (tmp_path / "bad2.json").write_text("[1, 2")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_task_specs(tmp_path / "bad2.json")
+
+
+def test_importer_errors_name_the_file_and_field(tmp_path):
+    """An .npz saved as obs.npy, string arrays, bad hdf5 dtypes and extreme values: a ValueError naming the file."""
+    _write_npy_dir(tmp_path / "a", synthetic_episodes(0, 2, 5))
+    obs = np.load(tmp_path / "a" / "obs.npy")
+    with open(tmp_path / "a" / "obs.npy", "wb") as f:
+        np.savez(f, obs=obs)
+    with pytest.raises(ValueError, match=r"a/obs.npy is an .npz archive \(arrays \['obs'\]\), not a .npy array"):
+        read_npy_task_dir(tmp_path / "a", trajectory_len=5)
+    np.save(tmp_path / "a" / "obs.npy", obs.astype(str))
+    with pytest.raises(ValueError, match=r"a/obs.npy: the array has dtype <U\d+, not numbers"):
+        read_npy_task_dir(tmp_path / "a", trajectory_len=5)
+    obs[6, 1] = 1e20
+    np.save(tmp_path / "a" / "obs.npy", obs)
+    with pytest.raises(ValueError, match=r"a/obs.npy: field 'obs' holds 1e\+20 at row 6, beyond the bound"):
+        read_npy_task_dir(tmp_path / "a", trajectory_len=5)
+
+    _write_macaw_file(tmp_path / "b.hdf5", synthetic_episodes(0, 2, 5))
+    with h5py.File(tmp_path / "b.hdf5", "a") as f:
+        rewards = f["rewards"][()]
+        del f["rewards"]
+        f.create_dataset("rewards", data=rewards.astype("S8"))
+    with pytest.raises(ValueError, match=r"b.hdf5: dataset 'rewards' has dtype \|S8, not numbers"):
+        read_macaw_hdf5(tmp_path / "b.hdf5")
+    with h5py.File(tmp_path / "b.hdf5", "a") as f:
+        del f["rewards"]
+        rewards = rewards.astype(np.float64)
+        rewards[3, 0] = 1e39  # finite in the file, inf once cast to float32
+        f.create_dataset("rewards", data=rewards)
+    with pytest.raises(ValueError, match=r"b.hdf5: field 'rewards' holds 1e\+39, which overflows float32, at row 3"):
+        read_macaw_hdf5(tmp_path / "b.hdf5")
+    with h5py.File(tmp_path / "b.hdf5", "a") as f:
+        del f["discount_factor"]
+        f.create_dataset("discount_factor", data=[GAMMA, GAMMA])
+    with pytest.raises(ValueError, match=r"b.hdf5: dataset 'discount_factor' must be one number"):
+        read_macaw_hdf5(tmp_path / "b.hdf5")
+
+
+def test_relative_paths_work_through_the_python_api(tmp_path, monkeypatch):
+    """write_task_dataset and both importers with a relative root (and relative sources) from the current folder."""
+    from lit_offmeta.data.storage import write_task_dataset
+    from lit_offmeta.tasks import get_family
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
+    path = write_task_dataset("out", "point_robot", 0, get_family("point_robot").default_tasks()[0],
+                              synthetic_episodes(0, 2, 5))
+    assert path == tmp_path / "out" / "point_robot" / "task_0000-v0"
+    _write_macaw_file(tmp_path / "b.hdf5", synthetic_episodes(1, 2, 5))
+    import_macaw_buffers("out", "point_robot", {1: "b.hdf5"}, [{"goal": [1, 0]}, {"goal": [0, 1]}])
+    _write_npy_dir(tmp_path / "src" / "seed_1_goal_0.6_0.8", synthetic_episodes(2, 2, 5))
+    import_npy_task_dirs("out_sparse", "point_robot_sparse", "src", trajectory_len=5)
+    assert [b.task_index for b in load_task_buffers("out", "point_robot")] == [0, 1]
+    (buf,) = load_task_buffers("out_sparse", "point_robot_sparse")
+    assert buf.task == {"goal": [0.6, 0.8]} and len(buf) == 10

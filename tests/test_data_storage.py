@@ -223,6 +223,36 @@ def test_bad_episodes_are_refused_before_anything_is_written(tmp_path):
     assert list_task_datasets(tmp_path, FAMILY) == {}
 
 
+def test_extreme_values_are_refused_on_write_and_on_load(tmp_path):
+    """Write: checked in the values' own dtype (a float64 that overflows float32 is named as such). Load: a
+    source edited on disk to hold 1e20 is refused through Minari's reader and through the cache alike."""
+    eps = synthetic_episodes(0, 3, 5)
+    eps[2]["rewards"] = eps[2]["rewards"].astype(np.float64)
+    eps[2]["rewards"][1] = 1e39
+    with pytest.raises(
+        ValueError,
+        match=r"writing .*task_0000-v0: task 0, episode 2: field 'rewards' holds 1e\+39, which overflows float32, "
+        r"at step 1, beyond the bound",
+    ):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), eps)
+    eps[2]["rewards"][1] = -1e20
+    with pytest.raises(ValueError, match=r"field 'rewards' holds -1e\+20 at step 1, beyond the bound"):
+        write_task_dataset(tmp_path, FAMILY, 0, _task(0), eps)
+    assert list_task_datasets(tmp_path, FAMILY) == {}
+
+    import h5py
+
+    path, _ = _write(tmp_path, 2)
+    with h5py.File(path / "data" / "main_data.hdf5", "r+") as f:
+        f["episode_1/rewards"][2] = 1e20
+    for use_cache in (True, False):
+        with pytest.raises(
+            ValueError, match=r"task_0002-v0 \(family 'point_robot', task 2\): field 'rewards' holds 1e\+20 at "
+            r"transition 7 \(episode 1, step 2\)"
+        ):
+            load_task_buffers(tmp_path, FAMILY, [2], use_cache=use_cache)
+
+
 def test_dataset_of_another_family_is_refused(tmp_path):
     path, _ = _write(tmp_path, 0)
     with pytest.raises(ValueError, match="holds family 'point_robot', expected 'point_robot_sparse'"):

@@ -21,6 +21,15 @@ import numpy as np
 WindowKind = Literal["all", "first", "middle", "last"]
 WINDOW_KINDS: tuple[str, ...] = ("all", "first", "middle", "last")
 
+MAX_ABS_VALUE = 1e6
+"""Largest magnitude an observation, action or reward may have, on write and on every load.
+
+The pipeline is float32 and its losses square these values (TD errors, Bellman and regression targets): a
+reward of 1e20 is finite, but its square overflows float32 and training turns to NaN a few steps in, with no
+error. RL data of sane scale stays far below 1e6; data beyond it must be rescaled (e.g. rewards divided by a
+constant) before it is stored. Writing checks each episode in its own dtype, before the float32 cast, so a float64 value
+too large for float32 (1e39) is reported as such, not as the inf the cast would make of it."""
+
 
 @dataclass(frozen=True)
 class ValueTargets:
@@ -63,7 +72,7 @@ class TaskBuffer:
 
     Raises:
         ValueError: from :meth:`validate` (called on construction) when arrays disagree in length, contain
-            NaN/inf, or the task has fewer than two transitions.
+            NaN/inf or magnitudes beyond :data:`MAX_ABS_VALUE`, or the task has fewer than two transitions.
     """
 
     obs: np.ndarray
@@ -172,7 +181,7 @@ class TaskBuffer:
         )
 
     def validate(self) -> None:
-        """Check lengths, dtypes, offsets and finiteness; raise ``ValueError`` naming the field."""
+        """Check lengths, offsets and value range (:func:`check_value_range`); raise ``ValueError`` naming the field."""
         where = f"{self.source} (family {self.family!r}, task {self.task_index})"
         n = len(self.rewards)
         if n < 2:
@@ -206,14 +215,12 @@ class TaskBuffer:
                 raise ValueError(
                     f"{where}: {name!r} has {len(getattr(self, name))} entries, expected {n_episodes}"
                 )
+        # One min/max pass over the stored block (flags are 0/1) is the common case; only when it fails, or
+        # when there is no block yet, is each field checked on its own, which names the field and the row.
+        if self._block is not None and values_in_range(self._block):
+            return
         for name in ("obs", "actions", "rewards", "next_obs"):
-            values = getattr(self, name)
-            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-                bad = int(np.flatnonzero(~np.isfinite(values.reshape(n, -1)).all(axis=1))[0])
-                raise ValueError(
-                    f"{where}: field {name!r} holds NaN or inf (first at transition {bad}); "
-                    "fix or drop the offending episodes before training"
-                )
+            check_value_range(getattr(self, name), name, where, episode_starts=starts)
 
     # --- the packed transition block ------------------------------------------------------------------
     def block_columns(self) -> dict[str, slice]:
@@ -271,7 +278,7 @@ class TaskBuffer:
             )
         cols = block_columns(obs_dim, width)
         actions = block[:, cols["actions"]]
-        buf = cls(
+        return cls(
             obs=block[:, cols["obs"]],
             actions=np.rint(actions[:, 0]).astype(np.int64) if discrete_actions else actions,
             rewards=block[:, cols["rewards"].start],
@@ -286,9 +293,8 @@ class TaskBuffer:
             task_index=task_index,
             family=family,
             source=source,
+            _block=block,
         )
-        buf._block = block
-        return buf
 
     # --- basic views ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -351,10 +357,9 @@ class TaskBuffer:
             task_index=self.task_index,
             family=self.family,
             source=self.source,
-        )
-        if self._block is not None:
             # Rows of a C-contiguous block stay contiguous; the flags agree (a mid-episode row is neither).
-            cut._block = self._block[:n]
+            _block=None if self._block is None else self._block[:n],
+        )
         return cut
 
     # --- Monte-Carlo targets ----------------------------------------------------------------------------
@@ -491,6 +496,54 @@ def block_columns(obs_dim: int, action_width: int) -> dict[str, slice]:
         "terminals": slice(2 * d + a + 1, 2 * d + a + 2),
         "truncations": slice(2 * d + a + 2, 2 * d + a + 3),
     }
+
+
+def values_in_range(values: np.ndarray) -> bool:
+    """True when every value is finite and within ``MAX_ABS_VALUE`` (NaN propagates through min and max).
+
+    Two reductions, no temporaries: about 30 ms for a 2.5M x 49 float32 block on this project's CPU.
+    """
+    values = np.asarray(values)
+    if values.size == 0 or values.dtype.kind not in "iuf":  # bool flags cannot be out of range
+        return True
+    return bool(values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE)
+
+
+def check_value_range(
+    values: np.ndarray, field: str, where: str, episode_starts: np.ndarray | None = None, rows: str = "transition"
+) -> None:
+    """Raise ``ValueError`` if ``values`` holds NaN, inf or a magnitude above :data:`MAX_ABS_VALUE`.
+
+    The one value check of every path: writing (each episode, in its own dtype, before the float32 cast),
+    importing (each source file) and every :class:`TaskBuffer` (Minari read and packed cache alike).
+
+    Args:
+        values: ``[N, ...]`` numbers; integer arrays are checked too, booleans are skipped.
+        field: the field's name, for the message.
+        where: the dataset, file or episode, for the message.
+        episode_starts: ``[E + 1]`` offsets; given, the message also names the episode and its step.
+        rows: what a row of ``values`` is called in the message (``"transition"``, ``"step"``, ``"row"``).
+    """
+    if values_in_range(values):
+        return
+    flat = np.asarray(values).reshape(len(values), -1)
+    bad = ~((flat >= -MAX_ABS_VALUE) & (flat <= MAX_ABS_VALUE))  # True for NaN too
+    row = int(np.flatnonzero(bad.any(axis=1))[0])
+    value = flat[row, int(np.flatnonzero(bad[row])[0])]
+    location = f"{rows} {row}"
+    if episode_starts is not None:
+        episode = int(np.searchsorted(episode_starts, row, side="right")) - 1
+        location += f" (episode {episode}, step {row - int(episode_starts[episode])})"
+    if not np.isfinite(value):
+        raise ValueError(
+            f"{where}: field {field!r} holds NaN or inf at {location}; fix or drop the offending episodes"
+        )
+    overflow = ", which overflows float32," if abs(float(value)) > float(np.finfo(np.float32).max) else ""
+    raise ValueError(
+        f"{where}: field {field!r} holds {float(value):.6g}{overflow} at {location}, beyond the bound "
+        f"|x| <= {MAX_ABS_VALUE:g} (squared losses of such values overflow float32); rescale the data "
+        "(e.g. divide the rewards by a constant) or drop the offending episodes"
+    )
 
 
 def check_episode(episode: dict[str, Any], where: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from lit_offmeta.data.buffer import check_value_range
 from lit_offmeta.data.storage import write_task_dataset
 
 _NPY_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals")
@@ -128,17 +129,25 @@ def read_macaw_hdf5(path: str | os.PathLike, time_limit: int | None = None) -> l
                     f"{path} lacks dataset(s) {missing}; a MACAW buffer holds {list(_MACAW_FIELDS)} "
                     "(plus mc_rewards and terminal_obs)"
                 )
-            data = {k: np.asarray(f[k][()]) for k in _MACAW_FIELDS}
+            groups = [k for k in _MACAW_FIELDS if not isinstance(f[k], h5py.Dataset)]
+            if groups:
+                raise ValueError(f"{path}: {groups} are hdf5 groups; a MACAW buffer stores them as datasets")
+            data = {k: _numeric(np.asarray(f[k][()]), path, f"dataset {k!r}") for k in _MACAW_FIELDS}
     except OSError as err:
         raise ValueError(f"{path} is not a readable hdf5 file ({err}); is it truncated?") from None
-    gamma = float(data.pop("discount_factor"))
-    obs = data["obs"].astype(np.float32)
-    n = len(obs)
+    factor = data.pop("discount_factor")
+    if factor.size != 1:
+        raise ValueError(f"{path}: dataset 'discount_factor' must be one number, got shape {factor.shape}")
+    gamma = float(factor.reshape(()))
+    n = len(data["obs"]) if data["obs"].ndim else 0
     if n == 0:
         raise ValueError(f"{path} holds no transitions")
     for key, value in data.items():
-        if len(value) != n:
-            raise ValueError(f"{path}: dataset {key!r} has {len(value)} rows, 'obs' has {n}")
+        if value.ndim == 0 or len(value) != n:
+            raise ValueError(f"{path}: dataset {key!r} has shape {value.shape}, 'obs' has {n} rows")
+    for key in ("obs", "next_obs", "actions", "rewards"):  # in the file's dtype: before the float32 cast
+        check_value_range(data[key], key, str(path), rows="row")
+    obs = data["obs"].astype(np.float32).reshape(n, -1)
     columns = {k: v.reshape(n, -1) for k, v in data.items()}
     if not 0.0 < gamma < 1.0:
         raise ValueError(f"{path}: discount_factor {gamma} must lie in (0, 1) to locate trajectory ends")
@@ -208,7 +217,11 @@ def import_macaw_buffers(
     written = {}
     for index, path in sorted(buffers.items()):
         episodes = _fit_actions(read_macaw_hdf5(path, time_limit=time_limit), family)
-        meta = {"source": "macaw_hdf5", "source_file": str(path), "behaviour_step_reconstructed": True}
+        meta = {
+            "source": "macaw_hdf5",
+            "source_file": str(Path(path).resolve()),
+            "behaviour_step_reconstructed": True,
+        }
         written[int(index)] = write_task_dataset(root, family, int(index), specs[int(index)], episodes, meta)
     return written
 
@@ -256,13 +269,23 @@ def read_npy_task_dir(
                 f"{path} lacks {name}.npy; a task folder holds {[f + '.npy' for f in _NPY_FIELDS]}"
             )
         try:
-            arrays[name] = np.load(file, allow_pickle=False)
+            loaded = np.load(file, allow_pickle=False)
         except ValueError as err:
             raise ValueError(
                 f"{file} cannot be read without unpickling ({err}); refusing to load it"
             ) from None
         except (OSError, EOFError) as err:
             raise ValueError(f"{file} is truncated or not a .npy file ({err})") from None
+        if not isinstance(loaded, np.ndarray):  # np.load opens any zip (an .npz) whatever the file is called
+            keys = list(loaded.files)
+            loaded.close()
+            raise ValueError(
+                f"{file} is an .npz archive (arrays {keys}), not a .npy array; save the {name} array alone "
+                f"with np.save('{name}.npy', array)"
+            )
+        arrays[name] = _numeric(loaded, file, "the array")
+        if name != "terminals":  # in the file's dtype: before the float32 cast
+            check_value_range(loaded, name, str(file), rows="row")
     if trajectory_len < 1 or episodes_per_trial < 1 or trajectory_len % episodes_per_trial:
         raise ValueError(
             f"trajectory_len ({trajectory_len}) must be a positive multiple of "
@@ -402,12 +425,25 @@ def import_npy_task_dirs(
         episodes = _fit_actions(episodes, family)
         meta = {
             "source": "npy_folder",
-            "source_dir": str(folder),
+            "source_dir": str(folder.resolve()),
             "behaviour_step_reconstructed": True,
             "rewards_recomputed": recompute,
         }
         written[index] = write_task_dataset(root, family, index, task, episodes, meta)
     return written
+
+
+def _numeric(values: np.ndarray, file: Path, what: str) -> np.ndarray:
+    """``values`` if it holds plain numbers (bool, int, float); else a ``ValueError`` naming file and field.
+
+    Strings, bytes, compound records and complex numbers would otherwise fail deep inside numpy (or, for
+    strings like ``"1.0"``, be parsed silently) with no file name in the message.
+    """
+    if values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{file}: {what} has dtype {values.dtype}, not numbers; store it as a float (or int/bool) array"
+        )
+    return values
 
 
 def _fit_actions(episodes: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lit_offmeta.data.buffer import TaskBuffer, check_episode
+from lit_offmeta.data.buffer import TaskBuffer, check_episode, check_value_range
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
 
@@ -108,7 +108,8 @@ def write_task_dataset(
     """Write one task's episodes as a Minari dataset, atomically; replace an existing one.
 
     Args:
-        root: the data root (``--out`` of ``lit-offmeta collect``).
+        root: the data root (``--out`` of ``lit-offmeta collect``); a relative path is taken from the current
+            folder.
         family: the task family (registry name or instance); fixes the observation and action spaces.
         task_index: the task's index in the family's ``default_tasks()`` (or the imported dataset's index).
         task: the task's parameters; validated by the family and stored in the metadata and the env spec.
@@ -119,16 +120,20 @@ def write_task_dataset(
         metadata: extra JSON-serialisable facts (behaviour agent, preset, seed...), stored verbatim.
 
     Returns:
-        The dataset folder, ``dataset_path(root, family, task_index)``.
+        The dataset folder, ``dataset_path(root, family, task_index)`` with ``root`` made absolute.
 
     Raises:
-        ValueError: on an unknown family, an invalid task, malformed or non-finite episodes, observation or
-            action sizes that differ from the family's, or metadata that is not JSON-serialisable.
+        ValueError: on an unknown family, an invalid task, malformed episodes, values that are NaN, inf or
+            beyond :data:`~lit_offmeta.data.buffer.MAX_ABS_VALUE`, observation or action sizes that differ from
+            the family's, or metadata that is not JSON-serialisable.
     """
+    # Absolute: Minari resolves a relative MINARI_DATASETS_PATH against its own folders while writing.
+    root = Path(root).expanduser().resolve()
     fam = get_family(family)
     task = fam.validate_task(task)
     episodes = list(episodes)
-    _check_episodes(fam, episodes, task_index)
+    final = dataset_path(root, fam.name, task_index)
+    _check_episodes(fam, episodes, task_index, final)
     extra = dict(metadata or {})
     try:
         json.dumps(extra)
@@ -157,8 +162,8 @@ def write_task_dataset(
         "metadata": extra,
     }
 
-    final = dataset_path(root, fam.name, task_index)
     family_dir = final.parent
+    created = [d for d in (family_dir, *family_dir.parents) if not d.exists()]  # deepest first
     family_dir.mkdir(parents=True, exist_ok=True)
     tmp_root = family_dir / f".tmp-{final.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -166,8 +171,13 @@ def write_task_dataset(
             _create_minari_dataset(fam, task_index, task, episodes, extra, block)
         _publish(tmp_root / fam.name / final.name, final)
         _ensure_namespace_file(tmp_root / fam.name, family_dir)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
+        for folder in created:  # a failed first write leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(tmp_root, ignore_errors=True)
     _prime_cache(final, episodes, block)
     return final
 
@@ -195,13 +205,13 @@ def _prime_cache(final: Path, episodes: list[dict[str, Any]], block: dict[str, A
     _write_cache(final, buffer, _source_signature(data_dir / "metadata.json", data_dir / "main_data.hdf5"))
 
 
-def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index: int) -> None:
+def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index: int, final: Path) -> None:
     if not episodes:
         raise ValueError(
             f"task {task_index}: no episodes to write; a task dataset needs at least one episode"
         )
     for e, ep in enumerate(episodes):
-        where = f"task {task_index}, episode {e}"
+        where = f"writing {final}: task {task_index}, episode {e}"
         check_episode(ep, where)
         obs = np.asarray(ep["observations"])
         if obs.shape[1] != fam.obs_dim:
@@ -223,11 +233,7 @@ def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index:
                 f"{where}: 'actions' must be [T, {fam.action_dim}] for family {fam.name!r}, got {actions.shape}"
             )
         for key in ("observations", "actions", "rewards"):
-            values = np.asarray(ep[key])
-            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-                raise ValueError(
-                    f"{where}: field {key!r} holds NaN or inf; drop or fix the episode before writing"
-                )
+            check_value_range(np.asarray(ep[key]), key, where, rows="step")  # in its own dtype: before the cast
 
 
 def _create_minari_dataset(
