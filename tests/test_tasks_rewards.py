@@ -7,6 +7,8 @@ observations the environments emit and compares bit for bit.
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -187,17 +189,21 @@ def test_navigation_bad_parameters(name, task, match):
 
 
 def test_family_table_in_the_package_docstring_is_true():
-    """The obs/action sizes and horizons documented in lit_offmeta.tasks match the families."""
+    """The ids, obs/action sizes, horizons and task counts documented in lit_offmeta.tasks match the families."""
     import lit_offmeta.tasks as tasks
 
+    lines = tasks.__doc__.splitlines()
+    ruler = next(line for line in lines if line.startswith("===="))
+    spans = [m.span() for m in re.finditer(r"=+", ruler)]
     for name in FAMILIES:
         family = get_family(name)
         act = f"{family.action_dim} (d)" if family.discrete_actions else str(family.action_dim)
-        row = next(line for line in tasks.__doc__.splitlines() if line.startswith(f"``{name}``"))
-        cells = row.split()
+        row = next(line for line in lines if line.startswith(f"``{name}``"))
+        cells = [row[start:end].strip() for start, end in spans[:-1]] + [row[spans[-1][0] :].strip()]
         assert cells[1] == f"``{family.env_id}``", name
-        assert " ".join(cells[2:-2]) == f"{family.obs_dim} / {act}", name
-        assert cells[-2:] == [str(family.horizon), str(family.num_default_tasks)], name
+        assert cells[2] == f"{family.obs_dim} / {act}", name
+        assert cells[3:5] == [str(family.horizon), str(family.num_default_tasks)], name
+        assert cells[5], f"{name}: the default-task column is empty"
 
 
 def test_gym_make_with_module_prefix():
