@@ -124,6 +124,53 @@ def test_cache_is_rebuilt_when_the_source_changes(tmp_path):
     assert buf.rewards[0] == 123.0
 
 
+def test_an_edit_that_keeps_inode_size_and_mtime_is_not_served_from_a_stale_cache(tmp_path):
+    """The cache is keyed by the source's contents: overwrite a stored reward's bytes in place, restore the
+    modification time, and the next load still sees the new value."""
+    import h5py
+
+    path, eps = _write(tmp_path, 1)
+    main = path / "data" / "main_data.hdf5"
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [1])
+    row = int(buf.episode_starts[1])  # episode 1's first step
+    assert buf.rewards[row] == eps[1]["rewards"][0] != 123.0
+    with h5py.File(main, "r") as f:  # where episode 1's rewards lie in the file (one uncompressed chunk)
+        dset = f["episode_1/rewards"]
+        assert dset.compression is None and dset.dtype == np.float32
+        offset = dset.id.get_chunk_info_by_coord((0,)).byte_offset if dset.chunks else dset.id.get_offset()
+    before = main.stat()
+    with open(main, "r+b") as f:
+        f.seek(offset)
+        f.write(np.float32(123.0).tobytes())
+    os.utime(main, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = main.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    (buf,) = load_task_buffers(tmp_path, FAMILY, [1])
+    assert buf.rewards[row] == 123.0
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_an_episode_shortened_in_every_field_is_caught_by_total_steps(tmp_path, use_cache):
+    import h5py
+
+    path, eps = _write(tmp_path, 3)
+    total = sum(len(e["rewards"]) for e in eps)
+    load_task_buffers(tmp_path, FAMILY, [3])  # a cache of the full data exists
+    with h5py.File(path / "data" / "main_data.hdf5", "r+") as f:
+        group = f["episode_1"]
+        for key in list(group):  # one step fewer everywhere: the episode is still well formed
+            values = group[key][()][:-1]
+            del group[key]
+            group.create_dataset(key, data=values)
+        group.attrs["total_steps"] = group.attrs["total_steps"] - 1
+    with pytest.raises(
+        ValueError,
+        match=rf"task_0003-v0: main_data.hdf5 holds {total - 1} transitions but its metadata says total_steps "
+        rf"{total}; .*delete .*task_0003-v0 and re-collect",
+    ):
+        load_task_buffers(tmp_path, FAMILY, [3], use_cache=use_cache)
+
+
 def test_a_crash_mid_write_leaves_nothing_loadable(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed")

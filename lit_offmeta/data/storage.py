@@ -6,7 +6,7 @@ Layout under a data root ``ROOT`` (a valid ``MINARI_DATASETS_PATH``; the family 
     ROOT/<family>/task_0007-v0/data/metadata.json     Minari metadata; our fields under "lit_offmeta"
     ROOT/<family>/task_0007-v0/data/main_data.hdf5    Minari episodes (observations [T+1], actions, ...)
     ROOT/<family>/task_0007-v0/packed.npy             lit-offmeta cache: all transitions as one float32 block
-    ROOT/<family>/task_0007-v0/packed.json            cache index: source signature, episode offsets
+    ROOT/<family>/task_0007-v0/packed.json            cache index: source checksums, episode offsets
 
 so ``MINARI_DATASETS_PATH=ROOT python -c "import minari; minari.load_dataset('point_robot/task_0007-v0')"``
 opens a task's data with plain Minari. Writing never touches ``~/.minari``: the Minari root is pointed at
@@ -15,7 +15,7 @@ renamed into place, so a killed run leaves at most a hidden ``.tmp-*`` folder th
 
 Reading goes through Minari's storage once per source version and packs the task into one ``.npy`` block
 (``allow_pickle=False``; a plain ``.npy`` read ~20x faster than an ``.npz`` here) plus a JSON index keyed
-by the source files' inode, size and modification time; later loads read those files directly (Minari's
+by the size and CRC-32 of the source files' contents; later loads read those files directly (Minari's
 episode iteration is too slow for tens of millions of steps, see docs/DATASETS.md).
 """
 
@@ -31,6 +31,7 @@ import socket
 import threading
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
 
 FORMAT_VERSION = 1
-"""Version of the ``lit_offmeta`` metadata block and of the packed cache layout."""
+"""Version of the ``lit_offmeta`` metadata block of a dataset."""
+CACHE_FORMAT_VERSION = 2
+"""Version of the packed cache (``packed.npy`` + ``packed.json``); a cache of another version is rebuilt."""
 METADATA_KEY = "lit_offmeta"
 CACHE_NAME = "packed.npy"
 CACHE_INDEX = "packed.json"
@@ -185,8 +188,8 @@ def write_task_dataset(
 def _prime_cache(final: Path, episodes: list[dict[str, Any]], block: dict[str, Any]) -> None:
     """Write the packed cache from the episodes in hand, so even the first load skips Minari's reader.
 
-    The signature is taken from the published files (a rename keeps inode and mtime), so the cache is valid
-    exactly as if a first load had built it. Data too small to train on gets no cache; loading it raises.
+    The checksums are taken from the published files, so the cache is valid exactly as if a first load had
+    built it. Data too small to train on gets no cache; loading it raises.
     """
     try:
         buffer = TaskBuffer.from_episodes(
@@ -202,7 +205,7 @@ def _prime_cache(final: Path, episodes: list[dict[str, Any]], block: dict[str, A
     except ValueError:
         return
     data_dir = final / "data"
-    _write_cache(final, buffer, _source_signature(data_dir / "metadata.json", data_dir / "main_data.hdf5"))
+    _write_cache(final, buffer, source_checksums(data_dir / "metadata.json", data_dir / "main_data.hdf5"))
 
 
 def _check_episodes(fam: TaskFamily, episodes: list[dict[str, Any]], task_index: int, final: Path) -> None:
@@ -447,24 +450,35 @@ def read_task_dataset(
             f"{folder}: folder name disagrees with task_index {block['task_index']} in its metadata"
         )
 
-    signature = _source_signature(meta_file, main_file)
-    if use_cache:
-        buffer = _read_cache(folder, signature, block, str(folder))
-        if buffer is not None:
-            return buffer
-    buffer = _read_minari(data_dir, block, str(folder))
-    if use_cache:
-        _write_cache(folder, buffer, signature)
+    if not use_cache:
+        return _read_minari(data_dir, block, str(folder))
+    checksums = source_checksums(meta_file, main_file)
+    buffer = _read_cache(folder, checksums, block, str(folder))
+    if buffer is None:
+        buffer = _read_minari(data_dir, block, str(folder))
+        _write_cache(folder, buffer, checksums)
     return buffer
 
 
-def _source_signature(*files: Path) -> np.ndarray:
-    """Inode, size and mtime (ns) of each source file plus the cache format: any rewrite changes it."""
-    values = [FORMAT_VERSION]
-    for f in files:
-        st = f.stat()
-        values += [st.st_ino, st.st_size, st.st_mtime_ns]
-    return np.asarray(values, dtype=np.int64)
+def source_checksums(*files: Path, chunk_bytes: int = 1 << 20) -> list[list[Any]]:
+    """``[name, size, CRC-32]`` of each file's contents, read in 1 MB chunks.
+
+    The cache is keyed by content, not by inode and modification time: an in-place edit that keeps the mtime
+    (``touch -r``, a restore from backup, some editors and sync tools) still changes the checksum. CRC-32 is
+    not a cryptographic hash, but the question is "did the file change", not "was it forged", and zlib's
+    CRC-32 runs at about 4 GB/s here (blake2b: 0.9 GB/s); the measured cost is in docs/DATASETS.md.
+    """
+    result: list[list[Any]] = []
+    chunk = bytearray(chunk_bytes)
+    view = memoryview(chunk)
+    for path in files:
+        crc, size = 0, 0
+        with open(path, "rb") as handle:
+            while n := handle.readinto(chunk):
+                crc = zlib.crc32(view[:n], crc)
+                size += n
+        result.append([path.name, size, crc])
+    return result
 
 
 def _read_minari(data_dir: Path, block: dict[str, Any], source: str) -> TaskBuffer:
@@ -483,6 +497,13 @@ def _read_minari(data_dir: Path, block: dict[str, Any], source: str) -> TaskBuff
             f"{source}: holds {len(episodes)} episodes but its metadata says {block['num_episodes']}; "
             "the file is incomplete: delete it and re-collect"
         )
+    steps = sum(len(ep["rewards"]) for ep in episodes)
+    if steps != block["total_steps"]:
+        raise ValueError(
+            f"{source}: main_data.hdf5 holds {steps} transitions but its metadata says total_steps "
+            f"{block['total_steps']}; the file is incomplete or was edited: delete {Path(source)} and re-collect "
+            "(or re-import) that task"
+        )
     return TaskBuffer.from_episodes(
         episodes,
         task=block["task"],
@@ -495,16 +516,16 @@ def _read_minari(data_dir: Path, block: dict[str, Any], source: str) -> TaskBuff
     )
 
 
-def _write_cache(folder: Path, buffer: TaskBuffer, signature: np.ndarray) -> None:
-    """Write ``packed.npy`` (the transition block) then ``packed.json`` (signature and per-episode arrays).
+def _write_cache(folder: Path, buffer: TaskBuffer, checksums: list[list[Any]]) -> None:
+    """Write ``packed.npy`` (the transition block) then ``packed.json`` (source checksums, per-episode arrays).
 
     Each file goes to a temporary name first and is renamed into place; the index, which carries the source
-    signature, is renamed last, so a reader never pairs a fresh signature with a stale block.
+    checksums, is renamed last, so a reader never pairs fresh checksums with a stale block.
     """
     block = buffer.transition_block()
     index = {
-        "format_version": FORMAT_VERSION,
-        "signature": signature.tolist(),
+        "format_version": CACHE_FORMAT_VERSION,
+        "source_checksums": checksums,
         "rows": int(block.shape[0]),
         "width": int(block.shape[1]),
         "obs_dim": buffer.obs_dim,
@@ -527,12 +548,16 @@ def _write_cache(folder: Path, buffer: TaskBuffer, signature: np.ndarray) -> Non
         tmp_index.unlink(missing_ok=True)
 
 
-def _read_cache(folder: Path, signature: np.ndarray, block: dict[str, Any], source: str) -> TaskBuffer | None:
-    """The cached buffer if the cache matches the current source files, else ``None`` (stale or broken)."""
+def _read_cache(
+    folder: Path, checksums: list[list[Any]], block: dict[str, Any], source: str
+) -> TaskBuffer | None:
+    """The cached buffer if the cache matches the source files' contents and counts, else ``None``."""
     try:
         index = json.loads((folder / CACHE_INDEX).read_text())
-        if index.get("format_version") != FORMAT_VERSION or index.get("signature") != signature.tolist():
+        if index.get("format_version") != CACHE_FORMAT_VERSION or index.get("source_checksums") != checksums:
             return None
+        if index["rows"] != block["total_steps"] or len(index["episode_starts"]) != block["num_episodes"] + 1:
+            return None  # rebuilt from the source, whose reader reports the mismatch
         data = np.load(folder / CACHE_NAME, allow_pickle=False)
         if data.dtype != np.float32 or data.shape != (index["rows"], index["width"]):
             return None
