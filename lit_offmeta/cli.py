@@ -1,12 +1,14 @@
-"""The ``lit-offmeta`` command: LightningCLI (fit/validate/test/predict) plus ``collect`` for data."""
+"""The ``lit-offmeta`` command: LightningCLI (fit/validate/test/predict), ``collect`` for data and ``export``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 
 # Imported so that their classes are subclasses the parser knows: `--model MACAW` and `--data TrialDataModule`
@@ -20,7 +22,12 @@ import lit_offmeta.datamodules.trajectory  # noqa: F401, E402
 DESCRIPTION = """lit-offmeta: offline meta-RL with PyTorch Lightning.
 
 Subcommands:
-  fit / validate / test / predict   Lightning's, e.g. `lit-offmeta fit --config configs/macaw/point_robot.yaml`
+  fit / validate / test / predict   Lightning's, e.g. `lit-offmeta fit --config configs/macaw/point_robot.yaml`;
+                                    predict adapts to each requested task and writes the adapted policies:
+                                    `lit-offmeta predict --config ALGO.yaml
+                                      --config configs/predict/adapted_policies.yaml --ckpt_path CKPT`
+  export                            one task's adapted policy as TorchScript + ONNX + weights + architecture.json:
+                                    `lit-offmeta export --config ALGO.yaml --ckpt_path CKPT --task_id N --out DIR`
   collect                           make offline task datasets, e.g.
                                     `lit-offmeta collect --family point_robot --preset small --out data/`
                                     (`lit-offmeta collect --help` for its options)
@@ -64,6 +71,95 @@ class OffMetaCLI(LightningCLI):
             )
             raise
 
+    def before_predict(self) -> None:
+        """``predict`` saves what it adapts through a prediction writer; without one it would compute and discard."""
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            raise ValueError(
+                "lit-offmeta predict has no prediction writer to save the adapted policies: add "
+                "--config configs/predict/adapted_policies.yaml after the algorithm config (it writes to "
+                "predictions/; --trainer.callbacks.init_args.output_dir=DIR changes that)"
+            )
+
+
+class ExportCLI(OffMetaCLI):
+    """``lit-offmeta export``: ``predict`` for one task, whose adapted policy :func:`lit_offmeta.export.export_policy`
+    writes to ``out_dir`` (no prediction writer needed, nothing logged)."""
+
+    def __init__(self, *args, task_id: int, out_dir: str, formats: tuple[str, ...], **kwargs) -> None:
+        self.task_id, self.out_dir, self.formats = int(task_id), out_dir, formats
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        data = self.config["predict"]["data"]
+        if "predict_ids" not in data.get("init_args", {}):
+            raise ValueError(
+                f"lit-offmeta export adapts to one task's offline data from an OfflineMetaDataModule; the config's "
+                f"data is {data.get('class_path')} (BOReL adapts online, by its belief, and has nothing to export)"
+            )
+        data["init_args"]["predict_ids"] = [self.task_id]
+
+    def before_predict(self) -> None:
+        """The export is the output: no prediction writer needed."""
+
+    def predict(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs) -> None:
+        from lit_offmeta.export import export_policy
+
+        kwargs["return_predictions"] = True
+        (prediction,) = self.trainer.predict(model, datamodule=datamodule, **kwargs)
+        cls = type(model)
+        metadata = {"algorithm": f"{cls.__module__}.{cls.__qualname__}", "checkpoint": str(kwargs.get("ckpt_path")),
+                    "family": getattr(getattr(datamodule, "family", None), "name", None), "task_id": self.task_id,
+                    "adaptation_batch_size": int(prediction.obs.shape[0])}
+        paths = export_policy(prediction.policy, self.out_dir, obs_dim=int(prediction.obs.shape[-1]),
+                              formats=self.formats, metadata=metadata)
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+
+
+EXPORT_DESCRIPTION = """Adapt a checkpointed module (MACAW, MetaBC, MultiTaskAWR) to one task's offline data, as
+`lit-offmeta predict` does, and export the adapted policy into the new folder --out: policy.pt (TorchScript),
+policy.onnx (input "obs" [batch, obs_dim] -> output "action"), weights.pt (state_dict) and architecture.json
+(rebuild with lit_offmeta.export.load_exported). ONNX needs `pip install 'lit-offmeta[export]'`.
+
+Every other option is `lit-offmeta predict`'s (--config, --data.init_args.*, --trainer.*), e.g.
+  lit-offmeta export --config configs/macaw/point_robot.yaml --ckpt_path last.ckpt --task_id 20 --out policy_20/
+"""
+
+
+def export_main(argv: list[str]) -> None:
+    from lit_offmeta.export import FORMATS, check_out_dir
+
+    parser = argparse.ArgumentParser(prog="lit-offmeta export", description=EXPORT_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to adapt")
+    parser.add_argument("--task_id", type=int, required=True, help="the task whose offline data to adapt to")
+    parser.add_argument("--out", required=True, help="a new (or empty) folder for the exported files")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated, from {', '.join(FORMATS)} (default: both)")
+    args, rest = parser.parse_known_args(argv)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        parser.error(f"--formats: unknown {unknown}; choose from {', '.join(FORMATS)}")
+    if not Path(args.ckpt_path).is_file():
+        parser.error(f"--ckpt_path {args.ckpt_path}: no such file")
+    try:
+        check_out_dir(args.out)
+    except ValueError as err:
+        parser.error(str(err))
+    ExportCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["predict", *rest, f"--ckpt_path={args.ckpt_path}", "--trainer.logger=false",
+              "--trainer.enable_progress_bar=false"],
+        save_config_callback=None,
+        task_id=args.task_id,
+        out_dir=args.out,
+        formats=formats,
+    )
+
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
@@ -71,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         from lit_offmeta.collect.cli import main as collect_main
 
         collect_main(args[1:])
+        return
+    if args and args[0] == "export":
+        export_main(args[1:])
         return
     OffMetaCLI(
         LightningModule,

@@ -10,7 +10,8 @@ import torch
 from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
 from lit_offmeta.data.storage import MissingDatasetError, write_task_dataset
 from lit_offmeta.data.synthetic import EPISODE_STRIDE, synthetic_episodes
-from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule, TaskBatchSampler
+from lit_offmeta.datamodules.batch_keys import BatchKeySampler
+from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 from lit_offmeta.tasks import get_family
 
 FAMILY = "point_robot"
@@ -85,7 +86,8 @@ def test_train_batch_values(data_dir):
 def test_same_seed_same_batches_and_epochs_differ(data_dir):
     def epoch_batches(dm, epoch=0):
         loader = dm.train_dataloader()
-        loader.sampler.set_epoch(epoch)
+        for _ in range(epoch):  # each pass over the loader is the next epoch
+            list(loader.sampler)
         return [(b.task_ids.clone(), b.support["obs"].clone(), b.query["obs"].clone()) for b in loader]
 
     a, b = epoch_batches(_dm(data_dir)), epoch_batches(_dm(data_dir))
@@ -210,7 +212,7 @@ def test_trainer_fit_consumes_task_batches(data_dir, tmp_path):
     trainer.fit(model, datamodule=dm)
     assert len(model.seen) == 8
     assert model.seen[:4] != model.seen[4:]  # Lightning advanced the sampler's epoch
-    assert isinstance(trainer.train_dataloader.sampler, TaskBatchSampler)  # kept, not wrapped
+    assert isinstance(trainer.train_dataloader.sampler, BatchKeySampler)  # kept, not wrapped
 
 
 def test_without_held_out_tasks_validation_is_skipped_and_testing_refused(data_dir):

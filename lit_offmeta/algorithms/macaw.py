@@ -34,6 +34,7 @@ from torch.func import vmap
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.losses import (
     advantage_regression_loss,
     awr_loss,
@@ -42,6 +43,7 @@ from lit_offmeta.algorithms.losses import (
     mc_value_loss,
     mc_value_target,
 )
+from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
 from lit_offmeta.meta import MODES, InnerLearningRates, adapt, inverse_softplus
 from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, ValueNetwork, Weights, gaussian_log_prob, layer_preset
@@ -49,7 +51,7 @@ from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, ValueNetwork, Weights, ga
 _value = ValueNetwork.value_from_weights  # task-batched weights [K, ...] and data [K, B, ...]: baddbmm, no vmap
 
 
-class MACAW(LightningModule):
+class MACAW(TrainingGuards, LightningModule):
     """Offline meta-RL by MAML on an advantage-weighted actor-critic (Algorithms 1 and 2).
 
     Args:
@@ -325,6 +327,11 @@ class MACAW(LightningModule):
             task = {k: v.clone() for k, v in task.items()}  # leave inference mode's tensors behind
             _, policy_weights = self.adapted_weights(task, steps)
         return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in policy_weights])
+
+    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
+        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
+        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
+        return predict_adapted_policy(self, batch)
 
     def adapted_weights(self, support: dict[str, Tensor], steps: int) -> tuple[Weights, Weights]:
         """Test-time adaptation of every task in ``support`` (``[K, B, ...]``): ``(value, policy)`` weights.

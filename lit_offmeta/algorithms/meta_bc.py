@@ -32,7 +32,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.macaw import _all_reduce_sum_grads, _no_ddp_sync
+from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.data.batch import TaskBatch
 from lit_offmeta.meta import MODES, InnerLearningRates, adapt
 from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, Weights, gaussian_log_prob, layer_preset
@@ -75,7 +77,7 @@ class MeanPolicyNetwork(PolicyNetwork):
         return PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, depth)[0]
 
 
-class MetaBC(LightningModule):
+class MetaBC(TrainingGuards, LightningModule):
     """Meta behaviour cloning: MACAW's functional inner loop on a Gaussian BC loss (no value function).
 
     Args:
@@ -209,6 +211,11 @@ class MetaBC(LightningModule):
                     for k in ("obs", "actions")}
             adapted, _ = self.adapt_policy(task, steps, first_order=True)
         return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in adapted])
+
+    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
+        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
+        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
+        return predict_adapted_policy(self, batch)
 
     # --- validation / test: query BC loss before and after adaptation on held-out tasks ------------------------
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:

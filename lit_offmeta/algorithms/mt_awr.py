@@ -29,8 +29,10 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.losses import awr_loss, awr_weights, mc_value_loss, mc_value_target
 from lit_offmeta.algorithms.meta_bc import MeanPolicyNetwork, check_sizes_against_datamodule
+from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
 from lit_offmeta.nn import LAYER_TYPES, ValueNetwork, gaussian_log_prob
 
@@ -38,7 +40,7 @@ VALUE_KEYS = ("obs", "actions", "mc_returns", "bootstrap_obs", "bootstrap_discou
 """Transition keys the AWR and value losses read."""
 
 
-class MultiTaskAWR(LightningModule):
+class MultiTaskAWR(TrainingGuards, LightningModule):
     """One AWR actor-critic trained on all tasks' offline data; fine-tuned per task with Adam at test time.
 
     Args:
@@ -155,6 +157,11 @@ class MultiTaskAWR(LightningModule):
         policy, value = self.finetune({k: torch.as_tensor(context[k]) for k in _check_context(context, self.hparams)},
                                       steps)
         return policy.materialise()
+
+    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
+        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
+        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
+        return predict_adapted_policy(self, batch)
 
     def finetune(self, context: dict[str, Tensor], steps: int) -> tuple[MeanPolicyNetwork, ValueNetwork]:
         """``steps`` rounds of (one Adam step on the value loss, one on AWR with the updated value) on copies.

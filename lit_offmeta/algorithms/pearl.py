@@ -37,7 +37,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.meta_bc import check_sizes_against_datamodule
+from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.algorithms.sac import (
     SquashedGaussianActor,
     TwinCritic,
@@ -80,7 +82,7 @@ def pearl_kl_loss(mu: Tensor, var: Tensor, kl_weight: float) -> Tensor:
 # --- the module ----------------------------------------------------------------------------------------------
 
 
-class OfflinePEARL(LightningModule):
+class OfflinePEARL(TrainingGuards, LightningModule):
     """Offline PEARL as a LightningModule: context encoder + SAC on ``(s, z)`` from offline task data.
 
     Training on a :class:`TaskBatch` (K tasks): the encoder maps each task's SUPPORT transitions to a posterior
@@ -252,8 +254,10 @@ class OfflinePEARL(LightningModule):
         world_size = self.trainer.world_size if self._trainer is not None else 1
         return out["loss"] + (world_size - 1) * out["loss_kl"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Polyak averaging of the target critics, after the optimizer step of this batch.
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Polyak averaging of the target critics, right after the optimizer step of this batch: here rather than
+        # in on_train_batch_end, which runs after the callbacks' (a step checkpoint would miss this update).
         with torch.no_grad():
             for target, source in zip(self.critic_target.parameters(), self.critic.parameters()):
                 target.lerp_(source, self.hparams.tau)
@@ -333,6 +337,11 @@ class OfflinePEARL(LightningModule):
             weighted.cpu(),
             online_belief_update=online,
         )
+
+    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
+        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
+        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
+        return predict_adapted_policy(self, batch)
 
 
 def _check_context(context: dict[str, Tensor], use_next_obs: bool) -> dict[str, Tensor]:

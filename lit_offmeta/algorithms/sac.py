@@ -98,7 +98,7 @@ class SquashedGaussianActor(nn.Module):
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """A reparameterised action ``[B, act_dim]`` and its log-probability ``[B]`` (tanh-corrected)."""
         mean, log_std = self(obs)
-        normal = torch.distributions.Normal(mean, log_std.exp())
+        normal = torch.distributions.Normal(mean, log_std.exp(), validate_args=False)  # NaN: left to the guard
         pre_tanh = normal.rsample()
         squashed = torch.tanh(pre_tanh)
         # Change of variables a = scale * tanh(u) + bias: log pi(a) = log N(u) - sum log(scale * (1 - tanh(u)^2)).

@@ -1,8 +1,10 @@
-"""Evaluation of adapted policies: batched rollouts, the AdaptationEvaluator callback, plots and reports."""
+"""Evaluation of adapted policies: batched rollouts, the AdaptationEvaluator callback, plots and reports;
+AdaptedPolicyWriter, which writes what ``Trainer.predict`` adapts."""
 
 from lit_offmeta.callbacks.evaluator import AdaptationEvaluator, adapt_and_rollout, random_policy_returns
 from lit_offmeta.callbacks.finetune import GradientFineTuner, OnlineFineTuning, online_finetune
 from lit_offmeta.callbacks.plots import plot_adaptation_curve
+from lit_offmeta.callbacks.predictions import AdaptedPolicyWriter
 from lit_offmeta.callbacks.report import write_report
 from lit_offmeta.callbacks.rollout import (
     ModulePolicy,
@@ -16,6 +18,7 @@ from lit_offmeta.callbacks.scoring import normalised_score
 
 __all__ = [
     "AdaptationEvaluator",
+    "AdaptedPolicyWriter",
     "GradientFineTuner",
     "OnlineFineTuning",
     "ModulePolicy",

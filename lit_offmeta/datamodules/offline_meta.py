@@ -7,10 +7,11 @@ the two never share a transition. Validation and test batches cover the held-out
 uniform adaptation batch (as at meta-test time), the query set a disjoint uniform draw from the rest, so a
 module can log its losses before and after adaptation.
 
-Determinism and workers: batch ``i`` of epoch ``e`` is built from numpy generators seeded with ``seed``, the
-key ``e * batches_per_epoch + i`` and the rank, and nothing else, so the same seed gives the same batches with
-any ``num_workers`` (workers only decide who computes a batch, never what it holds) and after a restart at a
-given epoch.
+Determinism and workers: training batch ``g`` of a run (``g = e * batches_per_epoch + i`` for batch ``i`` of
+epoch ``e``) is built from numpy generators seeded with ``seed``, the key ``g`` and the rank, and nothing else, so
+the same seed gives the same batches with any ``num_workers`` (workers only decide who computes a batch, never
+what it holds). The next key is saved in every checkpoint (:mod:`lit_offmeta.datamodules.batch_keys`), so a run
+resumed from any checkpoint, mid-epoch included, draws exactly the batches of the uninterrupted run.
 
 DDP: every rank draws the same permutation of the training tasks for step ``i`` and takes its own block of
 ``K`` tasks from it, so no two ranks train on the same task in one step (when ``world_size * K`` does not
@@ -21,7 +22,8 @@ warning says so). The sampler subclasses ``DistributedSampler`` so Lightning kee
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lit_offmeta.data.batch import TaskBatch
 from lit_offmeta.data.buffer import WINDOW_KINDS, TaskBuffer
@@ -40,6 +42,7 @@ from lit_offmeta.data.storage import (
     list_task_datasets,
     load_task_buffers,
 )
+from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
 
@@ -52,6 +55,17 @@ class ReturnRange(NamedTuple):
     min: float
     mean: float
     max: float
+
+
+class AdaptationBatch(NamedTuple):
+    """One task's offline data to adapt to: what :meth:`OfflineMetaDataModule.predict_dataloader` yields.
+
+    ``context`` is :meth:`OfflineMetaDataModule.adaptation_batch` of task ``task_id`` (``TRANSITION_KEYS`` ->
+    ``[B, ...]``); a module's ``predict_step`` passes it to its own ``adapt``.
+    """
+
+    task_id: int
+    context: dict[str, torch.Tensor]
 
 
 class OfflineMetaDataModule(LightningDataModule):
@@ -79,6 +93,8 @@ class OfflineMetaDataModule(LightningDataModule):
             authors' code does when it loads only a window of each buffer.
         max_transitions_per_task: keep only each buffer's first N transitions (a shorter-lived behaviour agent).
         use_cache: read and refresh the packed per-task cache (see :mod:`lit_offmeta.data.storage`).
+        predict_ids: the tasks ``Trainer.predict`` adapts to (:meth:`predict_dataloader`); any task of the family
+            with data on disk, training tasks included (``None``: the held-out tasks, ``test_ids``).
 
     Raises:
         ValueError: on invalid sizes, an unknown window, overlapping or unknown task ids.
@@ -109,6 +125,7 @@ class OfflineMetaDataModule(LightningDataModule):
         window_applies_to: Literal["support", "both"] = "support",
         max_transitions_per_task: int | None = None,
         use_cache: bool = True,
+        predict_ids: list[int] | None = None,
     ) -> None:
         super().__init__()
         # hparams go into checkpoints: a Path there would not load under torch.load(weights_only=True).
@@ -150,10 +167,16 @@ class OfflineMetaDataModule(LightningDataModule):
         self.max_transitions_per_task = max_transitions_per_task
         self.use_cache = use_cache
         self._train_ids, self._test_ids = self._resolve_ids(split, train_ids, test_ids)
+        self._predict_ids = None if predict_ids is None else tuple(int(i) for i in predict_ids)
+        if self._predict_ids is not None:
+            if not self._predict_ids:
+                raise ValueError("predict_ids is empty; leave it unset (null) to predict the held-out tasks")
+            self._check_ids("predict_ids", self._predict_ids)
         self._buffers: dict[int, TaskBuffer] = {}
         self._extra_packed: dict[int, PackedTasks] = {}
         self._train_set: TaskBatchDataset | None = None
         self._eval_set: TaskBatchDataset | None = None
+        self._resume_key = 0  # key of the first training batch (set from a checkpoint on resume)
 
     # --- public properties ------------------------------------------------------------------------------
     @property
@@ -177,6 +200,11 @@ class OfflineMetaDataModule(LightningDataModule):
     def test_task_ids(self) -> tuple[int, ...]:
         return self._test_ids
 
+    @property
+    def predict_task_ids(self) -> tuple[int, ...]:
+        """The tasks :meth:`predict_dataloader` yields: ``predict_ids``, or the held-out tasks."""
+        return self._test_ids if self._predict_ids is None else self._predict_ids
+
     def _resolve_ids(
         self, split: str | None, train_ids: Sequence[int] | None, test_ids: Sequence[int] | None
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -187,15 +215,8 @@ class OfflineMetaDataModule(LightningDataModule):
         else:
             train, test = train_ids, test_ids
         train, test = tuple(int(i) for i in train), tuple(int(i) for i in test)
-        n = self._family.num_default_tasks
         for name, ids in (("train_ids", train), ("test_ids", test)):
-            bad = [i for i in ids if not 0 <= i < n]
-            if bad:
-                raise ValueError(
-                    f"{name} holds task indices {bad} outside [0, {n}) of family {self._family.name!r}"
-                )
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"{name} lists a task twice: {list(ids)}")
+            self._check_ids(name, ids)
         if not train:
             raise ValueError("train_ids is empty; meta-training needs at least one task")
         overlap = sorted(set(train) & set(test))
@@ -206,6 +227,14 @@ class OfflineMetaDataModule(LightningDataModule):
                 f"tasks_per_batch={self.tasks_per_batch} exceeds the {len(train)} training tasks; lower it"
             )
         return train, test
+
+    def _check_ids(self, name: str, ids: Sequence[int]) -> None:
+        n = self._family.num_default_tasks
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"{name} holds task indices {bad} outside [0, {n}) of family {self._family.name!r}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{name} lists a task twice: {list(ids)}")
 
     # --- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -278,7 +307,7 @@ class OfflineMetaDataModule(LightningDataModule):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _loader(self, dataset: TaskBatchDataset, sampler: TaskBatchSampler) -> DataLoader:
+    def _loader(self, dataset: TaskBatchDataset, sampler: BatchKeySampler) -> DataLoader:
         return DataLoader(
             dataset,
             sampler=sampler,
@@ -286,14 +315,28 @@ class OfflineMetaDataModule(LightningDataModule):
             collate_fn=collate_task_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=loader_generator(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         rank, world = self._distributed()
         self._train_set.set_rank(rank, world)
-        sampler = TaskBatchSampler(self.batches_per_epoch, per_epoch=True, rank=rank, world_size=world)
+        sampler = BatchKeySampler(
+            self.batches_per_epoch, per_epoch=True, position=self._next_train_key, rank=rank, world_size=world
+        )
         return self._loader(self._train_set, sampler)
+
+    # --- exact resume: the next batch's key travels in every checkpoint ------------------------------------
+    def _next_train_key(self) -> int | None:
+        return next_train_key(getattr(self, "trainer", None), self._resume_key)
+
+    def state_dict(self) -> dict[str, int]:
+        key = self._next_train_key()
+        return {"next_train_batch": self._resume_key if key is None else key}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_key = int(state_dict["next_train_batch"])
 
     def val_dataloader(self) -> DataLoader | list:
         if self._eval_set is None:
@@ -313,8 +356,28 @@ class OfflineMetaDataModule(LightningDataModule):
         n_batches = math.ceil(len(self._test_ids) / self.tasks_per_batch)
         rank, world = self._distributed()
         return self._loader(
-            self._eval_set, TaskBatchSampler(n_batches, per_epoch=False, rank=rank, world_size=world)
+            self._eval_set, BatchKeySampler(n_batches, per_epoch=False, rank=rank, world_size=world)
         )
+
+    def predict_dataloader(self) -> DataLoader:
+        """One :class:`AdaptationBatch` per task of :attr:`predict_task_ids`, in that order.
+
+        Each holds ``support_size`` transitions of its task drawn as :meth:`adaptation_batch` draws them (the
+        datamodule's window, ``seed`` = the task id: the batch the ``AdaptationEvaluator`` adapts on with its
+        default seed and ``batch_size = support_size``). A module's ``predict_step`` adapts to it.
+
+        Raises:
+            ValueError: when there is no task to predict (no ``predict_ids`` and no held-out tasks), or a
+                task's window holds fewer than ``support_size`` transitions.
+        """
+        ids = self.predict_task_ids
+        if not ids:
+            raise ValueError(
+                "no tasks to predict: test_ids is empty and predict_ids is unset; set data.init_args.predict_ids"
+            )
+        batches = [AdaptationBatch(t, self.adaptation_batch(t, size=self.support_size, seed=t)) for t in ids]
+        # A list is a dataset. Batches of one item, unwrapped, give prediction writers each task's index.
+        return DataLoader(batches, batch_size=1, collate_fn=itemgetter(0))
 
     def _require_setup(self) -> None:
         if self._train_set is None:
@@ -485,32 +548,6 @@ class TaskBatchDataset(Dataset):
             perm = np.random.default_rng([self.seed, _TRAIN, 0, key]).permutation(n)
             return perm[self.rank * self.k : (self.rank + 1) * self.k]
         return np.random.default_rng([self.seed, _TRAIN, 0, key, self.rank]).permutation(n)[: self.k]
-
-
-class TaskBatchSampler(DistributedSampler):
-    """Yields the keys of the batches of one epoch: ``epoch * num_batches + i`` (train) or ``i`` (eval).
-
-    It subclasses ``DistributedSampler`` only so that Lightning recognises it as distribution-aware and neither
-    replaces nor wraps it: rank handling happens in :class:`TaskBatchDataset` (each rank builds its own batches
-    from the same keys). ``set_epoch`` is called by Lightning at every epoch start.
-    """
-
-    def __init__(self, num_batches: int, per_epoch: bool, rank: int = 0, world_size: int = 1) -> None:
-        # DistributedSampler.__init__ is skipped on purpose: it wants a sized dataset and a process group.
-        self.num_batches = int(num_batches)
-        self.per_epoch = per_epoch
-        self.rank, self.num_replicas = rank, world_size
-        self.epoch = 0
-        self.shuffle = False
-        self.seed = 0
-        self.drop_last = False
-
-    def __iter__(self) -> Iterator[int]:
-        base = self.epoch * self.num_batches if self.per_epoch else 0
-        return iter(range(base, base + self.num_batches))
-
-    def __len__(self) -> int:
-        return self.num_batches
 
 
 def collate_task_batch(item: TaskBatch) -> TaskBatch:

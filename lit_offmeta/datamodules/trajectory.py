@@ -10,16 +10,16 @@ off, trials are the behaviour data as logged (the ablation).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
 from lit_offmeta.data.stitching import stitch_trials
+from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily, TaskSplit
 
@@ -57,20 +57,17 @@ def _episode_ends(trials: TrialArrays) -> np.ndarray:
     return ends.reshape(ends.shape[0], -1)
 
 
-class _TrialBatches(IterableDataset):
-    """An endless stream of trial batches (``steps_per_epoch`` per epoch), seeded per epoch."""
+class _TrialBatches(Dataset):
+    """Map-style dataset whose item ``key`` is a whole batch of trials, drawn from ``(seed, key)`` alone."""
 
     def __init__(self, dm: TrialDataModule) -> None:
         self.dm = dm
 
-    def __len__(self) -> int:
-        return self.dm.steps_per_epoch
+    def __len__(self) -> int:  # keys are unbounded; the sampler bounds them
+        return np.iinfo(np.int32).max
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng([self.dm.seed, self.dm.epochs_started])
-        self.dm.epochs_started += 1
-        for _ in range(self.dm.steps_per_epoch):
-            yield self.dm.sample_batch(rng)
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        return self.dm.sample_batch(np.random.default_rng([self.dm.seed, int(key)]))
 
 
 class TrialDataModule(LightningDataModule):
@@ -172,9 +169,7 @@ class TrialDataModule(LightningDataModule):
         self.seed = seed
         self.train_trials: TrialArrays | None = None
         self._dataset: _TrialBatches | None = None
-        # epochs of batches drawn so far: epoch k's batches come from a stream seeded with (seed, k), and the count
-        # is saved in checkpoints (state_dict), so a resumed run draws what the uninterrupted run would have drawn
-        self.epochs_started = 0
+        self._resume_key = 0  # key of the first training batch (set from a checkpoint on resume)
 
     # --- data ------------------------------------------------------------------------------------------------
     @property
@@ -245,16 +240,23 @@ class TrialDataModule(LightningDataModule):
             batch = trials.select(np.array([rng.choice(by_task[int(t)]) for t in targets]))
         return trials_to_batch(batch)
 
+    # --- exact resume: batch g is drawn from (seed, g), and the next g travels in every checkpoint ----------
+    def _next_train_key(self) -> int | None:
+        return next_train_key(getattr(self, "trainer", None), self._resume_key)
+
     def state_dict(self) -> dict[str, int]:
-        return {"epochs_started": self.epochs_started}
+        key = self._next_train_key()
+        return {"next_train_batch": self._resume_key if key is None else key}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.epochs_started = int(state_dict["epochs_started"])
+        self._resume_key = int(state_dict["next_train_batch"])
 
     def train_dataloader(self) -> DataLoader:
         if self._dataset is None:
             self._dataset = _TrialBatches(self)
-        return DataLoader(self._dataset, batch_size=None, num_workers=0)
+        sampler = BatchKeySampler(self.steps_per_epoch, per_epoch=True, position=self._next_train_key)
+        return DataLoader(self._dataset, sampler=sampler, batch_size=None, num_workers=0,
+                          generator=loader_generator(self.seed))
 
 
 def load_trials_from_storage(

@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.nn.grid import GridCellOneHot
 from lit_offmeta.nn.mlp import mlp
 
@@ -66,7 +67,7 @@ def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 # --- the module ----------------------------------------------------------------------------------------------------
-class HyperStateDQN(LightningModule):
+class HyperStateDQN(TrainingGuards, LightningModule):
     """DQN over hyper-states ``(s, mu, logvar)``.
 
     Args:

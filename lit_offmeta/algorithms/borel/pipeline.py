@@ -36,11 +36,19 @@ from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, rela
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.data.relabel import TrialArrays, mix_trials
 from lit_offmeta.data.search_walks import search_walk_trials
 
+_PREDICT_REFUSAL = (
+    "OfflineVariBAD adapts online, by its belief during each trial, not to offline data, so `predict` has nothing "
+    "to adapt to. Roll its policy out instead: model.adapt() is a BeliefPolicy (reset/act/observe) that "
+    "lit_offmeta.callbacks.AdaptationEvaluator or `python -m lit_offmeta.algorithms.borel.diagnostics goal-found "
+    "--ckpt CKPT` evaluates"
+)
 
-class OfflineVariBAD(LightningModule):
+
+class OfflineVariBAD(TrainingGuards, LightningModule):
     """Belief VAE, then off-policy RL on hyper-states, from offline multi-episode trials.
 
     Args:
@@ -311,6 +319,14 @@ class OfflineVariBAD(LightningModule):
         ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
         return self.belief_policy()
 
+    def setup(self, stage: str) -> None:
+        if stage == "predict":  # before Lightning asks the TrialDataModule for a predict loader it lacks
+            raise ValueError(_PREDICT_REFUSAL)
+
+    def predict_step(self, batch: Any, batch_idx: int = 0) -> None:
+        """Refused (:data:`_PREDICT_REFUSAL` says why and what to use)."""
+        raise ValueError(_PREDICT_REFUSAL)
+
     def belief_policy(self, ema: float | None = None, action_samples: int | None = None) -> BeliefPolicy:
         """The Bayes-adaptive policy on the last RL iterate, or on its moving average with decay ``ema`` (one of
         ``rl_eval_ema``); ``action_samples`` overrides ``rl_action_samples``."""
@@ -367,36 +383,17 @@ class OfflineVariBAD(LightningModule):
 
     # --- exact resumption ------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The random streams the run goes on drawing from: the RL batch sampler's, and the global ones that SAC's
-        # action noise uses. With the datamodule's batch count, a run resumed from a checkpoint saved at an
-        # epoch's end (the default ModelCheckpoint's) repeats the uninterrupted run exactly.
-        checkpoint["borel_rng"] = {
-            "rl_sampler": self._generator.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        # The RL batch sampler's stream (torch's global one, which SAC's action noise uses, is saved by
+        # TrainingGuards, and the datamodule saves the next batch's key).
+        checkpoint["borel_rng"] = {"rl_sampler": self._generator.get_state()}
+        super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.hyperstates = None  # rebuilt from the data at the next RL update
         state = checkpoint.get("borel_rng")  # absent in checkpoints written before it was saved
         if state is not None:
             self._generator.set_state(state["rl_sampler"])
-        # The global streams are set only when training resumes (on_train_start), so that loading a model to
-        # evaluate it leaves the caller's random state alone.
-        self._resume_rng = state
-
-    def on_train_start(self) -> None:
-        state, self._resume_rng = getattr(self, "_resume_rng", None), None
-        if state is None:
-            return
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        # After the checkpoint, the uninterrupted run started the next epoch's DataLoader iterator, which draws its
-        # base seed from the global stream (one int64). The resumed run started its iterator before this hook, from
-        # the stream we just replaced, so make that draw again. The resumption test checks this against the
-        # uninterrupted run, so a change in torch's or Lightning's order fails there.
-        torch.empty((), dtype=torch.int64).random_()
+        super().on_load_checkpoint(checkpoint)
 
 
 def cosine_lr_decay_(optimizers, progress: float) -> None:

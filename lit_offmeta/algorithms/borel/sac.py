@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_offmeta.algorithms.borel.dqn import soft_update
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.sac import actor_loss as sac_actor_loss
 from lit_offmeta.algorithms.sac import critic_loss as twin_critic_loss
 from lit_offmeta.algorithms.sac import soft_td_target
@@ -53,13 +54,13 @@ class TanhGaussianActor(nn.Module):
         log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         action = torch.tanh(u)
-        gauss = torch.distributions.Normal(mean, log_std.exp()).log_prob(u).sum(-1)
+        gauss = torch.distributions.Normal(mean, log_std.exp(), validate_args=False).log_prob(u).sum(-1)
         # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
         log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return action, gauss - log_det
 
 
-class HyperStateSAC(LightningModule):
+class HyperStateSAC(TrainingGuards, LightningModule):
     """Soft actor-critic over hyper-states ``(s, mu, logvar)`` with a fixed temperature.
 
     Args:

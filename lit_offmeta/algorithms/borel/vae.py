@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch.nn import functional as F
 
+from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.nn.belief import BeliefEncoder, CellRewardDecoder, MLPRewardDecoder
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
@@ -108,7 +109,7 @@ def elbo_loss(
 
 
 # --- the module ----------------------------------------------------------------------------------------------
-class BeliefVAE(LightningModule):
+class BeliefVAE(TrainingGuards, LightningModule):
     """GRU belief encoder + reward decoder, trained on (reward-relabelled) offline trials.
 
     Args:
