@@ -21,12 +21,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics.aggregation import MeanMetric
 
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
-from lit_offmeta.callbacks.plots import plot_adaptation_curve
+from lit_offmeta.callbacks.plots import adaptation_curve_figure, save_figure
+from lit_offmeta.callbacks.progress import HookProgress
 from lit_offmeta.callbacks.report import write_report
 from lit_offmeta.callbacks.rollout import (
     NonFiniteActionError,
@@ -161,9 +163,14 @@ class AdaptationEvaluator(Callback):
       ``rollout/success_rate`` where the family defines success;
     * ``rollout/task_{id}/return`` and ``rollout/task_{id}/score`` per task;
     * ``rollout/curve/return_steps_{k}`` and ``rollout/curve/score_steps_{k}`` for each ``k`` in
-      ``curve_steps``; the curve is also drawn to ``adaptation.png`` in the trainer's log directory.
+      ``curve_steps``; the curve is also drawn to ``adaptation.png`` (scores) and ``adaptation_returns.png`` in
+      the trainer's log directory, and added to every ``TensorBoardLogger`` as the images
+      ``rollout/adaptation_score`` and ``rollout/adaptation_return`` (other loggers get the scalars only);
+    * ``hp_metric``: ``rollout/score_mean`` again, the value TensorBoard's HPARAMS tab shows for the run.
 
-    At the end of ``test`` it writes ``metrics.json`` and ``report.md`` into the log directory.
+    While it rolls out, a progress bar counts the episodes (in the trainer's progress display; none when the
+    trainer's progress bar is disabled). At the end of ``test`` it writes ``metrics.json`` and ``report.md`` into
+    the log directory; both name the checkpoint evaluated (``trainer.ckpt_path``) and its global step.
 
     It needs ``trainer.datamodule`` to provide ``family``, ``test_task_ids``/``train_task_ids``,
     ``task(task_id)``, ``adaptation_batch(task_id, size, window, seed)`` and ``behaviour_return_range(task_id)``
@@ -250,6 +257,7 @@ class AdaptationEvaluator(Callback):
         self.history: list[dict[str, float]] = []
         self.last_evaluation: dict[str, Any] | None = None
         self._fit_hook: str = "validation"
+        self._loaded_progress: dict[str, int] | None = None  # global step and epoch of a loaded checkpoint
 
     # --- Lightning hooks -------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -262,6 +270,13 @@ class AdaptationEvaluator(Callback):
             self._fit_hook = "validation" if is_overridden("validation_step", pl_module) else "train"
         else:
             self._fit_hook = self.hook
+        self._loaded_progress = None  # set again by on_load_checkpoint (Lightning restores after setup)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # `test --ckpt_path` restores the weights but not the loops: trainer.global_step stays 0 there, so the
+        # step the evaluated weights were trained to comes from the checkpoint itself.
+        self._loaded_progress = {"global_step": int(checkpoint.get("global_step", 0)),
+                                 "epoch": int(checkpoint.get("epoch", 0))}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._fit_hook == "train" and self._due(trainer):
@@ -285,8 +300,13 @@ class AdaptationEvaluator(Callback):
             return
         log_dir = self._log_dir(trainer)  # every rank calls it: log_dir broadcasts
         if trainer.is_global_zero:
+            settings = self.last_evaluation["settings"]
+            if settings.get("checkpoint"):
+                notes = f"Checkpoint `{settings['checkpoint']}`, trained for {settings['global_step']} global steps."
+            else:
+                notes = f"The module in memory (no checkpoint loaded), after {settings['global_step']} global steps."
             metrics_path, report_path = write_report(
-                log_dir, self.last_evaluation, title=f"{type(pl_module).__name__} evaluation report"
+                log_dir, self.last_evaluation, title=f"{type(pl_module).__name__} evaluation report", notes=notes
             )
             rank_zero_info(f"AdaptationEvaluator: wrote {metrics_path} and {report_path}")
 
@@ -330,8 +350,19 @@ class AdaptationEvaluator(Callback):
     def _log_dir(self, trainer: Trainer) -> Path:
         return Path(trainer.log_dir or trainer.default_root_dir)
 
-    def evaluate_tasks(self, pl_module: Any, datamodule: Any, task_ids: Sequence[int], with_curve: bool) -> dict:
-        """Evaluate ``task_ids`` on this process (no logging); ``{task_id: per-task results}``."""
+    def episodes_to_run(self, task_ids: Sequence[int], with_curve: bool) -> int:
+        """How many episodes :meth:`evaluate_tasks` rolls out for ``task_ids`` (the progress bar's total)."""
+        runs = 1 + sum(1 for k in (self.curve_steps if with_curve else []) if not (self.steps is not None
+                                                                                 and k == self.steps))
+        missing = sum(1 for t in task_ids if t not in self.random_returns)
+        return runs * len(task_ids) * self.episodes + missing * self.random_episodes
+
+    def evaluate_tasks(self, pl_module: Any, datamodule: Any, task_ids: Sequence[int], with_curve: bool,
+                       progress: HookProgress | None = None) -> dict:
+        """Evaluate ``task_ids`` on this process (no logging); ``{task_id: per-task results}``.
+
+        ``progress`` (optional) is advanced by the episodes of each rollout as it finishes."""
+        advance = progress.advance if progress is not None else (lambda n: None)
         if not task_ids:
             return {}
         family = datamodule.family
@@ -347,10 +378,12 @@ class AdaptationEvaluator(Callback):
             rand = random_policy_returns(family, [datamodule.task(t) for t in missing], self.random_episodes,
                                          seeds=[self.seed + 7919 * (t + 1) for t in missing])
             self.random_returns.update({t: float(r) for t, r in zip(missing, rand)})
+            advance(len(missing) * self.random_episodes)
         random = np.array([self.random_returns[t] for t in task_ids])
         best = np.array([best_behaviour_return(datamodule, t) for t in task_ids])
         seeds = [self.seed + t for t in task_ids]  # per task, so DDP shards see the same environments
         main = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds)
+        advance(len(tasks) * self.episodes)
         returns = main.task_returns()
         scores = normalised_score(returns, random, best)
         success = main.task_success()
@@ -362,6 +395,7 @@ class AdaptationEvaluator(Callback):
                 else:
                     curve[k] = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, k, self.episodes, seeds)
                     curve[k] = curve[k].task_returns()
+                    advance(len(tasks) * self.episodes)
         out = {}
         for i, t in enumerate(task_ids):
             out[int(t)] = {
@@ -388,27 +422,33 @@ class AdaptationEvaluator(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            shard = self.evaluate_tasks(pl_module, datamodule, local, with_curve)
+            with HookProgress(trainer, self.episodes_to_run(local, with_curve), f"Rollouts ({stage})") as progress:
+                shard = self.evaluate_tasks(pl_module, datamodule, local, with_curve, progress)
         finally:
             pl_module.train(was_training)
         per_task = merge_task_results(gather_objects(shard, trainer.world_size), task_ids)
         # the random baselines computed on other ranks, so that a resumed run on any rank reuses them
         self.random_returns.update({t: r["random_return"] for t, r in per_task.items()})
         evaluation = self._summarise(per_task, with_curve)
+        # In fit the weights are the ones training; otherwise a loaded checkpoint's (trainer.ckpt_path), whose
+        # own step and epoch count (the trainer's stay 0 in `test --ckpt_path`), else the module in memory.
+        checkpoint = str(trainer.ckpt_path) if stage != "fit" and trainer.ckpt_path else None
+        progress = self._loaded_progress if checkpoint and self._loaded_progress else {
+            "global_step": trainer.global_step, "epoch": trainer.current_epoch}
         evaluation["settings"] = {
-            "stage": stage, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+            "stage": stage, "checkpoint": checkpoint, **progress,
             "adaptation_batch_size": self.batch_size, "window": self.window, "adaptation_steps": self.steps,
             "episodes_per_task": self.episodes, "random_episodes": self.random_episodes, "seed": self.seed,
             "num_tasks": len(task_ids),
         }
         self._log(pl_module, evaluation, per_task)
         self.num_evaluations += 1
-        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **evaluation["summary"]})
+        self.history.append({"epoch": progress["epoch"], "step": progress["global_step"], **evaluation["summary"]})
         self.last_evaluation = evaluation
         if with_curve and self.plot and evaluation["curve"]:
             log_dir = self._log_dir(trainer)
             if trainer.is_global_zero:
-                self._plot(log_dir / "adaptation.png", per_task)
+                self._plot(trainer, log_dir / "adaptation.png", per_task, progress["global_step"])
         return evaluation
 
     def _summarise(self, per_task: dict[int, dict], with_curve: bool) -> dict[str, Any]:
@@ -441,6 +481,8 @@ class AdaptationEvaluator(Callback):
 
         for key, value in evaluation["summary"].items():
             log(f"rollout/{key}", value)
+        # TensorBoardLogger writes hp_metric = -1 at the start; the held-out score replaces it in its HPARAMS tab
+        log("hp_metric", evaluation["summary"]["score_mean"])
         for t, r in per_task.items():
             log(f"rollout/task_{t}/return", r["return"])
             log(f"rollout/task_{t}/score", r["score"])
@@ -448,14 +490,24 @@ class AdaptationEvaluator(Callback):
             log(f"rollout/curve/return_steps_{k}", v["return"])
             log(f"rollout/curve/score_steps_{k}", v["score"])
 
-    def _plot(self, path: Path, per_task: dict[int, dict]) -> None:
+    def _plot(self, trainer: Trainer, path: Path, per_task: dict[int, dict], step: int) -> None:
         rows = list(per_task.values())
         curve = {k: np.array([r["curve"][k] for r in rows]) for k in self.curve_steps}
         scores = {
             k: normalised_score(v, [r["random_return"] for r in rows], [r["best_behaviour_return"] for r in rows])
             for k, v in curve.items()
         }
-        plot_adaptation_curve(scores, path, ylabel="normalised score (0 random, 1 best behaviour)",
-                              title="Held-out normalised score after k adaptation steps",
-                              reference={"random policy": 0.0, "best behaviour trajectory": 1.0})
-        plot_adaptation_curve(curve, path.with_name("adaptation_returns.png"), ylabel="return")
+        # TensorBoard shows the figures beside the scalars; other loggers (CSV, ...) have no image API
+        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        for name, file, values, kwargs in (
+            ("score", path, scores, {"ylabel": "normalised score (0 random, 1 best behaviour)",
+                                     "title": "Held-out normalised score after k adaptation steps",
+                                     "reference": {"random policy": 0.0, "best behaviour trajectory": 1.0}}),
+            ("return", path.with_name("adaptation_returns.png"), curve, {"ylabel": "return"}),
+        ):
+            figure = adaptation_curve_figure(values, **kwargs)
+            try:
+                for board in boards:
+                    board.experiment.add_figure(f"rollout/adaptation_{name}", figure, global_step=step, close=False)
+            finally:
+                save_figure(figure, file)  # closes the figure

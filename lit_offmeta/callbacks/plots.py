@@ -22,17 +22,27 @@ def plot_adaptation_curve(
     title: str = "Held-out return after k adaptation steps",
     reference: Mapping[str, float] | None = None,
 ) -> Path:
-    """Draw per-task values (thin lines) and their mean (thick) against the number of adaptation steps.
+    """Draw :func:`adaptation_curve_figure` to a PNG at ``path``, written to a temporary name first, then renamed
+    (never half-written); returns the path. Raises ``ValueError`` as :func:`adaptation_curve_figure` does."""
+    return save_figure(adaptation_curve_figure(curve, ylabel, title, reference), path)
+
+
+def adaptation_curve_figure(
+    curve: Mapping[int, np.ndarray],
+    ylabel: str = "return",
+    title: str = "Held-out return after k adaptation steps",
+    reference: Mapping[str, float] | None = None,
+):
+    """Per-task values (thin lines) and their mean (thick) against the number of adaptation steps.
 
     Args:
         curve: ``{steps: [num_tasks] values}`` (e.g. returns after 0, 1, 5, 20 steps).
-        path: the PNG to write; written to a temporary name first, then renamed (never half-written).
         ylabel: the y axis label.
         title: the figure title.
         reference: horizontal reference lines, ``{label: value}`` (e.g. random policy, best behaviour).
 
     Returns:
-        The written path.
+        The matplotlib figure; the caller closes it (:func:`save_figure` does).
 
     Raises:
         ValueError: an empty curve or per-step arrays of different lengths.
@@ -56,9 +66,10 @@ def plot_adaptation_curve(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        return save_figure(fig, path)
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    return fig
 
 
 def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
