@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -161,7 +162,22 @@ def export_main(argv: list[str]) -> None:
     )
 
 
+UPSTREAM_WARNINGS = (
+    # Lightning 2.6's pytree helper builds torch's LeafSpec, which torch 2.13 deprecates: printed once per run
+    # and not actionable by a lit-offmeta user (Lightning's to fix).
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+
+def quiet_upstream_warnings() -> None:
+    """Silence the :data:`UPSTREAM_WARNINGS` (the command-line entry points only; importing the library never
+    changes the caller's warning filters)."""
+    for category, message in UPSTREAM_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def main(argv: list[str] | None = None) -> None:
+    quiet_upstream_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "collect":
         from lit_offmeta.collect.cli import main as collect_main

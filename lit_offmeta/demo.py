@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="exit with status 1 if the held-out normalised score is below this")
     parser.add_argument("--train-ids", default=None, help=argparse.SUPPRESS)  # tests: "0,1" with the tiny preset
     parser.add_argument("--test-ids", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     for name in ("train_minutes", "lr_value", "lr_policy"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
@@ -112,14 +112,15 @@ def _ids(text: str | None) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from lit_offmeta.algorithms.macaw import MACAW
+    from lit_offmeta.cli import quiet_upstream_warnings
     from lit_offmeta.collect.presets import get_preset
     from lit_offmeta.collect.runner import collect
     from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 
+    quiet_upstream_warnings()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    # absolute: the storage layer's Minari writer mis-resolves relative roots (reported to the data owner)
     data_dir = (Path(args.data) if args.data else out / "data").resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -192,10 +192,10 @@ def test_shared_paths_relabel_one_path_for_every_task_of_the_batch():
 def test_datamodule_validates_arguments():
     with pytest.raises(ValueError, match="tasks_per_batch"):
         TrialDataModule("grid_navi", tasks_per_batch=0)
-    with pytest.raises(ValueError, match="data_root"):
+    with pytest.raises(ValueError, match="data_dir"):
         TrialDataModule("grid_navi", scripted_trials_per_task=0)
     with pytest.raises(ValueError, match="not a folder"):
-        TrialDataModule("grid_navi", data_root="/nonexistent/borel").prepare_data()
+        TrialDataModule("grid_navi", data_dir="/nonexistent/borel").prepare_data()
 
 
 def test_trials_to_batch_is_time_major():

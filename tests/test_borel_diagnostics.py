@@ -425,7 +425,7 @@ def test_fit_vae_follows_the_datamodules_per_epoch_batch_stream():
     from lit_offmeta.algorithms.borel.vae import BeliefVAE
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
-    dm = TrialDataModule("grid_navi", data_root=None, tasks_per_batch=2, trials_per_task=2, steps_per_epoch=1,
+    dm = TrialDataModule("grid_navi", data_dir=None, tasks_per_batch=2, trials_per_task=2, steps_per_epoch=1,
                          scripted_trials_per_task=2, seed=3)
     dm.setup("fit")
     torch.manual_seed(0)

@@ -62,7 +62,7 @@ def test_tiny_path_collect_fit_test_with_the_shipped_configs_alone(tmp_path, mon
     """The README's first run, verbatim: collect the tiny preset, fit and test with the tiny config, no overrides."""
     monkeypatch.chdir(tmp_path)  # the configs' relative paths (data/tiny/, lightning_logs/) land in tmp_path
     tiny = str(ROOT / "configs" / "macaw" / "point_robot_tiny.yaml")
-    main(["collect", "--config", str(ROOT / "configs" / "collect" / "point_robot_tiny.yaml"), "--no-progress"])
+    main(["collect", "--config", str(ROOT / "configs" / "collect" / "point_robot_tiny.yaml"), "--no_progress"])
     assert len(list((tmp_path / "data" / "tiny" / "point_robot").glob("task_*"))) == 3
     main(["fit", "--config", tiny, "--trainer.enable_progress_bar=false"])
     run = tmp_path / "lightning_logs" / "macaw_point_robot_tiny" / "version_0"

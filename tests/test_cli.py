@@ -51,3 +51,24 @@ def test_fit_help_lists_the_library_models_and_datamodules():
         "lit_offmeta.datamodules.OfflineMetaDataModule", "lit_offmeta.datamodules.trajectory.TrialDataModule",
     ):
         assert name in text, f"{name} missing from `fit --help`"
+
+
+def test_a_tiny_fit_prints_no_warnings(tmp_path):
+    """A newcomer's first run shows no warning: no override warning from the library, and the upstream
+    deprecations in lit_offmeta.cli.UPSTREAM_WARNINGS filtered (Lightning's warnings print as `file:line: text`)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"cwd": tmp_path}
+    collect = subprocess.run([sys.executable, "-m", "lit_offmeta.cli", "collect", "--config",
+                              str(root / "configs" / "collect" / "point_robot_tiny.yaml"), "--no_progress"],
+                             capture_output=True, text=True, timeout=120, **env)
+    assert collect.returncode == 0, collect.stderr
+    fit = subprocess.run([sys.executable, "-m", "lit_offmeta.cli", "fit", "--config",
+                          str(root / "configs" / "macaw" / "point_robot_tiny.yaml"), "--trainer.max_steps=25",
+                          "--trainer.enable_progress_bar=false"], capture_output=True, text=True, timeout=300, **env)
+    assert fit.returncode == 0, fit.stderr
+    warnings = [line for line in (fit.stdout + fit.stderr).splitlines()
+                if re.search(r"\.py:\d+: ", line) or "Warning" in line]
+    assert warnings == []

@@ -198,7 +198,7 @@ def cli_error(argv, capsys) -> str:
 
 def test_cli_relative_out_directory_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli.main(["--family", "grid_navi", "--preset", "tiny", "--out", "data", "--tasks", "4", "--no-progress"])
+    cli.main(["--family", "grid_navi", "--preset", "tiny", "--out", "data", "--tasks", "4", "--no_progress"])
     assert sorted(list_task_datasets(tmp_path / "data", "grid_navi")) == [4]
 
 
@@ -207,7 +207,7 @@ def test_cli_config_file_with_overrides_writes_datasets(tmp_path, capsys):
     out = tmp_path / "data"
     config.write_text(f"family: grid_navi\npreset: tiny\nout: {out}\nseed: 5\ntasks: [0, 2]\n"
                       "settings:\n  episodes_per_task: 8\n  agent_kwargs: {epsilon_end: 0.0}\n")
-    cli.main(["--config", str(config), "--no-progress"])
+    cli.main(["--config", str(config), "--no_progress"])
     assert sorted(list_task_datasets(out, "grid_navi")) == [0, 2]
     buffer = load_task_buffers(out, "grid_navi", [2])[0]
     assert buffer.num_episodes == 8
@@ -215,7 +215,7 @@ def test_cli_config_file_with_overrides_writes_datasets(tmp_path, capsys):
     assert manifest["seed"] == 5 and manifest["config"]["agent_kwargs"] == {"epsilon_end": 0.0}
     # Command-line options override the file.
     capsys.readouterr()
-    cli.main(["--config", str(config), "--tasks", "1-3", "--set", "num_tasks=4", "--print-config"])
+    cli.main(["--config", str(config), "--tasks", "1-3", "--set", "num_tasks=4", "--print_config"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["tasks"] == [1, 2, 3] and printed["config"]["num_tasks"] == 4 and printed["seed"] == 5
 
@@ -225,7 +225,7 @@ def test_cli_config_file_with_overrides_writes_datasets(tmp_path, capsys):
 )
 def test_shipped_collect_configs_resolve(path, capsys):
     config_path = cli.Path(__file__).parents[1] / "configs" / "collect" / path
-    cli.main(["--config", str(config_path), "--print-config"])
+    cli.main(["--config", str(config_path), "--print_config"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["config"]["family"] in PRESETS and printed["out"]
 
@@ -255,7 +255,7 @@ def test_cli_rejects_unknown_config_keys_and_foreign_out_dir(tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "results.csv").write_text("1,2\n")
-    err = cli_error(["--family", "point_robot", "--preset", "tiny", "--out", str(foreign), "--no-progress"], capsys)
+    err = cli_error(["--family", "point_robot", "--preset", "tiny", "--out", str(foreign), "--no_progress"], capsys)
     assert "not written by `lit-offmeta collect`" in err
 
 

@@ -13,7 +13,7 @@ from lit_offmeta import demo
 def test_demo_runs_end_to_end_and_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--preset", "tiny", "--train-ids", "0,1", "--test-ids", "2", "--batch-size", "32",
-            "--width", "16", "--max-meta-steps", "4", "--evals", "1", "--train-minutes", "1", "--no-progress",
+            "--width", "16", "--max-meta-steps", "4", "--evals", "1", "--train-minutes", "1", "--no_progress",
             "--min-score", "-1000"]
     assert demo.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -489,11 +489,6 @@ class MACAW(TrainingGuards, LightningModule):
             return True
         return self.global_step % max(1, trainer.log_every_n_steps) == 0 or trainer.max_steps == self.global_step
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, TaskBatch):
-            return batch.to(device)  # direct: Lightning's generic collection walk costs milliseconds per step
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def _log_train(self, loss_value, loss_policy, inner_value, inner_policy, weights, num_tasks) -> None:
         log = {
             "train/loss_value": loss_value.detach() / num_tasks,

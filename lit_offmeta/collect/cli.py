@@ -26,7 +26,7 @@ CONFIG_KEYS = ("family", "preset", "out", "seed", "tasks", "settings")
 EPILOG = """presets (family: presets):
 {presets}
 
-Each preset's settings: `lit-offmeta collect --family F --preset P --print-config`.
+Each preset's settings: `lit-offmeta collect --family F --preset P --print_config`.
 A config file is YAML with the keys {keys}; command-line options override it, e.g.
   family: point_robot
   preset: small
@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: the preset's first num_tasks)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="override one preset setting (repeatable), e.g. --set episodes_per_task=200")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--print_config", action="store_true", help="print the resolved settings and exit")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser
 
 

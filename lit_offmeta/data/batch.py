@@ -40,6 +40,8 @@ class TaskBatch:
         return int(self.task_ids.shape[0])
 
     def to(self, device: torch.device | str) -> TaskBatch:
+        """A copy on ``device``. Lightning moves a batch by calling this directly (an object with ``.to`` is a
+        transferable type to it), so no LightningModule needs a ``transfer_batch_to_device`` override."""
         return TaskBatch(
             {k: v.to(device) for k, v in self.support.items()},
             {k: v.to(device) for k, v in self.query.items()},

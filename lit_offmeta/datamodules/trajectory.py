@@ -75,7 +75,7 @@ class TrialDataModule(LightningDataModule):
 
     Args:
         family: task family name (``"grid_navi"``, ``"point_robot_sparse"``...).
-        data_root: folder written by ``lit-offmeta collect`` (one dataset per task). ``None`` generates
+        data_dir: folder written by ``lit-offmeta collect`` (one dataset per task). ``None`` generates
             scripted behaviour trials in memory instead (see ``scripted_trials_per_task``).
         split: the family's task split (``None``: the family's default, ``"all"``: every task); the VAE and RL
             see only its ``train`` tasks, evaluation uses ``test``.
@@ -97,7 +97,7 @@ class TrialDataModule(LightningDataModule):
             deterministic dynamics only). They join ``train_trials``, so the VAE batches and the pipeline's RL
             stage both draw them. 0 (default): the logged trials only, BOReL's protocol.
         stitch_novelty: the stitched walks' probability of stepping only to states their trial has not visited.
-        scripted_trials_per_task: with ``data_root=None``, trials per task of the scripted behaviour
+        scripted_trials_per_task: with ``data_dir=None``, trials per task of the scripted behaviour
             (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
         steps_per_epoch: batches per epoch (the stream is endless; the trainer's ``max_steps`` decides).
@@ -114,7 +114,7 @@ class TrialDataModule(LightningDataModule):
     def __init__(
         self,
         family: str = "grid_navi",
-        data_root: str | None = None,
+        data_dir: str | None = None,
         split: str | None = None,
         episodes_per_trial: int | None = None,
         tasks_per_batch: int = 8,
@@ -147,12 +147,12 @@ class TrialDataModule(LightningDataModule):
             raise ValueError("TrialDataModule: shared_paths needs reward_relabelling=True and mix_prob=1.0 (a path "
                              f"relabelled for several tasks), got reward_relabelling={reward_relabelling}, "
                              f"mix_prob={mix_prob}")
-        if data_root is None and scripted_trials_per_task < 1:
+        if data_dir is None and scripted_trials_per_task < 1:
             raise ValueError(
-                "TrialDataModule: give data_root (a folder from `lit-offmeta collect`) or "
-                f"scripted_trials_per_task >= 1, got data_root=None and {scripted_trials_per_task}"
+                "TrialDataModule: give data_dir (a folder from `lit-offmeta collect`) or "
+                f"scripted_trials_per_task >= 1, got data_dir=None and {scripted_trials_per_task}"
             )
-        self.data_root = data_root
+        self.data_dir = data_dir
         self.split_name = split
         self.episodes_per_trial = int(
             episodes_per_trial or getattr(self.family, "episodes_per_trial", 0) or 2
@@ -192,10 +192,10 @@ class TrialDataModule(LightningDataModule):
         return [tasks[i] for i in self.test_indices]
 
     def prepare_data(self) -> None:
-        if self.data_root is not None and not Path(self.data_root).is_dir():
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(
-                f"TrialDataModule: data_root {self.data_root!r} is not a folder; create it with "
-                f"`lit-offmeta collect --family {self.family.name} --out {self.data_root}`"
+                f"TrialDataModule: data_dir {self.data_dir!r} is not a folder; create it with "
+                f"`lit-offmeta collect --family {self.family.name} --out {self.data_dir}`"
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -209,8 +209,8 @@ class TrialDataModule(LightningDataModule):
             self.train_trials = trials
 
     def load_trials(self, task_indices: tuple[int, ...] | list[int]) -> TrialArrays:
-        """Trials of the tasks ``task_indices`` (from ``data_root`` or the scripted behaviour)."""
-        if self.data_root is None:
+        """Trials of the tasks ``task_indices`` (from ``data_dir`` or the scripted behaviour)."""
+        if self.data_dir is None:
             from lit_offmeta.algorithms.borel.behaviour import scripted_trials
 
             return scripted_trials(
@@ -220,7 +220,7 @@ class TrialDataModule(LightningDataModule):
                 self.episodes_per_trial,
                 seed=self.seed,
             )
-        return load_trials_from_storage(self.family, self.data_root, task_indices, self.episodes_per_trial)
+        return load_trials_from_storage(self.family, self.data_dir, task_indices, self.episodes_per_trial)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One batch: ``tasks_per_batch`` tasks x ``trials_per_task`` trials, time-major."""

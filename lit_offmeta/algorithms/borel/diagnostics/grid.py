@@ -350,7 +350,7 @@ def train_vae(args: argparse.Namespace) -> None:
     settings = {**GRID_VAE, "lr": args.lr, **json.loads(args.vae)}
     batch = {"tasks_per_batch": 8, "trials_per_task": 8, **json.loads(args.batch)}
     torch.manual_seed(args.seed)
-    dm = TrialDataModule("grid_navi", data_root=args.data, split="all", reward_relabelling=args.mix_prob > 0,
+    dm = TrialDataModule("grid_navi", data_dir=args.data, split="all", reward_relabelling=args.mix_prob > 0,
                          mix_prob=args.mix_prob, seed=args.seed, steps_per_epoch=500, **batch)
     dm.setup("fit")
     vae = BeliefVAE("grid_navi", **settings)

@@ -364,7 +364,7 @@ def point_robot_vae_batches(data: str, seed: int):
     shared paths, every episode relabelled); checkpoints do not store the datamodule's settings."""
     from lit_offmeta.datamodules.trajectory import TrialDataModule
 
-    dm = TrialDataModule("point_robot_sparse", data_root=data, split="paper", episodes_per_trial=2,
+    dm = TrialDataModule("point_robot_sparse", data_dir=data, split="paper", episodes_per_trial=2,
                          tasks_per_batch=8, trials_per_task=2, reward_relabelling=True, mix_prob=1.0,
                          shared_paths=True, steps_per_epoch=500, seed=seed)
     dm.setup("fit")
