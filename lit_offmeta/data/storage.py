@@ -466,7 +466,7 @@ def source_checksums(*files: Path, chunk_bytes: int = 1 << 20) -> list[list[Any]
     The cache is keyed by content, not by inode and modification time: an in-place edit that keeps the mtime
     (``touch -r``, a restore from backup, some editors and sync tools) still changes the checksum. CRC-32 is
     not a cryptographic hash, but the question is "did the file change", not "was it forged", and zlib's
-    CRC-32 runs at about 4 GB/s here (blake2b: 0.9 GB/s); the measured cost is in docs/DATASETS.md.
+    CRC-32 is about as fast as reading the packed block (``benchmarks/cache_checksum.py``, docs/DATASETS.md).
     """
     result: list[list[Any]] = []
     chunk = bytearray(chunk_bytes)
