@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -72,8 +74,15 @@ class OffMetaCLI(LightningCLI):
             )
             raise
 
+    def before_validate(self) -> None:
+        quiet_evaluation_warnings()
+
+    def before_test(self) -> None:
+        quiet_evaluation_warnings()
+
     def before_predict(self) -> None:
         """``predict`` saves what it adapts through a prediction writer; without one it would compute and discard."""
+        quiet_evaluation_warnings()
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             raise ValueError(
                 "lit-offmeta predict has no prediction writer to save the adapted policies: add "
@@ -101,6 +110,7 @@ class ExportCLI(OffMetaCLI):
 
     def before_predict(self) -> None:
         """The export is the output: no prediction writer needed."""
+        quiet_evaluation_warnings()
 
     def predict(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs) -> None:
         from lit_offmeta.export import export_policy
@@ -148,18 +158,20 @@ def export_main(argv: list[str]) -> None:
         check_out_dir(args.out)
     except ValueError as err:
         parser.error(str(err))
-    ExportCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["predict", *rest, f"--ckpt_path={args.ckpt_path}", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false"],
-        save_config_callback=None,
-        task_id=args.task_id,
-        out_dir=args.out,
-        formats=formats,
-    )
+    # LightningCLI warns when given args while sys.argv holds some too: here the args ARE the command line
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        ExportCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=["predict", *rest, f"--ckpt_path={args.ckpt_path}", "--trainer.logger=false",
+                  "--trainer.enable_progress_bar=false"],
+            save_config_callback=None,
+            task_id=args.task_id,
+            out_dir=args.out,
+            formats=formats,
+        )
 
 
 UPSTREAM_WARNINGS = (
@@ -167,13 +179,36 @@ UPSTREAM_WARNINGS = (
     # and not actionable by a lit-offmeta user (Lightning's to fix).
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )
+EVALUATION_WARNINGS = (
+    # `test`/`predict --ckpt_path` with the training config: Lightning restores the callbacks' state and says that
+    # the checkpoint folder of this (new) run differs and that callbacks of the training run are absent.
+    r"The dirpath has changed from",
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+)
+
+
+class _DropLightningTips(logging.Filter):
+    """Lightning's advertisements ("Tip: try installing litlogger ...") at the start of every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
 def quiet_upstream_warnings() -> None:
-    """Silence the :data:`UPSTREAM_WARNINGS` (the command-line entry points only; importing the library never
-    changes the caller's warning filters)."""
+    """Silence the :data:`UPSTREAM_WARNINGS` and Lightning's tips (the command-line entry points only: importing
+    the library never changes the caller's warning filters or logging)."""
     for category, message in UPSTREAM_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
+            logger.addFilter(_DropLightningTips())
+
+
+def quiet_evaluation_warnings() -> None:
+    """Silence :data:`EVALUATION_WARNINGS`: evaluating a checkpoint is what these subcommands are for."""
+    for message in EVALUATION_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ networks of the observation and are refused with a ``ValueError``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -237,7 +238,20 @@ def _require_onnx() -> None:
 
 def _export_onnx(policy: nn.Sequential, obs_dim: int, path: Path) -> None:
     example = torch.zeros(2, int(obs_dim))  # batch 2: torch.export would specialise a batch of 1
-    program = torch.onnx.export(
+    # The exporter logs a warning per torchvision operator it cannot register when torchvision is absent;
+    # an MLP uses none of them.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        program = _onnx_program(policy, example)
+    finally:
+        registration.setLevel(level)
+    program.save(str(path), external_data=False)  # one self-contained file
+
+
+def _onnx_program(policy: nn.Sequential, example: torch.Tensor):
+    return torch.onnx.export(
         policy,
         (example,),
         dynamo=True,
@@ -246,4 +260,3 @@ def _export_onnx(policy: nn.Sequential, obs_dim: int, path: Path) -> None:
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         verbose=False,
     )
-    program.save(str(path), external_data=False)  # one self-contained file

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 
@@ -53,22 +54,37 @@ def test_fit_help_lists_the_library_models_and_datamodules():
         assert name in text, f"{name} missing from `fit --help`"
 
 
-def test_a_tiny_fit_prints_no_warnings(tmp_path):
-    """A newcomer's first run shows no warning: no override warning from the library, and the upstream
-    deprecations in lit_offmeta.cli.UPSTREAM_WARNINGS filtered (Lightning's warnings print as `file:line: text`)."""
+@pytest.mark.slow
+def test_the_readme_first_run_works_verbatim_and_prints_no_warnings(tmp_path):
+    """The README's first run, as a newcomer types it (collect, fit, test, predict, export from the repository's
+    configs): each step writes what the README says, and none prints a warning: no override warning from the
+    library, and the upstream ones in lit_offmeta.cli filtered (Lightning's print as `file:line: text`)."""
+    import json
     import re
     from pathlib import Path
 
+    import numpy as np
+
     root = Path(__file__).resolve().parents[1]
-    env = {"cwd": tmp_path}
-    collect = subprocess.run([sys.executable, "-m", "lit_offmeta.cli", "collect", "--config",
-                              str(root / "configs" / "collect" / "point_robot_tiny.yaml"), "--no_progress"],
-                             capture_output=True, text=True, timeout=120, **env)
-    assert collect.returncode == 0, collect.stderr
-    fit = subprocess.run([sys.executable, "-m", "lit_offmeta.cli", "fit", "--config",
-                          str(root / "configs" / "macaw" / "point_robot_tiny.yaml"), "--trainer.max_steps=25",
-                          "--trainer.enable_progress_bar=false"], capture_output=True, text=True, timeout=300, **env)
-    assert fit.returncode == 0, fit.stderr
-    warnings = [line for line in (fit.stdout + fit.stderr).splitlines()
-                if re.search(r"\.py:\d+: ", line) or "Warning" in line]
-    assert warnings == []
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## First run"):]
+    block = section[section.index("```bash") + len("```bash"):section.index("```", section.index("```bash") + 7)]
+    commands = [c.split("#")[0].strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+    assert [c.split()[1] for c in commands] == ["collect", "fit", "test", "predict", "export"]
+    for command in commands:
+        args = command.split()[1:]
+        args = [str(root / a) if a.startswith("configs/") else a for a in args]  # run from tmp_path
+        result = subprocess.run([sys.executable, "-m", "lit_offmeta.cli", *args, *(
+            ["--no_progress"] if args[0] == "collect" else ["--trainer.enable_progress_bar=false"]
+            if args[0] in ("fit", "test", "predict") else [])], capture_output=True, text=True, timeout=300,
+            cwd=tmp_path)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        noise = [line for line in (result.stdout + result.stderr).splitlines()
+                 if re.search(r"\.py:\d+: ", line) or "Warning" in line or "Tip:" in line]
+        assert noise == [], command
+    run = tmp_path / "lightning_logs" / "macaw_point_robot_tiny"
+    assert json.loads((run / "version_1" / "metrics.json").read_text())["settings"]["global_step"] == 60
+    actions = np.load(tmp_path / "predictions" / "task_2.actions.npy")
+    assert actions.shape == (64, 2) and np.isfinite(actions).all()
+    assert sorted(p.name for p in (tmp_path / "policy_task2").iterdir()) == [
+        "architecture.json", "policy.onnx", "policy.pt", "weights.pt"]
