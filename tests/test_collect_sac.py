@@ -3,7 +3,10 @@ task-conditioned collector end to end (Cheetah-Vel tiny preset; SAC learning Poi
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ from lit_offmeta.algorithms.sac import (
     soft_td_target,
     temperature_loss,
 )
+from lit_offmeta.collect import checkpoint
+from lit_offmeta.collect.checkpoint import load_checkpoint, save_checkpoint
 from lit_offmeta.collect.episodes import early_late_returns
 from lit_offmeta.collect.presets import CollectConfig, get_preset
 from lit_offmeta.collect.runner import collect
@@ -229,10 +234,95 @@ def test_collect_command_resumes_sac_from_its_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "point_robot" / ".sac-checkpoint" / "state.json").is_file()
     assert list_task_datasets(tmp_path, "point_robot") == {}
     monkeypatch.setattr(SAC, "update", real_update)
-    summary = collect(config, tmp_path, progress=False, log=None)
+    folder = tmp_path / "point_robot" / ".sac-checkpoint"
+    step = json.loads((folder / "state.json").read_text())["global_step"]
+    messages: list[str] = []
+    summary = collect(config, tmp_path, progress=False, log=messages.append)
+    assert f"collect: resumed from the SAC checkpoint in {folder} at {step} env steps of 600" in messages
     assert sorted(summary.written) == [0, 1, 2]
     assert not (tmp_path / "point_robot" / ".sac-checkpoint").exists()
     assert [b.num_episodes for b in load_task_buffers(tmp_path, "point_robot")] == [10, 10, 10]
+
+
+
+def _save(folder, step):
+    save_checkpoint(folder, {"global_step": step}, {"w": torch.full((2,), float(step))},
+                    {"obs": np.full((3, 2), step, dtype=np.float32)}, {})
+
+
+def _replace_failing_at(monkeypatch, call, and_after=False):
+    """os.replace that raises KeyboardInterrupt at its ``call``-th call (and every later one if ``and_after``)."""
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == call or (and_after and calls["n"] > call):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+
+
+def _leftovers(parent):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith((".tmp-", ".old-")))
+
+
+def test_an_interrupt_between_the_checkpoint_renames_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    folder = tmp_path / ".sac-checkpoint"
+    _save(folder, 1)
+    _replace_failing_at(monkeypatch, 2)  # folder -> .old- succeeds, .tmp- -> folder is interrupted
+    with pytest.raises(KeyboardInterrupt):
+        _save(folder, 2)
+    monkeypatch.undo()
+    assert _leftovers(tmp_path) == []
+    assert load_checkpoint(folder)[0] == {"global_step": 1}
+
+
+def test_load_checkpoint_restores_the_checkpoint_a_kill_between_the_renames_left_aside(tmp_path, monkeypatch):
+    """A SIGKILL between the renames: no cleanup runs, so only .old- (previous) and .tmp- (new) folders remain.
+    Loading renames the .old- one back and deletes the leftovers of dead writers, and only those."""
+    folder = tmp_path / ".sac-checkpoint"
+    _save(folder, 1)
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+    _replace_failing_at(monkeypatch, 2, and_after=True)  # the rollback's rename fails too, as after a kill
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt):
+        _save(folder, 2)
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert not folder.exists()
+    assert [name[:20] for name in _leftovers(tmp_path)] == [".old-.sac-checkpoint", ".tmp-.sac-checkpoint"]
+    host = checkpoint._owner_tag().rsplit("-", 1)[0]
+    kept = [
+        f".tmp-.sac-checkpoint-{host}-{os.getppid()}-0123abcd",  # another process of this host, still running
+        ".old-.sac-checkpoint-elsewhere-999999999-0123abcd",  # another host: its writer may be alive
+        f".old-.sac-checkpoint2-{host}-999999999-0123abcd",  # another checkpoint's leftover
+        ".sac-checkpoint2",
+    ]
+    removed = [f".tmp-.sac-checkpoint-{host}-999999999-0123abcd", ".tmp-.sac-checkpoint-999999999-0123abcd",
+               ".old-.sac-checkpoint-0123abcd"]
+    for name in kept + removed:
+        (tmp_path / name).mkdir()
+    messages: list[str] = []
+    state, tensors, replay, _ = load_checkpoint(folder, log=messages.append)
+    assert state == {"global_step": 1}
+    torch.testing.assert_close(tensors["w"], torch.full((2,), 1.0))
+    np.testing.assert_array_equal(replay["obs"], np.full((3, 2), 1, dtype=np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".sac-checkpoint", *kept])
+    assert messages[0].startswith(f"collect: restored the SAC checkpoint {folder} from .old-.sac-checkpoint-")
+    assert len(messages) == 1 + 1 + len(removed)  # restored; removed the new .tmp- and the three stale ones
+
+
+def test_load_checkpoint_restores_the_newest_complete_old_checkpoint(tmp_path):
+    folder = tmp_path / "ck"
+    host = checkpoint._owner_tag().rsplit("-", 1)[0]
+    for step, tag in ((5, "0000aaaa"), (9, "0000bbbb"), (7, "0000cccc")):
+        _save(tmp_path / "built", step)
+        (tmp_path / "built").rename(tmp_path / f".old-ck-{host}-999999999-{tag}")
+    (folder / "data").mkdir(parents=True)  # an incomplete folder (no state.json) is replaced
+    assert load_checkpoint(folder)[0] == {"global_step": 9}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert not (folder / "data").exists()
 
 
 @pytest.mark.parametrize("family_name", ["ant_dir", "walker_params"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -300,3 +301,29 @@ def test_relative_paths_work_through_the_python_api(tmp_path, monkeypatch):
     assert [b.task_index for b in load_task_buffers("out", "point_robot")] == [0, 1]
     (buf,) = load_task_buffers("out_sparse", "point_robot_sparse")
     assert buf.task == {"goal": [0.6, 0.8]} and len(buf) == 10
+
+
+def test_relative_paths_failures_name_the_absolute_path_and_leave_no_folder(tmp_path, monkeypatch):
+    """From a relative cwd: a missing buffer or source folder is named by its absolute path before anything is
+    written, and a task the storage refuses leaves no empty output folders behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
+    _write_macaw_file(tmp_path / "b0.hdf5", synthetic_episodes(0, 2, 5))
+    tasks = [{"goal": [1, 0]}, {"goal": [0, 1]}]
+    here = re.escape(str(tmp_path))
+    with pytest.raises(ValueError, match=rf"not found: \{{1: '{here}/gone.hdf5'\}}.*nothing was imported"):
+        import_macaw_buffers("new/out", "point_robot", {0: "b0.hdf5", 1: "gone.hdf5"}, tasks)
+    assert not (tmp_path / "new").exists()  # task 0, sorted first, was not written either
+    with pytest.raises(ValueError, match=rf"{here}/nosrc is not a folder \(relative paths are taken from"):
+        import_npy_task_dirs("new/out", "point_robot", "nosrc", trajectory_len=5)
+    _write_macaw_file(tmp_path / "b3.hdf5", synthetic_episodes(0, 2, 5, obs_dim=3))
+    with pytest.raises(ValueError, match="observations have 3 columns, family 'point_robot' has 2"):
+        import_macaw_buffers("new/out", "point_robot", {0: "b3.hdf5"}, tasks)
+    _write_npy_dir(tmp_path / "src" / "seed_1_goal_0.6_0.8", synthetic_episodes(0, 2, 5, obs_dim=3))
+    with pytest.raises(ValueError, match="observations have 3 columns, family 'point_robot' has 2"):
+        import_npy_task_dirs("new/out", "point_robot", "src", trajectory_len=5)
+    assert not (tmp_path / "new").exists()
+    written = import_macaw_buffers("new/out", "point_robot", {0: "b0.hdf5"}, tasks)
+    assert written == {0: tmp_path / "new" / "out" / "point_robot" / "task_0000-v0"}
+    meta = json.loads((written[0] / "data" / "metadata.json").read_text())["lit_offmeta"]["metadata"]
+    assert meta["source_file"] == str(tmp_path / "b0.hdf5")

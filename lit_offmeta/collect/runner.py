@@ -199,7 +199,7 @@ def collect(
         checkpoint_dir = out / family.name / SAC_CHECKPOINT_NAME
         if todo:
             collect_sac(family, config, {i: tasks[i] for i in todo}, seed, write, progress=progress,
-                        checkpoint_dir=checkpoint_dir, already_written=set(finished))
+                        checkpoint_dir=checkpoint_dir, already_written=set(finished), log=say)
     else:
         outer = tqdm(todo, desc=f"{family.name} tasks", unit="task", disable=not progress)
         for task_index in outer:

@@ -103,6 +103,7 @@ def collect_sac(
     on_update: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint_dir: Path | None = None,
     already_written: set[int] | frozenset[int] = frozenset(),
+    log: Callable[[str], None] | None = print,
 ) -> SAC:
     """Train one task-conditioned SAC agent on ``tasks`` and hand each task's episodes to ``write``.
 
@@ -119,6 +120,8 @@ def collect_sac(
             ``already_written`` (datasets finished after it was taken); those are not written again. The
             folder is deleted when the run completes.
         already_written: task indices whose datasets exist.
+        log: where one-line status messages go (a resume from a checkpoint, a checkpoint repaired after a
+            kill); ``None``: silent.
 
     Returns:
         The trained agent.
@@ -136,7 +139,8 @@ def collect_sac(
     if bad:
         raise ValueError(f"collect: agent_kwargs.obs_exclude {bad} outside the {obs_dim}-d observation")
     keep = np.array([i for i in range(obs_dim) if i not in set(sac_config.obs_exclude)], dtype=np.int64)
-    resume = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    say = log or (lambda _msg: None)
+    resume = load_checkpoint(checkpoint_dir, say) if checkpoint_dir is not None else None
     settings = {"config": config.to_dict(), "seed": seed}
     if resume is not None:
         ckpt_tasks = [int(i) for i in resume[0]["task_ids"]]
@@ -192,6 +196,8 @@ def collect_sac(
         pending = [int(i) for i in state["pending_tasks"]]
         episodes = unpack_episodes(episode_arrays, pending)
         written |= set(task_ids) - set(pending)
+        say(f"collect: resumed from the SAC checkpoint in {checkpoint_dir} at {global_step} env steps of "
+            f"{total_budget}")
     next_checkpoint = global_step + every
     bar = tqdm(total=total_budget, initial=global_step, desc=f"{family.name} sac", unit="step", disable=not progress)
 

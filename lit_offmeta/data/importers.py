@@ -201,25 +201,39 @@ def import_macaw_buffers(
     """Import MACAW per-task hdf5 buffers as task datasets under ``root``.
 
     Args:
-        root: lit-offmeta data root.
+        root: lit-offmeta data root; a relative path is taken from the current folder.
         family: the family the data belongs to (e.g. ``"cheetah_vel"``).
-        buffers: ``{task_index: hdf5 path}``, e.g. ``{i: f"buffers_cheetah_vel_train_{i}_sub_task_0.hdf5"}``.
+        buffers: ``{task_index: hdf5 path}``, e.g. ``{i: f"buffers_cheetah_vel_train_{i}_sub_task_0.hdf5"}``;
+            relative paths are taken from the current folder.
         tasks: task parameters: a JSON/YAML file (see :func:`load_task_specs`), a mapping or a list.
         time_limit: see :func:`read_macaw_hdf5`.
 
     Returns:
-        ``{task_index: dataset folder}``.
+        ``{task_index: dataset folder}`` (absolute paths).
+
+    Raises:
+        ValueError: a buffer file does not exist (checked for all of them before anything is written), a task
+            has no parameters, or a file does not follow the MACAW layout.
     """
     specs = _task_specs(tasks)
     missing = sorted(set(buffers) - set(specs))
     if missing:
         raise ValueError(f"no task parameters for task(s) {missing}; add them to the task file")
+    # Absolute from the start: the messages and the stored source_file then name the file the user meant, and
+    # a missing file stops the import before any task is written (not after the ones sorted before it).
+    buffers = {int(i): Path(p).expanduser().resolve() for i, p in buffers.items()}
+    absent = {i: str(p) for i, p in sorted(buffers.items()) if not p.is_file()}
+    if absent:
+        raise ValueError(
+            f"MACAW buffer file(s) not found: {absent} (task index: path, relative paths taken from "
+            f"{Path.cwd()}); fix the paths, nothing was imported"
+        )
     written = {}
     for index, path in sorted(buffers.items()):
         episodes = _fit_actions(read_macaw_hdf5(path, time_limit=time_limit), family)
         meta = {
             "source": "macaw_hdf5",
-            "source_file": str(Path(path).resolve()),
+            "source_file": str(path),
             "behaviour_step_reconstructed": True,
         }
         written[int(index)] = write_task_dataset(root, family, int(index), specs[int(index)], episodes, meta)
@@ -372,9 +386,10 @@ def import_npy_task_dirs(
     """Import a folder of BOReL-style task folders; task index = position in the sorted folder names.
 
     Args:
-        root: lit-offmeta data root.
+        root: lit-offmeta data root; a relative path is taken from the current folder.
         family: the family the data belongs to.
-        source: folder whose subfolders are task folders (see :func:`read_npy_task_dir`).
+        source: folder whose subfolders are task folders (see :func:`read_npy_task_dir`); a relative path is
+            taken from the current folder.
         trajectory_len: steps per stored trajectory.
         episodes_per_trial: episodes per trajectory.
         tasks: task parameters by index (file, mapping or list); ``None``: parse each folder's
@@ -386,12 +401,22 @@ def import_npy_task_dirs(
         keep_obs_columns: see :func:`read_npy_task_dir`.
 
     Returns:
-        ``{task_index: dataset folder}``.
+        ``{task_index: dataset folder}`` (absolute paths).
+
+    Raises:
+        ValueError: ``source`` is not a folder or holds no task folders, a task has no parameters, or a task
+            folder does not follow the layout.
     """
     from lit_offmeta.tasks import get_family
 
     fam = get_family(family)
-    folders = sorted(p for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith("."))
+    source = Path(source).expanduser().resolve()  # absolute: error messages name the folder that was read
+    if not source.is_dir():
+        raise ValueError(
+            f"{source} is not a folder (relative paths are taken from {Path.cwd()}); pass the folder that holds "
+            "one subfolder of .npy files per task"
+        )
+    folders = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"{source} holds no task folders")
     specs = _task_specs(tasks) if tasks is not None else None
