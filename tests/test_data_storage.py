@@ -320,3 +320,22 @@ def test_a_one_transition_task_is_stored_but_refused_for_training(tmp_path):
     assert list(list_task_datasets(tmp_path, FAMILY)) == [9]
     with pytest.raises(ValueError, match=r"task_0009-v0 \(family 'point_robot', task 9\) has 1 transition"):
         load_task_buffers(tmp_path, FAMILY, [9])
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"minari": 1}'])
+def test_a_corrupt_metadata_file_is_reported_as_corrupt_with_the_command_that_rebuilds_it(tmp_path, content):
+    """Not "missing" (whose suggested collect would then refuse the folder): the file, "corrupt", and, where the
+    root holds collect's manifest, the collect command with the recorded preset and seed."""
+    from lit_offmeta.collect.presets import get_preset
+    from lit_offmeta.collect.runner import collect
+
+    collect(get_preset("point_robot", "tiny"), tmp_path, seed=3, progress=False, log=None)
+    meta = tmp_path / "point_robot" / "task_0001-v0" / "data" / "metadata.json"
+    meta.write_text(content)
+    with pytest.raises(ValueError, match=rf"{meta} is corrupt \(.*\): delete {meta.parent.parent}, then "
+                                         rf"`lit-offmeta collect --family point_robot --preset tiny --seed 3 "
+                                         rf"--out {tmp_path}`"):
+        load_task_buffers(tmp_path, "point_robot", [0, 1])
+    (tmp_path / "collect_manifest.json").unlink()
+    with pytest.raises(ValueError, match="is corrupt .*then re-collect or re-import that task"):
+        load_task_buffers(tmp_path, "point_robot", [1])

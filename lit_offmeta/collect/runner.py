@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from lit_offmeta.collect.episodes import Episode, early_late_returns
 from lit_offmeta.collect.lifetime import make_lifetime_agent, run_lifetime
 from lit_offmeta.collect.presets import CollectConfig
+from lit_offmeta.data.storage import COLLECT_MANIFEST
 from lit_offmeta.tasks import TaskFamily, get_family
 
-MANIFEST_NAME = "collect_manifest.json"
+MANIFEST_NAME = COLLECT_MANIFEST
 """File in the output directory: family name -> the settings its datasets were collected with."""
 SAC_CHECKPOINT_NAME = ".sac-checkpoint"
 """Folder under ``DIR/<family>/`` holding the SAC collector's mid-run checkpoint (hidden: never loaded)."""

@@ -367,6 +367,35 @@ def list_task_datasets(root: str | os.PathLike, family: str | TaskFamily) -> dic
     return dict(sorted(found.items()))
 
 
+COLLECT_MANIFEST = "collect_manifest.json"
+"""The file in a data root where ``lit-offmeta collect`` records each family's settings (preset, seed)."""
+
+
+def _raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> None:
+    """A task folder whose ``metadata.json`` exists but cannot be read is corrupt, not missing: say so, and give
+    the command that rebuilds it (the collect settings recorded in the root's manifest, when there are some)."""
+    meta_file = folder / "data" / "metadata.json"
+    if not meta_file.is_file():
+        return
+    try:
+        block = json.loads(meta_file.read_text(encoding="utf-8"))
+        if isinstance(block, dict) and METADATA_KEY in block:
+            return
+        reason = f"no {METADATA_KEY!r} block"
+    except (OSError, ValueError) as err:
+        reason = f"not valid JSON: {err}"
+    command = None
+    try:
+        settings = json.loads((Path(root) / COLLECT_MANIFEST).read_text(encoding="utf-8"))[family]
+        command = (f"lit-offmeta collect --family {family} --preset {settings['config']['preset']} "
+                   f"--seed {settings['seed']} --out {root}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    fix = (f"then `{command}` (the settings recorded in {Path(root) / COLLECT_MANIFEST}; finished tasks are "
+           "kept)" if command else "then re-collect or re-import that task")
+    raise ValueError(f"{meta_file} is corrupt ({reason}): delete {folder}, {fix}")
+
+
 def _is_finished(folder: Path) -> bool:
     try:
         with open(folder / "data" / "metadata.json") as f:
@@ -407,6 +436,8 @@ def load_task_buffers(
             )
         task_indices = list(available)
     missing = [int(i) for i in task_indices if int(i) not in available]
+    for index in missing:
+        _raise_if_corrupt(dataset_path(root, name, index), name, root)
     if missing:
         have = sorted(available) if available else "none"
         raise MissingDatasetError(
