@@ -332,10 +332,49 @@ def test_a_corrupt_metadata_file_is_reported_as_corrupt_with_the_command_that_re
     collect(get_preset("point_robot", "tiny"), tmp_path, seed=3, progress=False, log=None)
     meta = tmp_path / "point_robot" / "task_0001-v0" / "data" / "metadata.json"
     meta.write_text(content)
-    with pytest.raises(ValueError, match=rf"{meta} is corrupt \(.*\): delete {meta.parent.parent}, then "
-                                         rf"`lit-offmeta collect --family point_robot --preset tiny --seed 3 "
-                                         rf"--out {tmp_path}`"):
+    with pytest.raises(storage.CorruptDatasetError,
+                       match=rf"{meta} is corrupt \(.*\): delete {meta.parent.parent}, then "
+                             rf"`lit-offmeta collect --family point_robot --preset tiny --seed 3 "
+                             rf"--out {tmp_path} --tasks 1`"):
         load_task_buffers(tmp_path, "point_robot", [0, 1])
-    (tmp_path / "collect_manifest.json").unlink()
+    with pytest.raises(storage.CorruptDatasetError, match=rf"{meta} is corrupt"):
+        load_task_buffers(tmp_path, "point_robot")  # "every task" does not quietly become tasks 0 and 2
+    manifest = tmp_path / "collect_manifest.json"
+    kept = manifest.read_text()
+    manifest.unlink()
     with pytest.raises(ValueError, match="is corrupt .*then re-collect or re-import that task"):
         load_task_buffers(tmp_path, "point_robot", [1])
+    manifest.write_text(kept)
+
+
+def test_the_suggested_command_repeats_the_manifest_settings_and_collect_accepts_it(tmp_path, capsys):
+    """Settings changed with --set are part of the command (collect refuses other settings in that folder); the
+    command, run as given after deleting the folder, rebuilds exactly the task that was there."""
+    import shlex
+    import shutil
+
+    from lit_offmeta.collect.cli import main
+    from lit_offmeta.collect.presets import get_preset
+    from lit_offmeta.collect.runner import collect
+
+    config = get_preset("point_robot", "tiny").replace(episodes_per_task=10, agent_kwargs={"noise_end": 1e-05})
+    collect(config, tmp_path, seed=2, task_indices=[4, 5], progress=False, log=None)
+    (before,) = load_task_buffers(tmp_path, FAMILY, [5])
+    meta = tmp_path / FAMILY / "task_0005-v0" / "data" / "metadata.json"
+    meta.write_text("{not json")
+    with pytest.raises(storage.CorruptDatasetError) as error:
+        load_task_buffers(tmp_path, FAMILY, [4, 5])
+    command = str(error.value).split("`")[1]
+    assert command == (f"lit-offmeta collect --family {FAMILY} --preset tiny "
+                       f"--set 'agent_kwargs={{noise_end: 1.0e-05}}' --set episodes_per_task=10 --seed 2 "
+                       f"--out {tmp_path} --tasks 5")
+    shutil.rmtree(meta.parent.parent)
+    main(shlex.split(command)[2:] + ["--no_progress"])
+    assert "wrote 1 point_robot dataset(s)" in capsys.readouterr().out
+    (after,) = load_task_buffers(tmp_path, FAMILY, [5])
+    np.testing.assert_array_equal(after.obs, before.obs)
+    np.testing.assert_array_equal(after.rewards, before.rewards)
+    # A missing task gets the recorded settings too, not the small preset that collect would refuse here.
+    with pytest.raises(MissingDatasetError, match=r"task\(s\) \[6\].*`lit-offmeta collect --family point_robot "
+                                                  r"--preset tiny --set .* --seed 2 --out "):
+        load_task_buffers(tmp_path, FAMILY, [6])

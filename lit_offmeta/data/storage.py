@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import threading
@@ -58,9 +59,47 @@ class MissingDatasetError(FileNotFoundError, ValueError):
     """A task dataset the user asked for is not on disk (also a ``ValueError``: it is bad input)."""
 
 
-def collect_command(family: str, root: str | os.PathLike) -> str:
-    """The command that produces the missing data, for error messages."""
-    return f"lit-offmeta collect --family {family} --preset small --out {root}"
+class CorruptDatasetError(ValueError):
+    """A task folder is on disk but its ``data/metadata.json`` is not valid JSON or lacks the ``lit_offmeta``
+    block; the message names the file and the command that rebuilds the task."""
+
+
+def collect_command(family: str, root: str | os.PathLike, tasks: Sequence[int] | None = None) -> str:
+    """The ``lit-offmeta collect`` command that produces ``family``'s data under ``root``, for error messages.
+
+    When ``root``'s collect manifest has an entry for ``family``, the command repeats the settings it records
+    (preset, ``--set`` for each setting that differs from the preset, seed): collect refuses to add data made
+    with other settings to that folder. Otherwise it names the ``small`` preset. ``tasks`` adds ``--tasks``.
+    """
+    command = _recorded_collect_command(family, root)
+    if command is None:
+        command = f"lit-offmeta collect --family {family} --preset small --out {shlex.quote(str(root))}"
+    return command + (f" --tasks {','.join(str(int(i)) for i in tasks)}" if tasks else "")
+
+
+def _recorded_collect_command(family: str, root: str | os.PathLike) -> str | None:
+    """The collect command of ``root``'s manifest entry for ``family``; ``None`` without a usable entry."""
+    import yaml
+
+    from lit_offmeta.collect.presets import get_preset
+
+    try:
+        settings = json.loads((Path(root) / COLLECT_MANIFEST).read_text(encoding="utf-8"))[family]
+        config, seed = settings["config"], int(settings["seed"])
+        preset = str(config["preset"])
+        defaults = json.loads(json.dumps(get_preset(family, preset).to_dict()))
+        changed = {k: v for k, v in sorted(config.items()) if k not in ("family", "preset") and defaults.get(k) != v}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    parts = [f"lit-offmeta collect --family {family} --preset {preset}"]
+    for key, value in changed.items():
+        # collect parses a --set value as YAML, so dump YAML: JSON's 1e-05 would read back as a string.
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip().removesuffix("...").strip()
+        if yaml.safe_load(text) != value:
+            return None
+        parts.append(f"--set {shlex.quote(f'{key}={text}')}")
+    parts.append(f"--seed {seed} --out {shlex.quote(str(root))}")
+    return " ".join(parts)
 
 
 def dataset_id(family: str, task_index: int) -> str:
@@ -373,7 +412,11 @@ COLLECT_MANIFEST = "collect_manifest.json"
 
 def _raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> None:
     """A task folder whose ``metadata.json`` exists but cannot be read is corrupt, not missing: say so, and give
-    the command that rebuilds it (the collect settings recorded in the root's manifest, when there are some)."""
+    the command that rebuilds it (the collect settings recorded in the root's manifest, when there are some).
+
+    Raises:
+        CorruptDatasetError: the file is not valid JSON or lacks the ``lit_offmeta`` block.
+    """
     meta_file = folder / "data" / "metadata.json"
     if not meta_file.is_file():
         return
@@ -384,16 +427,13 @@ def _raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> Non
         reason = f"no {METADATA_KEY!r} block"
     except (OSError, ValueError) as err:
         reason = f"not valid JSON: {err}"
-    command = None
-    try:
-        settings = json.loads((Path(root) / COLLECT_MANIFEST).read_text(encoding="utf-8"))[family]
-        command = (f"lit-offmeta collect --family {family} --preset {settings['config']['preset']} "
-                   f"--seed {settings['seed']} --out {root}")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    fix = (f"then `{command}` (the settings recorded in {Path(root) / COLLECT_MANIFEST}; finished tasks are "
-           "kept)" if command else "then re-collect or re-import that task")
-    raise ValueError(f"{meta_file} is corrupt ({reason}): delete {folder}, {fix}")
+    match = _DIR_RE.match(folder.name)
+    if _recorded_collect_command(family, root) is not None and match:
+        command = collect_command(family, root, tasks=[int(match.group(1))])
+        fix = f"then `{command}` (the settings recorded in {Path(root) / COLLECT_MANIFEST}; finished tasks are kept)"
+    else:
+        fix = "then re-collect or re-import that task"
+    raise CorruptDatasetError(f"{meta_file} is corrupt ({reason}): delete {folder}, {fix}")
 
 
 def _is_finished(folder: Path) -> bool:
@@ -415,7 +455,8 @@ def load_task_buffers(
     Args:
         root: the data root.
         family: the family's name (or instance).
-        task_indices: which tasks, in this order; ``None`` loads every finished dataset of the family.
+        task_indices: which tasks, in this order; ``None`` loads every finished dataset of the family (and
+            raises if a task folder is corrupt rather than leave it out).
         use_cache: read and refresh the packed cache (off: always read through Minari).
 
     Returns:
@@ -424,12 +465,19 @@ def load_task_buffers(
     Raises:
         MissingDatasetError: when a requested task (or the whole family) has no dataset; the message gives
             the ``lit-offmeta collect`` command that produces it.
+        CorruptDatasetError: when a requested task's ``metadata.json`` is not valid JSON or lacks the
+            ``lit_offmeta`` block; the message names the file and the command that rebuilds it.
         ValueError: when a dataset is truncated or corrupt, belongs to another family or task, or holds
             NaN/inf or fewer than two transitions.
     """
     name = _family_name(family)
     available = list_task_datasets(root, name)
     if task_indices is None:
+        family_dir = Path(root) / name
+        unlisted = sorted(family_dir.iterdir()) if family_dir.is_dir() else []
+        for folder in unlisted:  # "every dataset" must not silently shrink by a corrupt one
+            if _DIR_RE.match(folder.name) and folder.is_dir() and folder not in available.values():
+                _raise_if_corrupt(folder, name, root)
         if not available:
             raise MissingDatasetError(
                 f"no {name!r} datasets under {Path(root) / name}; create them with `{collect_command(name, root)}`"
