@@ -312,3 +312,15 @@ def test_path_data_dir_is_saved_as_a_string_so_checkpoints_load_with_weights_onl
     torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, tmp_path / "h.pt")
     loaded = torch.load(tmp_path / "h.pt", weights_only=True)
     assert loaded["datamodule_hyper_parameters"]["data_dir"] == str(tmp_path)
+
+
+def test_a_corrupt_task_is_reported_as_corrupt_by_the_datamodule(tmp_path):
+    from lit_offmeta.collect.presets import get_preset
+    from lit_offmeta.collect.runner import collect
+
+    collect(get_preset("point_robot", "tiny"), tmp_path, seed=0, progress=False, log=None)
+    meta = tmp_path / "point_robot" / "task_0002-v0" / "data" / "metadata.json"
+    meta.write_text("{not json")
+    dm = OfflineMetaDataModule("point_robot", tmp_path, train_ids=[0, 1], test_ids=[2], tasks_per_batch=2)
+    with pytest.raises(ValueError, match=rf"{meta} is corrupt"):
+        dm.prepare_data()

@@ -410,7 +410,7 @@ COLLECT_MANIFEST = "collect_manifest.json"
 """The file in a data root where ``lit-offmeta collect`` records each family's settings (preset, seed)."""
 
 
-def _raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> None:
+def raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> None:
     """A task folder whose ``metadata.json`` exists but cannot be read is corrupt, not missing: say so, and give
     the command that rebuilds it (the collect settings recorded in the root's manifest, when there are some).
 
@@ -477,7 +477,7 @@ def load_task_buffers(
         unlisted = sorted(family_dir.iterdir()) if family_dir.is_dir() else []
         for folder in unlisted:  # "every dataset" must not silently shrink by a corrupt one
             if _DIR_RE.match(folder.name) and folder.is_dir() and folder not in available.values():
-                _raise_if_corrupt(folder, name, root)
+                raise_if_corrupt(folder, name, root)
         if not available:
             raise MissingDatasetError(
                 f"no {name!r} datasets under {Path(root) / name}; create them with `{collect_command(name, root)}`"
@@ -485,7 +485,7 @@ def load_task_buffers(
         task_indices = list(available)
     missing = [int(i) for i in task_indices if int(i) not in available]
     for index in missing:
-        _raise_if_corrupt(dataset_path(root, name, index), name, root)
+        raise_if_corrupt(dataset_path(root, name, index), name, root)
     if missing:
         have = sorted(available) if available else "none"
         raise MissingDatasetError(

@@ -39,8 +39,10 @@ from lit_offmeta.data.packed import PackedTasks, check_consistent_dims
 from lit_offmeta.data.storage import (
     MissingDatasetError,
     collect_command,
+    dataset_path,
     list_task_datasets,
     load_task_buffers,
+    raise_if_corrupt,
 )
 from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
 from lit_offmeta.tasks import get_family
@@ -244,6 +246,8 @@ class OfflineMetaDataModule(LightningDataModule):
     def _check_available(self, ids: Sequence[int]) -> None:
         available = list_task_datasets(self.data_dir, self._family.name)
         missing = sorted(set(ids) - set(available))
+        for index in missing:  # a folder whose metadata is unreadable is corrupt, not missing
+            raise_if_corrupt(dataset_path(self.data_dir, self._family.name, index), self._family.name, self.data_dir)
         if missing:
             raise MissingDatasetError(
                 f"no dataset for {self._family.name!r} task(s) {missing} under {self.data_dir / self._family.name}; "
