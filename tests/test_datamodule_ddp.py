@@ -106,7 +106,15 @@ def test_lightning_ddp_keeps_the_rank_aware_sampler(data_dir, tmp_path):
         default_root_dir=tmp_path,
         limit_val_batches=0,
     )
-    trainer.fit(_Recorder(str(tmp_path)), datamodule=OfflineMetaDataModule(FAMILY, data_dir, **ARGS))
+    try:
+        trainer.fit(_Recorder(str(tmp_path)), datamodule=OfflineMetaDataModule(FAMILY, data_dir, **ARGS))
+    except mp.ProcessExitedException as err:
+        # A spawned rank can abort in C++ (gloo) process
+        # teardown ("terminate called without an active exception") after fit has finished. What this test
+        # checks is what each rank trained on, recorded at on_train_end: both records must exist, else re-raise.
+        finished = all((tmp_path / f"lightning_rank{r}.json").exists() for r in (0, 1))
+        if err.signal_name != "SIGABRT" or not finished:
+            raise
     rank0 = json.loads((tmp_path / "lightning_rank0.json").read_text())
     rank1 = json.loads((tmp_path / "lightning_rank1.json").read_text())
     assert len(rank0) == len(rank1) == 6  # every rank runs all of its batches_per_epoch steps
