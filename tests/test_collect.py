@@ -133,7 +133,7 @@ def test_rerun_skips_finished_tasks_and_removes_stale_temporaries(tmp_path):
     # A killed write leaves a hidden temp folder; its pid no longer exists.
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout.strip()
-    stale = tmp_path / "point_robot" / f".tmp-task_0000-v0-{storage._owner_tag().rsplit('-', 1)[0]}-{dead_pid}-0123abcd"
+    stale = tmp_path / "point_robot" / f".tmp-task_0000-v0-{storage.owner_tag().rsplit('-', 1)[0]}-{dead_pid}-0123abcd"
     (stale / "point_robot" / "task_0000-v0" / "data").mkdir(parents=True)
     assert 0 not in list_task_datasets(tmp_path, "point_robot")  # never loaded
     second = run("point_robot", "tiny", tmp_path)

@@ -292,7 +292,7 @@ def test_load_checkpoint_restores_the_checkpoint_a_kill_between_the_renames_left
     monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
     assert not folder.exists()
     assert [name[:20] for name in _leftovers(tmp_path)] == [".old-.sac-checkpoint", ".tmp-.sac-checkpoint"]
-    host = checkpoint._owner_tag().rsplit("-", 1)[0]
+    host = checkpoint.owner_tag().rsplit("-", 1)[0]
     kept = [
         f".tmp-.sac-checkpoint-{host}-{os.getppid()}-0123abcd",  # another process of this host, still running
         ".old-.sac-checkpoint-elsewhere-999999999-0123abcd",  # another host: its writer may be alive
@@ -315,7 +315,7 @@ def test_load_checkpoint_restores_the_checkpoint_a_kill_between_the_renames_left
 
 def test_load_checkpoint_restores_the_newest_complete_old_checkpoint(tmp_path):
     folder = tmp_path / "ck"
-    host = checkpoint._owner_tag().rsplit("-", 1)[0]
+    host = checkpoint.owner_tag().rsplit("-", 1)[0]
     for step, tag in ((5, "0000aaaa"), (9, "0000bbbb"), (7, "0000cccc")):
         _save(tmp_path / "built", step)
         (tmp_path / "built").rename(tmp_path / f".old-ck-{host}-999999999-{tag}")

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from lit_offmeta.collect.episodes import Episode
+from lit_offmeta.data.storage import owner_tag, process_alive
 
 EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
 
@@ -75,8 +75,8 @@ def save_checkpoint(
     """Write a checkpoint to ``folder`` atomically (replacing an older one)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
-    retired = folder.parent / f".old-{folder.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
+    tmp = folder.parent / f".tmp-{folder.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
+    retired = folder.parent / f".old-{folder.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         torch.save(tensors, tmp / "agent.pt")
@@ -134,12 +134,6 @@ def recover_checkpoint(folder: Path, log: Callable[[str], None] | None = None) -
         say(f"collect: removed {leftover}, a leftover of a killed SAC checkpoint write")
 
 
-def _owner_tag() -> str:
-    """``<host>-<pid>`` of this process, in temporary names so a dead writer's leftovers can be told apart."""
-    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-    return f"{host}-{os.getpid()}"
-
-
 def _is_stale_leftover(name: str, checkpoint_name: str) -> bool:
     """Whether ``name`` is a ``.tmp-``/``.old-`` leftover of checkpoint ``checkpoint_name`` with no live writer."""
     match = re.fullmatch(rf"\.(?:tmp|old)-{re.escape(checkpoint_name)}-(?P<rest>.+)", name)
@@ -150,19 +144,9 @@ def _is_stale_leftover(name: str, checkpoint_name: str) -> bool:
         # The untagged forms .tmp-<name>-<pid>-<hex> and .old-<name>-<hex> name no host, so no writer can be
         # asked; save_checkpoint never writes them, so no live writer owns one.
         return re.fullmatch(r"(?:\d+-)?[0-9a-f]{8}", match.group("rest")) is not None
-    host, pid = _owner_tag().rsplit("-", 1)[0], int(owner.group("pid"))
+    host, pid = owner_tag().rsplit("-", 1)[0], int(owner.group("pid"))
     # This process's own leftovers are stale too: it is loading, not inside save_checkpoint.
-    return owner.group("host") == host and (pid == os.getpid() or not _process_alive(pid))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    return owner.group("host") == host and (pid == os.getpid() or not process_alive(pid))
 
 
 def _global_step(folder: Path) -> int:

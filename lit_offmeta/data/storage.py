@@ -207,7 +207,7 @@ def write_task_dataset(
     family_dir = final.parent
     created = [d for d in (family_dir, *family_dir.parents) if not d.exists()]  # deepest first
     family_dir.mkdir(parents=True, exist_ok=True)
-    tmp_root = family_dir / f".tmp-{final.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
+    tmp_root = family_dir / f".tmp-{final.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
     try:
         with _WRITE_LOCK, minari_root(tmp_root):
             _create_minari_dataset(fam, task_index, task, episodes, extra, block)
@@ -327,7 +327,7 @@ def _publish(built: Path, final: Path) -> None:
     if not (built / "data" / "metadata.json").is_file():
         raise RuntimeError(f"Minari wrote no dataset at {built}; nothing was published")
     if final.exists():
-        retired = final.parent / f".old-{final.name}-{_owner_tag()}-{uuid.uuid4().hex[:8]}"
+        retired = final.parent / f".old-{final.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
         os.replace(final, retired)
         os.replace(built, final)
         shutil.rmtree(retired, ignore_errors=True)
@@ -335,7 +335,7 @@ def _publish(built: Path, final: Path) -> None:
         os.replace(built, final)
 
 
-def _owner_tag() -> str:
+def owner_tag() -> str:
     """``<host>-<pid>`` of this process, in temporary names so stale ones can be told from live ones."""
     host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
     return f"{host}-{os.getpid()}"
@@ -349,7 +349,7 @@ def remove_stale_temporaries(root: str | os.PathLike, family: str | TaskFamily) 
     Nothing ever loads these folders, so removing them only frees disk space.
     """
     family_dir = Path(root) / _family_name(family)
-    host = _owner_tag().rsplit("-", 1)[0]
+    host = owner_tag().rsplit("-", 1)[0]
     removed = []
     if not family_dir.is_dir():
         return removed
@@ -357,14 +357,15 @@ def remove_stale_temporaries(root: str | os.PathLike, family: str | TaskFamily) 
         match = re.match(
             r"^\.(?:tmp|old)-task_\d{4,}-v0-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}$", child.name
         )
-        if not match or match.group("host") != host or _process_alive(int(match.group("pid"))):
+        if not match or match.group("host") != host or process_alive(int(match.group("pid"))):
             continue
         shutil.rmtree(child, ignore_errors=True)
         removed.append(child)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (its temporary files may still be in use)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
