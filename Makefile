@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# ruff, and the import layers of pyproject.toml's [tool.importlinter] (docs/ARCHITECTURE.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lit_offmeta tests benchmarks
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q

@@ -10,17 +10,20 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 
 # Imported so that their classes are subclasses the parser knows: `--model MACAW` and `--data TrialDataModule`
 # resolve by short name, and `fit --help` lists them under "known subclasses".
-import lit_offmeta.algorithms  # noqa: F401, E402
-import lit_offmeta.algorithms.borel.pipeline  # noqa: F401, E402
-import lit_offmeta.callbacks  # noqa: F401, E402
-import lit_offmeta.datamodules  # noqa: F401, E402
-import lit_offmeta.datamodules.trajectory  # noqa: F401, E402
+import lit_offmeta.algorithms  # noqa: F401
+import lit_offmeta.algorithms.borel.pipeline  # noqa: F401
+import lit_offmeta.callbacks  # noqa: F401
+import lit_offmeta.datamodules  # noqa: F401
+import lit_offmeta.datamodules.trajectory  # noqa: F401
+from lit_offmeta.collect.cli import main as collect_main
+from lit_offmeta.export import FORMATS, check_out_dir, export_policy
 
 DESCRIPTION = """lit-offmeta: offline meta-RL with PyTorch Lightning.
 
@@ -113,8 +116,6 @@ class ExportCLI(OffMetaCLI):
         quiet_evaluation_warnings()
 
     def predict(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs) -> None:
-        from lit_offmeta.export import export_policy
-
         kwargs["return_predictions"] = True
         (prediction,) = self.trainer.predict(model, datamodule=datamodule, **kwargs)
         cls = type(model)
@@ -138,8 +139,6 @@ Every other option is `lit-offmeta predict`'s (--config, --data.init_args.*, --t
 
 
 def export_main(argv: list[str]) -> None:
-    from lit_offmeta.export import FORMATS, check_out_dir
-
     parser = argparse.ArgumentParser(prog="lit-offmeta export", description=EXPORT_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to adapt")
@@ -215,8 +214,6 @@ def main(argv: list[str] | None = None) -> None:
     quiet_upstream_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "collect":
-        from lit_offmeta.collect.cli import main as collect_main
-
         collect_main(args[1:])
         return
     if args and args[0] == "export":
@@ -233,8 +230,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _raw_formatter():
-    from jsonargparse import DefaultHelpFormatter
-
     class RawDescription(DefaultHelpFormatter):
         def _fill_text(self, text, width, indent):  # keep the subcommand table's line breaks
             return "".join(indent + line for line in text.splitlines(keepends=True))

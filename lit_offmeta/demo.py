@@ -34,8 +34,13 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_offmeta.algorithms.macaw import MACAW
 from lit_offmeta.callbacks import AdaptationEvaluator, write_report
 from lit_offmeta.callbacks.evaluator import DEFAULT_CURVE_STEPS
+from lit_offmeta.cli import quiet_upstream_warnings
+from lit_offmeta.collect.presets import get_preset
+from lit_offmeta.collect.runner import collect
+from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 
 FAMILY = "point_robot"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "macaw" / "point_robot.yaml"
@@ -111,12 +116,6 @@ def _ids(text: str | None) -> list[int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lit_offmeta.algorithms.macaw import MACAW
-    from lit_offmeta.cli import quiet_upstream_warnings
-    from lit_offmeta.collect.presets import get_preset
-    from lit_offmeta.collect.runner import collect
-    from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
-
     quiet_upstream_warnings()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lit_offmeta.algorithms.borel.behaviour import scripted_trials
-from lit_offmeta.data.relabel import mix_trials, relabel_rewards, trials_from_episodes
-from lit_offmeta.datamodules.trajectory import TrialDataModule, trials_to_batch
+from lit_offmeta.data.relabel import mix_trials, relabel_rewards, trials_from_episodes, trials_to_batch
+from lit_offmeta.data.scripted import scripted_trials
+from lit_offmeta.datamodules.trajectory import TrialDataModule
 from lit_offmeta.tasks import get_family
 
 

@@ -11,7 +11,6 @@ import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from lit_offmeta.algorithms.borel.behaviour import scripted_trials
 from lit_offmeta.algorithms.borel.hyperstates import (
     HyperStateTransitions,
     relabel_states,
@@ -20,6 +19,7 @@ from lit_offmeta.algorithms.borel.hyperstates import (
 )
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
+from lit_offmeta.data.scripted import scripted_trials
 from lit_offmeta.datamodules.trajectory import TrialDataModule
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.policy import RolloutPolicy
@@ -549,7 +549,7 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
     by_hand = np.bincount((angles[~ruled_out] // 20).astype(int), minlength=9) / (~ruled_out).sum()
     beliefs = arc_beliefs(model, episode)
     np.testing.assert_allclose(beliefs["exact"], by_hand, atol=1e-9)
-    mu = diagnostics_belief_after(model, episode)
+    mu = plots_belief_after(model, episode)
     np.testing.assert_allclose(beliefs["learned"], model.vae.goal_map(mu)[0].numpy(), atol=1e-6)
     assert beliefs["prior"].shape == (9,) and beliefs["prior"].sum() == pytest.approx(1.0, abs=1e-5)
     out = plot_arc_belief(model, [episode], [family.default_tasks()[80]["goal"]], tmp_path / "arc.png")
@@ -560,8 +560,8 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
         arc_beliefs(OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}), episode)
 
 
-def diagnostics_belief_after(model, episode):
-    from lit_offmeta.algorithms.borel.diagnostics.common import belief_after
+def plots_belief_after(model, episode):
+    from lit_offmeta.algorithms.borel.plots import belief_after
 
     return belief_after(model.vae.encoder, model.family, [episode])
 
@@ -779,3 +779,21 @@ def test_rl_action_samples_reach_the_evaluated_policy_repeat_exactly_and_are_ref
         OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, rl_action_samples=4)
     with pytest.raises(ValueError, match="action_samples must be >= 0"):
         BeliefPolicy(model.vae.encoder, model.agent, False, action_samples=-2)
+
+
+def test_exact_task_posterior_keeps_the_tasks_whose_rewards_agree_with_every_step():
+    """Goals (1, 0) and (0, 1): a step far from both keeps both, a paid step at (0.95, 0) keeps the first only, a
+    padding step changes nothing; a reward no task pays leaves no task."""
+    from lit_offmeta.algorithms.borel.plots import exact_task_posterior
+    from lit_offmeta.tasks import get_family
+
+    family = get_family("point_robot_sparse")
+    tasks = [{"goal": [1.0, 0.0]}, {"goal": [0.0, 1.0]}]
+    nxt = torch.tensor([[[0.5, 0.0], [0.0, 0.0]], [[0.95, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])
+    batch = {"obs": torch.zeros(3, 2, 2), "actions": torch.zeros(3, 2, 2), "next_obs": nxt,
+             "rewards": torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]),
+             "valid": torch.tensor([[True, True], [True, True], [False, True]])}
+    post = exact_task_posterior(family, tasks, batch)
+    assert post.shape == (4, 2, 2)
+    np.testing.assert_allclose(post[:, 0], [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(post[:, 1], [[0.5, 0.5], [0.5, 0.5], [0.0, 0.0], [0.0, 0.0]])

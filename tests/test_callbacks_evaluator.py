@@ -302,7 +302,7 @@ def test_ddp_two_processes_split_tasks_and_log_the_full_result(tmp_path):
 def test_save_figure_is_atomic_and_leaves_nothing_when_writing_fails(tmp_path):
     import matplotlib.pyplot as plt
 
-    from lit_offmeta.callbacks.plots import save_figure
+    from lit_offmeta.figures import save_figure
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])

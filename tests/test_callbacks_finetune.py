@@ -8,7 +8,7 @@ import torch
 
 from lit_offmeta.algorithms.macaw import MACAW
 from lit_offmeta.callbacks.finetune import GradientFineTuner, episodes_to_transitions, online_finetune
-from lit_offmeta.callbacks.rollout import rollout
+from lit_offmeta.rollout import rollout
 from lit_offmeta.tasks import get_family
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_callbacks_fakes import ConstantModule, LineFamily, line_return
 
-from lit_offmeta.callbacks.rollout import ModulePolicy, RandomPolicy, as_rollout_policy, rollout
 from lit_offmeta.callbacks.scoring import normalised_score
+from lit_offmeta.rollout import ModulePolicy, RandomPolicy, as_rollout_policy, rollout
 from lit_offmeta.tasks import get_family
 
 

@@ -15,8 +15,8 @@ from lit_offmeta.collect.episodes import EpisodeBuilder, early_late_returns, epi
 from lit_offmeta.collect.presets import PRESETS, get_preset
 from lit_offmeta.collect.q_learning import QLearningAgent, QLearningConfig
 from lit_offmeta.collect.runner import MANIFEST_NAME, collect, task_seed
-from lit_offmeta.collect.scripted import AnnealedGoalSeeker, GoalSeekerConfig
 from lit_offmeta.data import storage
+from lit_offmeta.data.scripted import AnnealedGoalSeeker, GoalSeekerConfig
 from lit_offmeta.data.storage import list_task_datasets, load_task_buffers
 from lit_offmeta.tasks import get_family
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lit_offmeta.algorithms.borel.behaviour import scripted_trials
 from lit_offmeta.data.relabel import TrialArrays
+from lit_offmeta.data.scripted import scripted_trials
 from lit_offmeta.data.stitching import stitch_trials
 from lit_offmeta.datamodules.trajectory import TrialDataModule
 from lit_offmeta.tasks import get_family

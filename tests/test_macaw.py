@@ -298,7 +298,7 @@ def test_meta_training_on_point_robot_improves_post_adaptation_return():
     Post-adaptation return must beat the same model before adaptation and a randomly initialised network
     adapted the same way. Measured when written (2-core CPU, shared): pre -17.5, post -6.3, random -13.8.
     """
-    from lit_offmeta.callbacks.rollout import rollout
+    from lit_offmeta.rollout import rollout
     from lit_offmeta.tasks import get_family
 
     seed_everything(0)

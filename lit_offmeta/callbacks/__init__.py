@@ -6,7 +6,8 @@ from lit_offmeta.callbacks.finetune import GradientFineTuner, OnlineFineTuning, 
 from lit_offmeta.callbacks.plots import plot_adaptation_curve
 from lit_offmeta.callbacks.predictions import AdaptedPolicyWriter
 from lit_offmeta.callbacks.report import write_report
-from lit_offmeta.callbacks.rollout import (
+from lit_offmeta.callbacks.scoring import normalised_score
+from lit_offmeta.rollout import (
     ModulePolicy,
     PerTaskPolicy,
     RandomPolicy,
@@ -14,7 +15,6 @@ from lit_offmeta.callbacks.rollout import (
     as_rollout_policy,
     rollout,
 )
-from lit_offmeta.callbacks.scoring import normalised_score
 
 __all__ = [
     "AdaptationEvaluator",

@@ -27,17 +27,18 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics.aggregation import MeanMetric
 
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
-from lit_offmeta.callbacks.plots import adaptation_curve_figure, save_figure
+from lit_offmeta.callbacks.plots import adaptation_curve_figure
 from lit_offmeta.callbacks.progress import HookProgress
 from lit_offmeta.callbacks.report import write_report
-from lit_offmeta.callbacks.rollout import (
+from lit_offmeta.callbacks.scoring import normalised_score
+from lit_offmeta.figures import save_figure
+from lit_offmeta.rollout import (
     NonFiniteActionError,
     PerTaskPolicy,
     RandomPolicy,
     RolloutResult,
     rollout,
 )
-from lit_offmeta.callbacks.scoring import normalised_score
 
 DEFAULT_CURVE_STEPS = (0, 1, 5, 20)
 
@@ -104,7 +105,7 @@ def adapt_and_rollout(
     run under ``torch.inference_mode``, in which gradient-based ``adapt`` could not differentiate.
 
     Returns:
-        The :class:`~lit_offmeta.callbacks.rollout.RolloutResult` (one row per task).
+        The :class:`~lit_offmeta.rollout.RolloutResult` (one row per task).
     """
     with torch.inference_mode(False), torch.enable_grad():
         policies = [module.adapt(context, steps=steps) for context in contexts]

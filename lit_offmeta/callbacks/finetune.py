@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
 from lit_offmeta.callbacks.report import write_metrics_json
-from lit_offmeta.callbacks.rollout import ModulePolicy, rollout
 from lit_offmeta.data.batch import TRANSITION_KEYS
 from lit_offmeta.data.buffer import TaskBuffer
+from lit_offmeta.rollout import ModulePolicy, rollout
 
 
 class GradientFineTuner:

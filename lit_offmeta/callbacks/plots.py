@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: evaluation runs on servers and in CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from lit_offmeta.figures import plt, save_figure
 
 
 def plot_adaptation_curve(
@@ -70,23 +66,3 @@ def adaptation_curve_figure(
         plt.close(fig)
         raise
     return fig
-
-
-def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (a temporary file in the same folder, then a rename, so no
-    half-written image is left behind), creating the folder, and close ``fig``; returns the path."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=dpi)
-            os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for reading
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        plt.close(fig)
-    return path

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from lit_offmeta.collect.presets import PRESETS, CollectConfig, available_presets, get_preset
+from lit_offmeta.collect.runner import collect
 
 CONFIG_KEYS = ("family", "preset", "out", "seed", "tasks", "settings")
 """Top-level keys of a collect config file; ``settings`` overrides fields of the preset."""
@@ -154,8 +155,6 @@ def main(argv: list[str] | None = None) -> None:
             return
         if not options["out"]:
             raise ValueError("collect: --out DIR is required (on the command line or as 'out' in --config)")
-        from lit_offmeta.collect.runner import collect
-
         collect(config, options["out"], seed=options["seed"], task_indices=options["tasks"],
                 progress=not args.no_progress)
     except ValueError as err:

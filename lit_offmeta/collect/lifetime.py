@@ -13,7 +13,7 @@ import numpy as np
 from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
 from lit_offmeta.collect.presets import CollectConfig
 from lit_offmeta.collect.q_learning import QLearningAgent, QLearningConfig
-from lit_offmeta.collect.scripted import AnnealedGoalSeeker, GoalSeekerConfig
+from lit_offmeta.data.scripted import AnnealedGoalSeeker, GoalSeekerConfig
 from lit_offmeta.tasks import Task, TaskFamily
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm.auto import tqdm
 
 from lit_offmeta.collect.episodes import Episode, early_late_returns
 from lit_offmeta.collect.lifetime import make_lifetime_agent, run_lifetime
-from lit_offmeta.collect.presets import CollectConfig
+from lit_offmeta.collect.presets import CollectConfig, get_preset
+from lit_offmeta.collect.sac_collect import collect_sac
+from lit_offmeta.data import storage
 from lit_offmeta.data.storage import COLLECT_MANIFEST
 from lit_offmeta.tasks import TaskFamily, get_family
 
@@ -102,6 +106,25 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def collect_arguments(config: CollectConfig, seed: int) -> str | None:
+    """The ``lit-offmeta collect`` arguments (all but ``--out``) that reproduce ``config`` and ``seed``: the
+    preset, a ``--set`` for each setting that differs from it, the seed. ``None`` if a value cannot be written
+    as a ``--set`` that reads back equal. The manifest keeps them, so error messages can repeat them."""
+    defaults = json.loads(json.dumps(get_preset(config.family, config.preset).to_dict()))
+    recorded = json.loads(json.dumps(config.to_dict()))
+    parts = [f"--family {config.family} --preset {config.preset}"]
+    for key, value in sorted(recorded.items()):
+        if key in ("family", "preset") or defaults.get(key) == value:
+            continue
+        # collect parses a --set value as YAML, so dump YAML: JSON's 1e-05 would read back as a string.
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip().removesuffix("...").strip()
+        if yaml.safe_load(text) != value:
+            return None
+        parts.append(f"--set {shlex.quote(f'{key}={text}')}")
+    parts.append(f"--seed {seed}")
+    return " ".join(parts)
+
+
 def prepare_output(out: Path, config: CollectConfig, seed: int) -> None:
     """Create ``out`` or check that it holds collect output made with the same settings.
 
@@ -120,13 +143,13 @@ def prepare_output(out: Path, config: CollectConfig, seed: int) -> None:
             f"(no {MANIFEST_NAME}); choose an empty or new directory"
         )
     previous = manifest.get(config.family)
-    if previous is not None and previous != json.loads(json.dumps(settings)):
+    if previous is not None and {k: previous.get(k) for k in settings} != json.loads(json.dumps(settings)):
         raise ValueError(
             f"--out: {out} already holds {config.family!r} data collected with other settings "
             f"({previous}); resuming needs the same preset, settings and --seed, or use a new --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    manifest[config.family] = settings
+    manifest[config.family] = {**settings, "arguments": collect_arguments(config, seed)}
     _write_json_atomic(out / MANIFEST_NAME, manifest)
 
 
@@ -170,8 +193,6 @@ def collect(
     Raises:
         ValueError: bad task indices, an unusable output directory, or settings that do not fit the family.
     """
-    from lit_offmeta.data import storage  # the storage layer; imported here so collect/ loads without it
-
     started = time.perf_counter()
     family = get_family(config.family)
     indices = resolve_tasks(family, config, task_indices)
@@ -195,8 +216,6 @@ def collect(
         summary.early_late[task_index] = (metadata["return_first_10pct"], metadata["return_last_10pct"])
 
     if config.agent == "sac":
-        from lit_offmeta.collect.sac_collect import collect_sac
-
         checkpoint_dir = out / family.name / SAC_CHECKPOINT_NAME
         if todo:
             collect_sac(family, config, {i: tasks[i] for i in todo}, seed, write, progress=progress,

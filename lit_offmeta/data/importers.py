@@ -29,10 +29,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+import yaml
 
 from lit_offmeta.data.buffer import check_value_range
 from lit_offmeta.data.storage import write_task_dataset
+from lit_offmeta.tasks import get_family
 
 _NPY_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals")
 _MACAW_FIELDS = (
@@ -64,8 +67,6 @@ def load_task_specs(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
     except OSError as err:
         raise ValueError(f"cannot read the task file {path}: {err}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
             raw = yaml.safe_load(text)  # safe_load builds plain data only, never Python objects
         except yaml.YAMLError as err:
@@ -118,8 +119,6 @@ def read_macaw_hdf5(path: str | os.PathLike, time_limit: int | None = None) -> l
     Raises:
         ValueError: on a missing dataset, mismatched lengths, or blocks that do not follow the layout.
     """
-    import h5py
-
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -407,8 +406,6 @@ def import_npy_task_dirs(
         ValueError: ``source`` is not a folder or holds no task folders, a task has no parameters, or a task
             folder does not follow the layout.
     """
-    from lit_offmeta.tasks import get_family
-
     fam = get_family(family)
     source = Path(source).expanduser().resolve()  # absolute: error messages name the folder that was read
     if not source.is_dir():
@@ -473,8 +470,6 @@ def _numeric(values: np.ndarray, file: Path, what: str) -> np.ndarray:
 
 def _fit_actions(episodes: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
     """Discrete families store ``[T]`` integer actions; the published layouts keep them as ``[T, 1]`` floats."""
-    from lit_offmeta.tasks import get_family
-
     if not get_family(family).discrete_actions:
         return episodes
     for ep in episodes:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import torch
 
 from lit_offmeta.tasks.base import Task, TaskFamily
 
@@ -277,3 +278,36 @@ def mix_trials(
         )
     out.rewards[~out.valid] = 0.0
     return out
+
+
+def trials_to_batch(trials: TrialArrays) -> dict[str, torch.Tensor]:
+    """Time-major tensors of a set of trials.
+
+    Returns:
+        ``obs``, ``next_obs`` ``[L, B, obs_dim]``; ``actions`` ``[L, B, act_dim]`` or ``[L, B]``; ``rewards``,
+        ``terminals``, ``valid``, ``episode_ends`` ``[L, B]`` with ``L = E * H`` (``episode_ends`` marks the
+        last valid step of each episode); ``task_index`` ``[B]``.
+    """
+
+    def tm(key: str) -> torch.Tensor:
+        x = trials.flat(key)
+        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1)))
+
+    return {
+        "obs": tm("obs"),
+        "actions": tm("actions"),
+        "rewards": tm("rewards"),
+        "next_obs": tm("next_obs"),
+        "terminals": tm("terminals").float(),
+        "valid": tm("valid"),
+        "episode_ends": torch.from_numpy(np.ascontiguousarray(np.swapaxes(_episode_ends(trials), 0, 1))),
+        "task_index": torch.from_numpy(trials.task_index),
+    }
+
+
+def _episode_ends(trials: TrialArrays) -> np.ndarray:
+    """``[N, E * H]`` bool: True at the last valid step of every episode."""
+    valid = trials.valid
+    nxt = np.concatenate([valid[..., 1:], np.zeros_like(valid[..., :1])], axis=-1)
+    ends = valid & ~nxt
+    return ends.reshape(ends.shape[0], -1)

@@ -38,7 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import minari
 import numpy as np
+from minari.data_collector import EpisodeBuffer
+from minari.dataset.minari_storage import MinariStorage
+from minari.namespace import NAMESPACE_METADATA_FILENAME
 
 from lit_offmeta.data.buffer import TaskBuffer, check_episode, check_value_range
 from lit_offmeta.tasks import get_family
@@ -67,39 +71,22 @@ class CorruptDatasetError(ValueError):
 def collect_command(family: str, root: str | os.PathLike, tasks: Sequence[int] | None = None) -> str:
     """The ``lit-offmeta collect`` command that produces ``family``'s data under ``root``, for error messages.
 
-    When ``root``'s collect manifest has an entry for ``family``, the command repeats the settings it records
-    (preset, ``--set`` for each setting that differs from the preset, seed): collect refuses to add data made
-    with other settings to that folder. Otherwise it names the ``small`` preset. ``tasks`` adds ``--tasks``.
+    When ``root``'s collect manifest has an entry for ``family``, the command repeats the arguments recorded
+    there (preset, ``--set`` for each setting that differs from the preset, seed): collect refuses to add data
+    made with other settings to that folder. Otherwise it names the ``small`` preset. ``tasks`` adds ``--tasks``.
     """
-    command = _recorded_collect_command(family, root)
-    if command is None:
-        command = f"lit-offmeta collect --family {family} --preset small --out {shlex.quote(str(root))}"
+    arguments = _recorded_collect_arguments(family, root) or f"--family {family} --preset small"
+    command = f"lit-offmeta collect {arguments} --out {shlex.quote(str(root))}"
     return command + (f" --tasks {','.join(str(int(i)) for i in tasks)}" if tasks else "")
 
 
-def _recorded_collect_command(family: str, root: str | os.PathLike) -> str | None:
-    """The collect command of ``root``'s manifest entry for ``family``; ``None`` without a usable entry."""
-    import yaml
-
-    from lit_offmeta.collect.presets import get_preset
-
+def _recorded_collect_arguments(family: str, root: str | os.PathLike) -> str | None:
+    """The collect arguments (all but ``--out``) of ``root``'s manifest entry for ``family``; ``None`` without."""
     try:
-        settings = json.loads((Path(root) / COLLECT_MANIFEST).read_text(encoding="utf-8"))[family]
-        config, seed = settings["config"], int(settings["seed"])
-        preset = str(config["preset"])
-        defaults = json.loads(json.dumps(get_preset(family, preset).to_dict()))
-        changed = {k: v for k, v in sorted(config.items()) if k not in ("family", "preset") and defaults.get(k) != v}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        arguments = json.loads((Path(root) / COLLECT_MANIFEST).read_text(encoding="utf-8"))[family]["arguments"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    parts = [f"lit-offmeta collect --family {family} --preset {preset}"]
-    for key, value in changed.items():
-        # collect parses a --set value as YAML, so dump YAML: JSON's 1e-05 would read back as a string.
-        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip().removesuffix("...").strip()
-        if yaml.safe_load(text) != value:
-            return None
-        parts.append(f"--set {shlex.quote(f'{key}={text}')}")
-    parts.append(f"--seed {seed} --out {shlex.quote(str(root))}")
-    return " ".join(parts)
+    return arguments if isinstance(arguments, str) and arguments.startswith(f"--family {family} ") else None
 
 
 def dataset_id(family: str, task_index: int) -> str:
@@ -287,9 +274,6 @@ def _create_minari_dataset(
     block: dict[str, Any],
 ) -> None:
     """Write the dataset through Minari under the current ``MINARI_DATASETS_PATH`` (a private temp root)."""
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
     action_dtype = np.int64 if fam.discrete_actions else np.float32
     buffers = [
         EpisodeBuffer(
@@ -377,8 +361,6 @@ def process_alive(pid: int) -> bool:
 
 def _ensure_namespace_file(built_namespace: Path, family_dir: Path) -> None:
     """Copy Minari's namespace file next to the datasets once, so ``minari.load_dataset`` sees the namespace."""
-    from minari.namespace import NAMESPACE_METADATA_FILENAME
-
     target = family_dir / NAMESPACE_METADATA_FILENAME
     source = built_namespace / NAMESPACE_METADATA_FILENAME
     if target.exists() or not source.exists():
@@ -429,7 +411,7 @@ def raise_if_corrupt(folder: Path, family: str, root: str | os.PathLike) -> None
     except (OSError, ValueError) as err:
         reason = f"not valid JSON: {err}"
     match = _DIR_RE.match(folder.name)
-    if _recorded_collect_command(family, root) is not None and match:
+    if _recorded_collect_arguments(family, root) is not None and match:
         command = collect_command(family, root, tasks=[int(match.group(1))])
         fix = f"then `{command}` (the settings recorded in {Path(root) / COLLECT_MANIFEST}; finished tasks are kept)"
     else:
@@ -562,8 +544,6 @@ def source_checksums(*files: Path, chunk_bytes: int = 1 << 20) -> list[list[Any]
 
 
 def _read_minari(data_dir: Path, block: dict[str, Any], source: str) -> TaskBuffer:
-    from minari.dataset.minari_storage import MinariStorage
-
     try:
         storage = MinariStorage.read(data_dir)
         episodes = list(storage.get_episodes(range(storage.total_episodes)))

@@ -17,44 +17,13 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes
+from lit_offmeta.data.relabel import TrialArrays, mix_trials, trials_from_episodes, trials_to_batch
+from lit_offmeta.data.scripted import scripted_trials
 from lit_offmeta.data.stitching import stitch_trials
+from lit_offmeta.data.storage import load_task_buffers
 from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily, TaskSplit
-
-
-def trials_to_batch(trials: TrialArrays) -> dict[str, torch.Tensor]:
-    """Time-major tensors of a set of trials.
-
-    Returns:
-        ``obs``, ``next_obs`` ``[L, B, obs_dim]``; ``actions`` ``[L, B, act_dim]`` or ``[L, B]``; ``rewards``,
-        ``terminals``, ``valid``, ``episode_ends`` ``[L, B]`` with ``L = E * H`` (``episode_ends`` marks the
-        last valid step of each episode); ``task_index`` ``[B]``.
-    """
-
-    def tm(key: str) -> torch.Tensor:
-        x = trials.flat(key)
-        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1)))
-
-    return {
-        "obs": tm("obs"),
-        "actions": tm("actions"),
-        "rewards": tm("rewards"),
-        "next_obs": tm("next_obs"),
-        "terminals": tm("terminals").float(),
-        "valid": tm("valid"),
-        "episode_ends": torch.from_numpy(np.ascontiguousarray(np.swapaxes(_episode_ends(trials), 0, 1))),
-        "task_index": torch.from_numpy(trials.task_index),
-    }
-
-
-def _episode_ends(trials: TrialArrays) -> np.ndarray:
-    """``[N, E * H]`` bool: True at the last valid step of every episode."""
-    valid = trials.valid
-    nxt = np.concatenate([valid[..., 1:], np.zeros_like(valid[..., :1])], axis=-1)
-    ends = valid & ~nxt
-    return ends.reshape(ends.shape[0], -1)
 
 
 class _TrialBatches(Dataset):
@@ -98,7 +67,7 @@ class TrialDataModule(LightningDataModule):
             stage both draw them. 0 (default): the logged trials only, BOReL's protocol.
         stitch_novelty: the stitched walks' probability of stepping only to states their trial has not visited.
         scripted_trials_per_task: with ``data_dir=None``, trials per task of the scripted behaviour
-            (:func:`lit_offmeta.algorithms.borel.behaviour.scripted_trials`, an epsilon-greedy agent whose
+            (:func:`lit_offmeta.data.scripted.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
         steps_per_epoch: batches per epoch (the stream is endless; the trainer's ``max_steps`` decides).
         seed: seeds task sampling and relabelling.
@@ -211,8 +180,6 @@ class TrialDataModule(LightningDataModule):
     def load_trials(self, task_indices: tuple[int, ...] | list[int]) -> TrialArrays:
         """Trials of the tasks ``task_indices`` (from ``data_dir`` or the scripted behaviour)."""
         if self.data_dir is None:
-            from lit_offmeta.algorithms.borel.behaviour import scripted_trials
-
             return scripted_trials(
                 self.family,
                 list(task_indices),
@@ -268,8 +235,6 @@ def load_trials_from_storage(
         MissingDatasetError: (a ``ValueError``) a task has no dataset; the message gives the collect command.
         ValueError: a dataset holds no complete trial, naming the file and the fix.
     """
-    from lit_offmeta.data.storage import load_task_buffers
-
     parts = []
     for buf in load_task_buffers(root, family.name, [int(i) for i in task_indices]):
         starts = buf.episode_starts

@@ -17,6 +17,9 @@ import re
 from pathlib import Path
 
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_offmeta.figures import plt, save_figure
 
 TAGS = ("rollout/success_ep1", "rollout/success_ep2", "rollout/return_trial")
 EMA_TAG = re.compile(r"rollout_ema[^/]+/success_ep2")  # the episode-2 success of each rl_eval_ema average
@@ -46,8 +49,6 @@ def _vae_steps(folder: Path) -> int:
 def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[int, float]]:
     """``{tag: {rl_updates: value}}`` for the evaluations logged under ``run_dir`` (every version merged): ``tags``,
     and the episode-2 success of every moving average the run logged."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     run_dir = Path(run_dir)
     folders = _versions(run_dir)
     if not folders:
@@ -85,13 +86,6 @@ def plot_curves(
 ) -> Path:
     """One line per run (``{label: {rl_updates: value}}``) in a PNG at ``out``, written atomically; ``target``: a
     dashed horizontal line (an issue's goal, say)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lit_offmeta.callbacks.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, points in runs.items():
         ax.plot(list(points), list(points.values()), marker="o", label=label)

@@ -39,6 +39,7 @@ from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.data.relabel import TrialArrays, mix_trials
 from lit_offmeta.data.search_walks import search_walk_trials
+from lit_offmeta.rollout import rollout
 
 _PREDICT_REFUSAL = (
     "OfflineVariBAD adapts online, by its belief during each trial, not to offline data, so `predict` has nothing "
@@ -409,8 +410,6 @@ def cosine_lr_decay_(optimizers, progress: float) -> None:
 def evaluate_trials(policy, family, tasks: list[dict], episodes: int, seed: int = 0, record: bool = False):
     """One trial of ``episodes`` episodes per task, from the family's start state (reference bug 6: never a
     random start), through the shared rollout code. Returns its ``RolloutResult``."""
-    from lit_offmeta.callbacks.rollout import rollout
-
     was = [(m, m.training) for m in (getattr(policy, "encoder", None), getattr(policy, "agent", None)) if m]
     try:
         return rollout(policy, family, tasks, episodes=episodes, seed=seed, record=record)

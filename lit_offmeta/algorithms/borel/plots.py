@@ -19,15 +19,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from lit_offmeta.callbacks.plots import save_figure  # noqa: E402
-from lit_offmeta.callbacks.rollout import RolloutResult  # noqa: E402
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes, trials_to_batch
+from lit_offmeta.figures import plt, save_figure
+from lit_offmeta.rollout import RolloutResult
+from lit_offmeta.tasks.point_robot import GOAL_RADIUS
 
 
 def visit_counts(result: RolloutResult, grid_size: int = 5) -> np.ndarray:
@@ -127,14 +126,44 @@ def plot_belief(model, trial: Sequence[dict[str, np.ndarray]], goal: Sequence[in
     return save_figure(fig, path, dpi=100)
 
 
+def episodes_batch(family, episodes: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Recorded episodes of ``family`` (Minari layout) as one-episode trials in the time-major batch layout
+    (:func:`~lit_offmeta.data.relabel.trials_to_batch`, ``[H, N, ...]``); steps past an episode's end are
+    invalid."""
+    meta = [{"trial_index": 0, "episode_in_trial": 0}]
+    return trials_to_batch(TrialArrays.concatenate([
+        # the task dict is only read by reward relabelling, which this does not do
+        trials_from_episodes(i, {}, [ep], meta, 1, family.horizon, "rollout") for i, ep in enumerate(episodes)]))
+
+
+@torch.no_grad()
+def belief_after(encoder, family, episodes: list[dict[str, np.ndarray]]) -> torch.Tensor:
+    """The belief mean ``[N, latent]`` of ``encoder`` after each recorded episode of ``family`` (Minari layout,
+    from the prior): the belief a trial's next episode starts with."""
+    batch = episodes_batch(family, episodes)  # invalid steps leave the belief unchanged
+    device = next(encoder.parameters()).device
+    mu, _ = encoder(*(batch[k].to(device) for k in ("actions", "next_obs", "rewards", "valid")))
+    return mu[-1].cpu()
+
+
+def exact_task_posterior(family, tasks: list[dict], batch: dict[str, torch.Tensor]) -> np.ndarray:
+    """The exact posterior over ``tasks`` (uniform prior) after each step of a batch of trials of a family whose
+    rewards are a deterministic function of the transition: a task keeps its weight while the reward it pays equals
+    the observed one at every valid step so far. ``batch``: time-major (:func:`trials_to_batch`), ``[L, B, ...]``.
+    Returns ``[L + 1, B, T]`` (index 0 the prior); a row no task explains is all zeros."""
+    obs, act, nxt = (batch[k].numpy() for k in ("obs", "actions", "next_obs"))
+    rewards, valid = batch["rewards"].numpy(), batch["valid"].numpy().astype(bool)
+    agrees = np.stack([np.isclose(family.reward(task, obs, act, nxt), rewards) | ~valid for task in tasks], -1)
+    alive = np.concatenate([np.ones_like(agrees[:1]), np.cumprod(agrees, axis=0)]).astype(np.float64)
+    total = alive.sum(-1, keepdims=True)
+    return np.divide(alive, total, out=np.zeros_like(alive), where=total > 0)
+
+
 @torch.no_grad()
 def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For a ``goal_arc`` model: ``p(goal in bin)`` at the trial's start (the prior) and after ``episode`` (a
     recorded sparse-PointRobot episode), learned and exact (uniform over the training goals whose rewards agree
-    with every step, :func:`~lit_offmeta.algorithms.borel.diagnostics.point.exact_task_posterior`), each ``[bins]``."""
-    from lit_offmeta.algorithms.borel.diagnostics.common import belief_after, episodes_batch
-    from lit_offmeta.algorithms.borel.diagnostics.point import exact_task_posterior
-
+    with every step, :func:`exact_task_posterior`), each ``[bins]``."""
     vae, family = model.vae, model.family
     if vae.decoder_kind != "goal_arc":
         raise ValueError(f"arc_beliefs needs a model with the 'goal_arc' decoder, got {vae.decoder_kind!r}")
@@ -151,8 +180,6 @@ def plot_arc_belief(model, episodes: Sequence[dict[str, np.ndarray]], goals: Seq
                     path: str | Path) -> Path:
     """One column per recorded first episode: its path to the goal arc (top) and the belief over the arc's bins
     before it and after it, learned next to exact (bottom; :func:`arc_beliefs`)."""
-    from lit_offmeta.tasks.point_robot import GOAL_RADIUS
-
     if len(episodes) != len(goals):
         raise ValueError(f"plot_arc_belief: {len(goals)} goals for {len(episodes)} episodes")
     fig, axes = plt.subplots(2, len(episodes), figsize=(5 * len(episodes), 6.4), squeeze=False)
@@ -212,8 +239,6 @@ def search_episode(family, task: dict, horizon: int = 15) -> dict[str, np.ndarra
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="OfflineVariBAD checkpoint (.ckpt)")
     parser.add_argument("--out", default="docs/figures", help="folder for the PNGs")
@@ -245,8 +270,6 @@ def main(argv: list[str] | None = None) -> None:
         trial = [search_episode(family, tasks[0])]
         print(plot_belief(model, trial, goals[0], Path(args.out) / "borel_grid_belief.png"))
     elif family.name == "point_robot_sparse":
-        from lit_offmeta.tasks.point_robot import GOAL_RADIUS
-
         goals = [t["goal"] for t in tasks]
         print(plot_point_paths(bayes, goals, GOAL_RADIUS, Path(args.out) / "borel_point_paths.png"))
         if model.vae.decoder_kind == "goal_arc":  # the first trial whose episode 1 finds its goal, and one that misses

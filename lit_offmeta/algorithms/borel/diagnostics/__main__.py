@@ -1,3 +1,0 @@
-from lit_offmeta.algorithms.borel.diagnostics.cli import main
-
-main()
