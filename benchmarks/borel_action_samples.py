@@ -6,7 +6,7 @@ held-out goal, for each N in ``--samples`` (0: the mean action, SAC's usual eval
 streams' seeds in ``--action-seeds`` (the draws' generator; the rollout seed stays the model's), and the moving
 averages the run kept (``rl_eval_ema``) with ``--ema``. Prints one JSON line per evaluation; ``--plot`` draws
 episode 2's success per checkpoint and N (the lowest over the action seeds) with the 80% target. docs/BOREL.md
-("Eighteenth session") reports it::
+("Results", sparse PointRobot) reports it::
 
     OMP_NUM_THREADS=1 python benchmarks/borel_action_samples.py --ckpt <run 0>/.../last.ckpt <run 1>/.../last.ckpt \\
         --labels "seed 0" "seed 1" --samples 0 32 --action-seeds 0 1 2 \\

@@ -1,20 +1,20 @@
 """Does a belief VAE trained with fruitless sweeps of the goal arc learn what a failed search implies? (PointRobot)
 
-The fifteenth session found that after a first episode that sweeps ~140 of the goal arc's 180 degrees and finds
-nothing, the learned belief decodes no more reward on the unsearched ends than the prior (``diagnostics
-goal-found``), and that few logged episodes sweep the arc (``diagnostics coverage --family point_robot_sparse``).
-This probe retrains only the VAE stage (the checkpoint's VAE settings and the PointRobot config's batches:
-8 tasks x 2 shared paths, every episode relabelled), ``--steps`` updates, on the logged trials plus ``--repeats``
-copies of the checkpoint's own two-episode trials on the 80 training goals (its episode 1 is the sweep; relabelled
-for other goals it is a fruitless one). ``--repeats 0`` is the control: the same procedure on the logged trials
-alone. It then runs ``goal_found_report`` with the new belief reading the checkpoint's policy's trials on the 20
+With the reference's belief model (reward decoder on ``(z, s')``, GRU), after a first episode that sweeps ~140 of the
+goal arc's 180 degrees and finds nothing, the learned belief decodes no more reward on the unsearched ends than the
+prior (``diagnostics goal-found``), and few logged episodes sweep the arc (``diagnostics coverage --family
+point_robot_sparse``). This probe retrains only the VAE stage (the checkpoint's VAE settings and the PointRobot
+config's batches: 8 tasks x 2 shared paths, every episode relabelled), ``--steps`` updates, on the logged trials plus
+``--repeats`` copies of the checkpoint's own two-episode trials on the 80 training goals (its episode 1 is the sweep;
+relabelled for other goals it is a fruitless one). ``--repeats 0`` is the control: the same procedure on the logged
+trials alone. It then runs ``goal_found_report`` with the new belief reading the checkpoint's policy's trials on the 20
 held-out goals and prints it as JSON. Look at ``ep1_missed_decoded_searched_unsearched`` against
 ``prior_decoded_searched_unsearched``: a belief that learned from the sweep decodes less on the searched span and
 more on the rest.
 
-``--vae`` overrides the VAE's settings (sixteenth session: other belief models, with ``--repeats 0``); for a
+``--vae`` overrides the VAE's settings (other belief models, e.g. the arc belief below, with ``--repeats 0``); for a
 ``goal_arc`` decoder it also prints ``diagnostics.point.arc_nll_report`` (the goal-bin NLL against the exact
-posterior's). docs/BOREL.md ("Fifteenth session", "Sixteenth session") reports what this measured::
+posterior's). docs/BOREL.md ("Diagnostics and benchmarks") lists it::
 
     OMP_NUM_THREADS=1 python benchmarks/borel_own_sweeps_vae.py --ckpt <run>/checkpoints/epoch=85-step=83000.ckpt \\
         --data data --repeats 10     # and --repeats 0

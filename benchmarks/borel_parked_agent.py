@@ -5,7 +5,8 @@ as JSON: both episodes' paths as (angle in degrees, distance from the origin) ev
 of episode 1 the position, the decoded belief over the goal arc's bins (percent), the actor's mean action and
 standard deviation, the critics' value (the smaller Q) of a full step in each of 8 compass directions and of
 standing still, and the mean action's value against the best of 2000 draws from the actor's Gaussian.
-docs/BOREL.md ("Eighteenth session") reports it for the arc-belief config's seed 1::
+docs/BOREL.md ("Where we differ from the reference, and why", ``rl_action_samples``) cites it for the arc-belief
+config's seed 1::
 
     OMP_NUM_THREADS=1 python benchmarks/borel_parked_agent.py --ckpt <run>/.../epoch=127-step=104000.ckpt
 """

@@ -5,7 +5,7 @@ Draws ``--per-task`` walks for each training goal of a collected sparse-PointRob
 found no logged step within the radius (``jumps``), how far episode 1 sweeps the goal arc (``diagnostics coverage``'s
 span percentiles) and how often episode 2 pays after a fruitless episode 1 (``diagnostics second-search``'s
 rates), next to the same figures for the RL stage's reward-relabelled trials (``--relabelled`` per goal, the
-PointRobot configs' 200). docs/BOREL.md ("Eighteenth session") reports it::
+PointRobot configs' 200). docs/BOREL.md ("Diagnostics and benchmarks") lists it::
 
     lit-offmeta collect --config configs/collect/point_robot_sparse_small.yaml
     OMP_NUM_THREADS=1 python benchmarks/borel_search_walks.py --data data --per-task 10
