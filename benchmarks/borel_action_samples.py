@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_offmeta.algorithms.borel.diagnostics.common import load_pipeline
-from lit_offmeta.algorithms.borel.pipeline import evaluate_trials
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy
 
 
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--labels: {len(labels)} given for {len(args.ckpt)} checkpoints")
     rows = []
     for label, path in zip(labels, args.ckpt):
-        model = load_pipeline(path)
+        model = OfflineVariBAD.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         emas = [None] + ([float(d) for d in model.hparams.rl_eval_ema] if args.ema else [])
         for n in args.samples:
             for seed in args.action_seeds if n else [0]:  # the mean action draws nothing

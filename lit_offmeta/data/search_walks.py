@@ -3,9 +3,8 @@ steered towards the goals the trial's rewards have not ruled out yet.
 
 Why: a BOReL agent's first episode sweeps the goal set, and a fruitless sweep leaves it with a belief that no
 logged trial produces. PointRobot's behaviour episodes head for one goal each, so none of the RL stage's trials
-starts episode 2 within total-variation distance 0.3 of the belief a trained agent holds after its own fruitless
-first episode (``diagnostics belief-support``, docs/BOREL.md, eighteenth session): SAC has no example of what to do
-from there, and its second search after a miss fails. GridNavi's answer was walks over its discrete states
+starts episode 2 near the belief a trained agent holds after its own fruitless first episode: SAC has no example
+of what to do from there, and its second search after a miss fails. GridNavi's answer was walks over its discrete states
 (:mod:`lit_offmeta.data.stitching`); continuous states never repeat, so these walks join logged steps whose start
 lies within ``radius`` of where the walk is.
 

@@ -44,8 +44,7 @@ from lit_offmeta.rollout import rollout
 _PREDICT_REFUSAL = (
     "OfflineVariBAD adapts online, by its belief during each trial, not to offline data, so `predict` has nothing "
     "to adapt to. Roll its policy out instead: model.adapt() is a BeliefPolicy (reset/act/observe) that "
-    "lit_offmeta.callbacks.AdaptationEvaluator or `python -m lit_offmeta.algorithms.borel.diagnostics goal-found "
-    "--ckpt CKPT` evaluates"
+    "lit_offmeta.callbacks.AdaptationEvaluator evaluates (`lit-offmeta test --config CONFIG --ckpt_path CKPT`)"
 )
 
 
@@ -95,8 +94,8 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         rl_action_samples: SAC only: the evaluated agent acts with the action its critics value most among its mean
             action and this many draws from its policy (:meth:`HyperStateSAC.act`), instead of the mean alone. Where
             the critics value several directions (search either way along an arc), the Gaussian's mean can fall
-            between them onto the action they value least (docs/BOREL.md, eighteenth session). Training is
-            unchanged, so it can be set for a trained checkpoint (``diagnostics goal-found --action-samples``).
+            between them onto the action they value least (docs/BOREL.md). Training is unchanged, so it can be set
+            for a trained checkpoint (``benchmarks/borel_action_samples.py``).
         vae_from: a pipeline checkpoint whose trained VAE this run reuses (loaded with ``weights_only=True``; the
             ``vae`` settings must match): the VAE stage is skipped and RL starts at once, so RL-stage arms can be
             compared on one belief.
