@@ -35,7 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lit_offmeta.algorithms import MACAW
 from lit_offmeta.data.batch import TaskBatch
-from lit_offmeta.nn import num_parameters
+from lit_offmeta.meta import InnerLoopConfig
+from lit_offmeta.nn import NetConfig, num_parameters
 
 
 def random_batch(k: int, b_in: int, b_out: int, obs_dim: int, act_dim: int, device: str) -> TaskBatch:
@@ -92,17 +93,12 @@ class _OpCounter(TorchDispatchMode):
 
 def meta_update(model: MACAW, optimizer: torch.optim.Optimizer, batch: TaskBatch, tick=lambda name: None) -> None:
     """The calls of ``MACAW.training_step`` outside Lightning; ``tick(phase)`` is called after each phase."""
-    hp = model.hparams
-    value_trajectory, _ = model.adapt_value(batch.support, hp.inner_steps, hp.first_order)
+    inner = model.inner
+    value_trajectory, _ = model.adapt_value(batch.support, inner.steps, inner.first_order)
     tick("inner_value")
-    policy_weights, _ = model.adapt_policy(batch.support, value_trajectory, hp.inner_steps, hp.first_order)
+    policy_weights, _ = model.adapt_policy(batch.support, value_trajectory, inner.steps, inner.first_order)
     tick("inner_policy")
-    target = model.value_target.current_weights()
-    if hasattr(model, "_outer_losses"):
-        loss_value, loss_policy, _ = model._outer_losses(policy_weights, value_trajectory[-1], batch.query, target)
-    else:  # older checkouts: the two public losses
-        loss_value = model.outer_value_loss(value_trajectory[-1], batch.query, target)
-        loss_policy, _ = model.outer_policy_loss(policy_weights, value_trajectory[-1], batch.query, target)
+    loss_value, loss_policy, _ = model.outer_losses(policy_weights, value_trajectory[-1], batch.query)
     tick("outer_losses")
     optimizer.zero_grad()
     (loss_value + loss_policy).backward()
@@ -165,8 +161,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MACAW(obs_dim=20, action_dim=6, width=100, depth=3, latent_size=100, inner_steps=1,
-                  first_order=args.first_order, adaptation_mode=args.mode, layer=args.layer)
+    model = MACAW(obs_dim=20, action_dim=6, net=NetConfig(width=100, depth=3, latent_size=100, layer=args.layer),
+                  inner=InnerLoopConfig(steps=1, first_order=args.first_order, mode=args.mode))
     batches = [random_batch(5, 256, 256, 20, 6, args.device) for _ in range(4)]
     print(f"policy parameters: {num_parameters(model.policy):,}; value parameters: {num_parameters(model.value):,}")
     if args.count_ops:

@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         data_args.update(support_size=args.batch_size, query_size=args.batch_size)
     model_args.update({k: v for k, v in (("lr_value", args.lr_value), ("lr_policy", args.lr_policy)) if v})
     if args.width is not None:
-        model_args.update(width=args.width, latent_size=min(args.width, int(model_args.get("latent_size", 100))))
+        net = dict(model_args.get("net", {}))
+        latent = min(args.width, int(net.get("latent_size", 100)))
+        model_args["net"] = {**net, "width": args.width, "latent_size": latent}
     max_meta_steps = args.max_meta_steps or max_steps  # MACAW's global_step counts meta-updates
     data_args["batches_per_epoch"] = max(1, max_meta_steps // args.evals)
     dm = OfflineMetaDataModule(**data_args)

@@ -21,18 +21,22 @@ from lit_offmeta.algorithms import MACAW, MetaBC, MultiTaskAWR, OfflinePEARL
 from lit_offmeta.callbacks import AdaptationEvaluator
 from lit_offmeta.cli import main as cli_main
 from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
+from lit_offmeta.nn import NetConfig
 from lit_offmeta.policy import RolloutPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IDS, TEST_IDS = [0, 1, 2, 3, 4, 5], [6, 7]
 
 ALGORITHMS = {
-    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "maml_awr": lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8, enriched_policy_loss=False),
-    "no_wt_equal_params": lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8,
-                                        layer="bias_transform", equal_params=True),
-    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2, finetune_steps=3),
+    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "maml_awr": lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8),
+                              enriched_policy_loss=False),
+    "no_wt_equal_params": lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8,
+                                                                                layer="bias_transform",
+                                                                                equal_params=True)),
+    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear"),
+                                   finetune_steps=3),
     "pearl": lambda: OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16, 16], encoder_hidden=[16]),
 }
 

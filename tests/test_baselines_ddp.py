@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_offmeta.nn import NetConfig
+
 STEPS = 3
 TASKS_PER_RANK = 2
 
@@ -50,9 +52,11 @@ def _models():
     from lit_offmeta.algorithms import MetaBC, MultiTaskAWR, OfflinePEARL
 
     torch.manual_seed(0)
-    meta_bc = MetaBC(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=4, lr_policy=1e-2, inner_lr=0.05)
+    meta_bc = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=4), lr_policy=1e-2,
+                     inner_lr=0.05)
     torch.manual_seed(0)
-    mt_awr = MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2, lr_value=1e-2, lr_policy=1e-2)
+    mt_awr = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear"), lr_value=1e-2,
+                          lr_policy=1e-2)
     torch.manual_seed(0)
     pearl = OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16], encoder_hidden=[16])
     return {"meta_bc": meta_bc, "mt_awr": mt_awr, "pearl": pearl}

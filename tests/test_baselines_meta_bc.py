@@ -16,9 +16,10 @@ from test_baselines_helpers import (  # noqa: F401 (one_torch_thread is an autou
 )
 from torch import nn
 
-from lit_offmeta.algorithms.losses import awr_loss
-from lit_offmeta.algorithms.meta_bc import MetaBC, behaviour_cloning_loss
-from lit_offmeta.nn import gaussian_log_prob
+from lit_offmeta.algorithms.losses import awr_loss, behaviour_cloning_loss
+from lit_offmeta.algorithms.meta_bc import MetaBC
+from lit_offmeta.meta import InnerLoopConfig
+from lit_offmeta.nn import NetConfig, gaussian_log_prob
 
 
 def test_bc_loss_by_hand():
@@ -41,7 +42,7 @@ def test_bc_loss_is_awr_with_unit_weights():
 def test_inner_step_matches_plain_autograd():
     """One inner step with plain linear layers: theta' = theta - lr * grad L_BC(theta), per tensor."""
     torch.manual_seed(0)
-    model = MetaBC(obs_dim=2, action_dim=2, width=8, depth=2, layer="linear", inner_lr=0.05)
+    model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=2, layer="linear"), inner_lr=0.05)
     batch = sample_task_batch(point_robot_buffers([0, 1], episodes=2), [0, 1], 16, 16, torch.Generator())
     adapted, _ = model.adapt_policy(batch.support, steps=1, first_order=False)
     for task in range(2):
@@ -62,8 +63,8 @@ def test_adaptation_modes_agree_on_the_meta_gradient(layer):
     results = {}
     for mode in ("closed_form", "vmap", "loop"):
         torch.manual_seed(0)
-        model = MetaBC(obs_dim=2, action_dim=2, width=8, depth=2, layer=layer, latent_size=4, inner_lr=0.01,
-                       adaptation_mode=mode)
+        model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=2, layer=layer, latent_size=4),
+                       inner_lr=0.01, inner=InnerLoopConfig(mode=mode))
         adapted, _ = model.adapt_policy(batch.support, steps=2, first_order=False)
         loss = model.outer_loss(adapted, batch.query)
         params = [*model.policy.parameters(), *model.policy_lrs.parameters()]
@@ -77,7 +78,7 @@ def test_adaptation_modes_agree_on_the_meta_gradient(layer):
 def test_learned_inner_rates_get_meta_gradients_and_first_order_drops_second_order():
     torch.manual_seed(0)
     batch = sample_task_batch(point_robot_buffers([0, 1], episodes=2), [0, 1], 16, 16, torch.Generator())
-    model = MetaBC(obs_dim=2, action_dim=2, width=8, depth=2, latent_size=4)
+    model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=2, latent_size=4))
     second = model.outer_loss(model.adapt_policy(batch.support, 1, first_order=False)[0], batch.query)
     grads_second = torch.autograd.grad(second, list(model.policy_lrs.parameters()) + list(model.policy.parameters()))
     n_lrs = len(list(model.policy_lrs.parameters()))
@@ -91,7 +92,8 @@ def test_learned_inner_rates_get_meta_gradients_and_first_order_drops_second_ord
 
 def test_adapt_returns_a_plain_sequential_that_matches_the_functional_policy(tmp_path):
     torch.manual_seed(0)
-    model = MetaBC(obs_dim=2, action_dim=2, width=8, depth=2, latent_size=4, test_inner_steps=2)
+    model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=2, latent_size=4),
+                   inner=InnerLoopConfig(test_steps=2))
     context = point_robot_buffers([3], episodes=2)[3]
     policy = model.adapt(context)
     assert isinstance(policy, nn.Sequential)
@@ -110,8 +112,8 @@ def test_adapt_returns_a_plain_sequential_that_matches_the_functional_policy(tmp
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [(dict(layer="conv"), "layer"), (dict(width=0), "width"), (dict(inner_lr=0.0), "inner_lr"),
-     (dict(adaptation_mode="fast"), "adaptation_mode"), (dict(test_inner_steps=-1), "test_inner_steps")],
+    [(dict(net={"layer": "conv"}), "layer"), (dict(net={"width": 0}), "width"), (dict(inner_lr=0.0), "inner_lr"),
+     (dict(inner={"mode": "fast"}), "mode"), (dict(inner={"test_steps": -1}), "test_steps")],
 )
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -119,7 +121,7 @@ def test_bad_arguments_are_rejected(kwargs, match):
 
 
 def test_adapt_rejects_bad_contexts():
-    model = MetaBC(obs_dim=2, action_dim=2, width=8, depth=1, layer="linear")
+    model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=1, layer="linear"))
     with pytest.raises(ValueError, match="'obs' and 'actions'"):
         model.adapt({"obs": torch.zeros(4, 2)})
     with pytest.raises(ValueError, match=r"must be \[B, 2\] \(one task\)"):
@@ -132,7 +134,8 @@ def test_meta_training_makes_one_step_adaptation_help_on_held_out_tasks():
     pl.seed_everything(0, verbose=False)
     dm = SyntheticMetaDataModule(train_ids=tuple(range(10)), test_ids=(10, 11, 12), tasks_per_batch=5,
                                  support_size=64, query_size=64, batches_per_epoch=150, episodes=8)
-    model = MetaBC(obs_dim=2, action_dim=2, width=32, depth=2, latent_size=16, lr_policy=1e-3, inner_lr=1e-2)
+    model = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=32, depth=2, latent_size=16), lr_policy=1e-3,
+                   inner_lr=1e-2)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     before = trainer.validate(model, datamodule=dm, verbose=False)[0]

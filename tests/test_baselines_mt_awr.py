@@ -17,6 +17,7 @@ from test_baselines_helpers import (  # noqa: F401 (one_torch_thread is an autou
 from torch import nn
 
 from lit_offmeta.algorithms.mt_awr import MultiTaskAWR
+from lit_offmeta.nn import NetConfig
 
 
 def _constant_networks(model: MultiTaskAWR, value: float) -> None:
@@ -34,7 +35,7 @@ def test_losses_by_hand():
     advantages A = R - V = (0, 1.5, 2) -> normalised (population std), weights exp(min(A~, log 20));
     AWR = -mean(w * log N(a; 0, 0.04 I)).
     """
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=4, depth=1)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=4, depth=1, layer="linear"))
     _constant_networks(model, 1.0)
     actions = torch.tensor([[0.1, 0.0], [0.0, -0.2], [0.3, 0.1]])
     data = {
@@ -55,7 +56,7 @@ def test_losses_by_hand():
 
 
 def test_no_bootstrap_uses_pure_monte_carlo_returns():
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=4, depth=1, bootstrap=False)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=4, depth=1, layer="linear"), bootstrap=False)
     _constant_networks(model, 1.0)
     data = {"obs": torch.zeros(1, 2, 2), "actions": torch.zeros(1, 2, 2), "mc_returns": torch.tensor([[1.0, 3.0]]),
             "bootstrap_obs": torch.zeros(1, 2, 2), "bootstrap_discounts": torch.tensor([[0.5, 0.5]])}
@@ -67,7 +68,7 @@ def test_slow_value_target_follows_the_value_function():
     """After one training step: target = 0.9 * old target + 0.1 * new value parameters."""
     pl.seed_everything(0, verbose=False)
     dm = SyntheticMetaDataModule(batches_per_epoch=1, episodes=4)
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=8, depth=1, lr_value=1e-2)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=8, depth=1, layer="linear"), lr_value=1e-2)
     old_target = [p.clone() for p in model.value_target.parameters()]
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0)
@@ -80,7 +81,8 @@ def test_slow_value_target_follows_the_value_function():
 def test_finetuning_works_on_copies_and_lowers_the_task_losses():
     """20 Adam steps on one task's batch: the module is untouched, the copies fit that batch better."""
     torch.manual_seed(0)
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2, finetune_lr_value=1e-2, finetune_lr_policy=1e-2)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear"),
+                         finetune_lr_value=1e-2, finetune_lr_policy=1e-2)
     context = {k: v[:128] for k, v in point_robot_buffers([4], episodes=8)[4].items()}
     before = {n: p.clone() for n, p in model.state_dict().items()}
     policy, value = model.finetune(context, steps=20)
@@ -99,7 +101,7 @@ def test_finetuning_works_on_copies_and_lowers_the_task_losses():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [(dict(layer="rnn"), "layer"), (dict(finetune_steps=-1), "finetune_steps"),
+    [(dict(net={"layer": "rnn"}), "layer"), (dict(finetune_steps=-1), "finetune_steps"),
      (dict(finetune_lr_policy=0.0), "finetune_lr_policy"), (dict(target_update_rate=2.0), "target_update_rate")],
 )
 def test_bad_arguments_are_rejected(kwargs, match):
@@ -108,7 +110,7 @@ def test_bad_arguments_are_rejected(kwargs, match):
 
 
 def test_adapt_names_the_missing_keys():
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=4, depth=1)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=4, depth=1, layer="linear"))
     with pytest.raises(ValueError, match=r"lacks key\(s\) \['mc_returns'"):
         model.adapt({"obs": torch.zeros(4, 2), "actions": torch.zeros(4, 2)})
 
@@ -118,7 +120,8 @@ def test_multi_task_training_and_finetuning_improve_held_out_losses():
     pl.seed_everything(0, verbose=False)
     dm = SyntheticMetaDataModule(train_ids=tuple(range(10)), test_ids=(10, 11, 12), tasks_per_batch=5,
                                  support_size=64, query_size=64, batches_per_epoch=150, episodes=8)
-    model = MultiTaskAWR(obs_dim=2, action_dim=2, width=32, depth=2, lr_value=1e-3, lr_policy=1e-3)
+    model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=32, depth=2, layer="linear"), lr_value=1e-3,
+                         lr_policy=1e-3)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     before = trainer.validate(model, datamodule=dm, verbose=False)[0]

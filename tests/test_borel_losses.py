@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty, dqn_target, soft_update
+from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty, dqn_target
 from lit_offmeta.algorithms.borel.sac import TanhGaussianActor, cql_uniform_penalty
 from lit_offmeta.algorithms.borel.vae import (
     BeliefVAE,
@@ -20,6 +20,7 @@ from lit_offmeta.algorithms.borel.vae import (
 )
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.nn.grid import GridCellOneHot, grid_cell_one_hot
+from lit_offmeta.nn.polyak import polyak_update
 
 
 # --- ELBO ----------------------------------------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def test_dqn_loss_and_soft_update_by_hand():
     with torch.no_grad():
         for p in dqn.q.parameters():
             p.add_(1.0)
-    soft_update(dqn.q_target, dqn.q, 0.25)
+    polyak_update(dqn.q_target.parameters(), dqn.q.parameters(), 0.25)
     for b, t, o in zip(before, dqn.q_target.parameters(), dqn.q.parameters()):
         assert torch.allclose(t, 0.75 * b + 0.25 * o)
 

@@ -12,6 +12,7 @@ import yaml
 from lit_offmeta.cli import main
 from lit_offmeta.collect.presets import get_preset
 from lit_offmeta.collect.runner import collect
+from lit_offmeta.nn import NetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIGS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
@@ -40,7 +41,7 @@ def test_cli_fit_then_test_writes_report(tmp_path):
         "--config", str(ROOT / "configs" / "eval" / "point_robot.yaml"),
         f"--data.init_args.data_dir={data}", "--data.init_args.train_ids=[0, 1]", "--data.init_args.test_ids=[2]",
         "--data.init_args.tasks_per_batch=2", "--data.init_args.support_size=32", "--data.init_args.query_size=32",
-        "--data.init_args.batches_per_epoch=2", "--model.init_args.width=16", "--model.init_args.latent_size=8",
+        "--data.init_args.batches_per_epoch=2", "--model.init_args.net.width=16", "--model.init_args.net.latent_size=8",
         "--trainer.callbacks.init_args.batch_size=32", "--trainer.callbacks.init_args.random_episodes=1",
         "--trainer.callbacks.init_args.curve_steps=[0, 1]",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", "--trainer.enable_progress_bar=false",
@@ -101,7 +102,7 @@ def _python_api_checkpoint(tmp_path):
     collect(get_preset("point_robot", "tiny"), data, seed=0, progress=False, log=None)
     dm = OfflineMetaDataModule("point_robot", data, train_ids=[0, 1], test_ids=[2], tasks_per_batch=2,
                                support_size=16, query_size=16, batches_per_epoch=2)
-    model = MACAW(obs_dim=2, action_dim=2, width=12, depth=2, latent_size=4, lr_policy=3e-4)
+    model = MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=12, depth=2, latent_size=4), lr_policy=3e-4)
     trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=dm)
@@ -129,5 +130,5 @@ def test_cli_test_accepts_a_checkpoint_saved_from_python(tmp_path, monkeypatch):
         "--data.init_args.batches_per_epoch=1", f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}",
     ])
-    assert seen["width"] == 12 and seen["lr_policy"] == 3e-4
+    assert seen["net"]["width"] == 12 and seen["lr_policy"] == 3e-4
 

@@ -8,13 +8,14 @@ import torch
 
 from lit_offmeta.algorithms.macaw import MACAW
 from lit_offmeta.callbacks.finetune import GradientFineTuner, episodes_to_transitions, online_finetune
+from lit_offmeta.nn import NetConfig
 from lit_offmeta.rollout import rollout
 from lit_offmeta.tasks import get_family
 
 
 def tiny_macaw(inner_lr: float = 0.05) -> MACAW:
     torch.manual_seed(0)
-    return MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8, inner_lr_value=inner_lr,
+    return MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8), inner_lr_value=inner_lr,
                  inner_lr_policy=inner_lr)
 
 
@@ -128,7 +129,8 @@ def test_fine_tuner_stays_finite_on_large_returns():
     outputs = {}
     for extra_step_lr in (1e-5, None):
         torch.manual_seed(0)
-        model = MACAW(obs_dim=2, action_dim=2, width=32, depth=2, latent_size=8, extra_step_lr=extra_step_lr)
+        model = MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=32, depth=2, latent_size=8),
+                      extra_step_lr=extra_step_lr)
         tuner = GradientFineTuner(model)
         for _ in range(20):
             tuner.step(ctx)

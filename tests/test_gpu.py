@@ -20,9 +20,10 @@ from test_meta import _meta_grads, _setup  # noqa: E402
 from lit_offmeta.algorithms import MACAW  # noqa: E402
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials  # noqa: E402
 from lit_offmeta.datamodules.trajectory import TrialDataModule  # noqa: E402
+from lit_offmeta.nn import NetConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-SMALL = dict(width=16, depth=2, latent_size=4)
+SMALL = dict(net=NetConfig(width=16, depth=2, latent_size=4))
 
 
 @pytest.mark.parametrize("mode", ["closed_form", "vmap"])
@@ -48,8 +49,8 @@ def _macaw_meta_gradient(device: str, batch) -> dict[str, torch.Tensor]:
     query = {k: v.double().to(device) for k, v in batch.query.items()}
     value_trajectory, _ = model.adapt_value(support, 1, False)
     policy_weights, _ = model.adapt_policy(support, value_trajectory, 1, False)
-    loss_value, loss_policy, _ = model._outer_losses(policy_weights, value_trajectory[-1], query,
-                                                     model.value_target.current_weights())
+    loss_value, loss_policy, _ = model.outer_losses(policy_weights, value_trajectory[-1], query,
+                                                    model.value_target.current_weights())
     (loss_value + loss_policy).backward()
     return {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -112,7 +113,7 @@ def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
 
 
 def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
-    """The GridNavi config's own options (ninth session) on a GPU, at toy sizes: cell one-hots in the encoder and the
+    """The GridNavi config's own options on a GPU, at toy sizes: cell one-hots in the encoder and the
     DQN, the categorical goal decoder with the running-max encoder, the decoded belief as the agent's input, both
     learning-rate decays, shared and stitched paths, and Thompson sampling on the decoded goal map."""
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=3, trials_per_task=2,
@@ -127,7 +128,7 @@ def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
 
 
 def test_borel_point_robot_reward_memory_trains_and_evaluates_on_the_gpu(tmp_path):
-    """The PointRobot options (eleventh session's reward memory, shared paths, both learning-rate decays) on a GPU at
+    """The PointRobot options (reward memory, shared paths, both learning-rate decays) on a GPU at
     toy sizes: the memory is computed by relabelling on the GPU and updated online by both policies there."""
     dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          episodes_per_trial=2, mix_prob=1.0, shared_paths=True, steps_per_epoch=4)

@@ -16,6 +16,7 @@ from lit_offmeta.algorithms.guards import NonFiniteUpdateError, TrainingGuards, 
 from lit_offmeta.data.batch import TaskBatch
 from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 from lit_offmeta.datamodules.trajectory import TrialDataModule
+from lit_offmeta.nn import NetConfig
 
 TRAIN_IDS, TEST_IDS = [0, 1, 2], [3]
 
@@ -87,9 +88,10 @@ class _PoisonBatch(Callback):
 
 
 ALGORITHMS = {
-    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2, finetune_steps=2),
+    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear"),
+                                   finetune_steps=2),
     "pearl": lambda: OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16], encoder_hidden=[16]),
 }
 

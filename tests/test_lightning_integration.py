@@ -18,6 +18,7 @@ from lit_offmeta.callbacks import AdaptationEvaluator
 from lit_offmeta.collect.presets import get_preset
 from lit_offmeta.collect.runner import collect
 from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
+from lit_offmeta.nn import NetConfig
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def test_own_trainer_loggers_and_callbacks(tiny_data, tmp_path):
     and the adapted policy is a plain nn.Module that survives a state_dict round trip."""
     seed_everything(0)
     dm = make_datamodule(tiny_data)
-    model = MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8, lr_value=1e-3, lr_policy=1e-3)
+    model = MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8), lr_value=1e-3,
+                  lr_policy=1e-3)
     evaluator = AdaptationEvaluator(batch_size=32, steps=1, curve_steps=[0, 1, 2], random_episodes=2)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     csv_logger = CSVLogger(tmp_path, name="csv")

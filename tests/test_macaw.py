@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
@@ -17,9 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_macaw_synthetic import make_buffers, sample_task_batch  # noqa: E402
 
 from lit_offmeta.algorithms import MACAW  # noqa: E402
-from lit_offmeta.nn import PolicyNetwork, ValueNetwork  # noqa: E402
+from lit_offmeta.algorithms.finetuning import GradientFineTuner  # noqa: E402
+from lit_offmeta.meta import InnerLoopConfig  # noqa: E402
+from lit_offmeta.nn import NetConfig, PolicyNetwork, ValueNetwork  # noqa: E402
 
-SMALL = dict(width=16, depth=2, latent_size=4)
+SMALL = dict(net=NetConfig(width=16, depth=2, latent_size=4))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_enriched_loss_off_gives_lambda_no_gradient(data):
 
 def test_fixed_inner_rates_stay_at_their_initial_values(data):
     _, _, batches = data
-    model = MACAW(2, 2, learn_inner_lrs=False, inner_lr_value=0.003, **SMALL)
+    model = MACAW(2, 2, inner=InnerLoopConfig(learn_lrs=False), inner_lr_value=0.003, **SMALL)
     _trainer(steps=2).fit(model, _loader(batches))
     assert all(torch.isclose(lr, torch.tensor(0.003)) for lr in model.value_lrs().values())
     torch.testing.assert_close(model.lam, torch.tensor(0.01))
@@ -89,13 +92,13 @@ def test_adapted_policy_matches_functional_adaptation(data):
     """adapt() -> plain nn.Sequential whose output equals the adapted functional policy (loop mode, by hand)."""
     _, buffers, _ = data
     torch.manual_seed(0)
-    model = MACAW(2, 2, inner_steps=2, **SMALL)  # both steps are meta-trained (learned-rate SGD) steps
+    model = MACAW(2, 2, inner=InnerLoopConfig(steps=2), **SMALL)  # both steps are meta-trained (learned-rate SGD) steps
     context = _context(buffers, 4)
     policy = model.adapt(context, steps=2)
     assert isinstance(policy, nn.Sequential)
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Tanh) for m in policy)
 
-    model.hparams.adaptation_mode = "loop"  # the per-task reference path, independent of the closed form
+    model.inner_config = dataclasses.replace(model.inner_config, mode="loop")  # the per-task reference path
     support = {k: v.unsqueeze(0) for k, v in context.items()}
     _, weights = model.adapted_weights(support, steps=2)
     obs = torch.randn(9, 2)
@@ -123,9 +126,9 @@ def test_adaptation_beyond_the_meta_trained_steps_stays_finite_on_large_returns(
     meta-trained step alone."""
     context, obs = _large_return_context(300.0), torch.randn(5, 3)
     torch.manual_seed(0)
-    model = MACAW(3, 2, width=32, depth=2, latent_size=8)  # inner_steps=1, extra_step_lr=1e-5
+    model = MACAW(3, 2, net=NetConfig(width=32, depth=2, latent_size=8))  # inner.steps=1, extra_step_lr=1e-5
     torch.manual_seed(0)
-    repeated = MACAW(3, 2, width=32, depth=2, latent_size=8, extra_step_lr=None)
+    repeated = MACAW(3, 2, net=NetConfig(width=32, depth=2, latent_size=8), extra_step_lr=None)
     with pytest.warns(RuntimeWarning, match="meta-trained for 1"):
         assert not torch.isfinite(repeated.adapt(context, steps=5)(obs)).all()
     one, five, twenty = (model.adapt(context, steps=k)(obs) for k in (1, 5, 20))
@@ -139,11 +142,14 @@ def test_meta_trained_steps_on_parameter_copies_equal_the_closed_form(data):
     form (2 meta-trained steps, 0 extra)."""
     _, buffers, _ = data
     torch.manual_seed(0)
-    model = MACAW(2, 2, inner_steps=2, inner_lr_value=0.02, inner_lr_policy=0.02, **SMALL)
+    model = MACAW(2, 2, inner=InnerLoopConfig(steps=2), inner_lr_value=0.02, inner_lr_policy=0.02, **SMALL)
     support = {k: v.unsqueeze(0) for k, v in _context(buffers, 4).items()}
     with torch.enable_grad():
         _, expected = model.adapted_weights(support, steps=2)
-        _, got = model._adapt_with_extra_steps(support, meta_steps=2, extra_steps=0, lr=1e-5)
+        tuner = GradientFineTuner(model)
+        for _ in range(2):
+            tuner.step_task(support)
+        _, got = tuner.weights()
     moved = max(float((w - w0).detach().abs().max()) for (w, _), (w0, _) in zip(got, model.policy.current_weights()))
     assert moved > 1e-3
     for (w, b), (w2, b2) in zip(got, expected):
@@ -172,7 +178,7 @@ def test_checkpoint_round_trip_keeps_learned_rates_and_adaptation(data, tmp_path
     path = tmp_path / "macaw.ckpt"
     trainer.save_checkpoint(path)
     loaded = MACAW.load_from_checkpoint(path, weights_only=True)
-    assert loaded.hparams.inner_lr_policy == 0.02 and loaded.hparams.width == 16
+    assert loaded.hparams.inner_lr_policy == 0.02 and loaded.hparams.net["width"] == 16
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value)
     lrs, lrs_loaded = model.policy_lrs(), loaded.policy_lrs()
@@ -202,14 +208,14 @@ def test_validation_logs_pre_and_post_adaptation_query_losses(data):
 
 
 def test_validation_beyond_the_meta_trained_steps_follows_adapts_rule(data):
-    """test_inner_steps > inner_steps: the logged post-adaptation losses come from the rule adapt() follows (the
+    """inner.test_steps > inner.steps: the logged post-adaptation losses come from the rule adapt() follows (the
     meta-trained step, then Adam at extra_step_lr, per task), not from repeating the learned step."""
     _, _, batches = data
     batch = batches[0]
     logged = {}
     for extra in (1e-2, None):
         torch.manual_seed(0)
-        model = MACAW(2, 2, test_inner_steps=3, extra_step_lr=extra, **SMALL)
+        model = MACAW(2, 2, inner=InnerLoopConfig(test_steps=3), extra_step_lr=extra, **SMALL)
         trainer = _trainer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -262,9 +268,9 @@ def test_setup_rejects_dimensions_that_disagree_with_the_datamodule(data):
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="layer must be one of"):
-        MACAW(2, 2, layer="conv")
-    with pytest.raises(ValueError, match="adaptation_mode must be one of"):
-        MACAW(2, 2, adaptation_mode="fast")
+        MACAW(2, 2, net=NetConfig(layer="conv"))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        MACAW(2, 2, inner=InnerLoopConfig(mode="fast"))
     with pytest.raises(ValueError, match="inner_lr_value must be > 0"):
         MACAW(2, 2, inner_lr_value=0.0)
     with pytest.raises(ValueError, match="target_update_rate"):
@@ -285,7 +291,7 @@ def test_bad_arguments_raise():
                                                 ("bias_transform", True), ("linear", True)])
 def test_ablation_layers_train(data, layer, equal_params):
     _, _, batches = data
-    model = MACAW(2, 2, layer=layer, equal_params=equal_params, **SMALL)
+    model = MACAW(2, 2, net=NetConfig(width=16, depth=2, latent_size=4, layer=layer, equal_params=equal_params))
     if equal_params:  # widened to the weight-transform network's parameter count
         assert model.policy.layers[0].out_features > 16
     _trainer(steps=1).fit(model, _loader(batches))
@@ -309,7 +315,8 @@ def test_meta_training_on_point_robot_improves_post_adaptation_return():
     rng = np.random.default_rng(0)
     batches = [sample_task_batch(buffers, list(rng.choice(train_ids, 5, replace=False)), 64, 64, rng)
                for _ in range(300)]
-    config = dict(width=64, depth=2, latent_size=32, lr_value=1e-4, lr_policy=1e-3, bootstrap=False)  # as the config
+    # as the config
+    config = dict(net=NetConfig(width=64, depth=2, latent_size=32), lr_value=1e-4, lr_policy=1e-3, bootstrap=False)
     model = MACAW(2, 2, **config)
     random_init = MACAW(2, 2, **config)
     _trainer(steps=len(batches)).fit(model, _loader(batches))

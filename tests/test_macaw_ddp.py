@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_offmeta.meta import InnerLoopConfig
+from lit_offmeta.nn import NetConfig
+
 STEPS = 3
 TASKS_PER_RANK = 2
 
@@ -50,8 +53,8 @@ def _model():
 
     torch.manual_seed(0)
     # Large outer LRs so that 3 steps move the parameters visibly; second-order (the default).
-    return MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=4, lr_value=1e-2, lr_policy=1e-2,
-                 lr_inner_lrs=1e-2, inner_lr_value=0.05, inner_lr_policy=0.05)
+    return MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=4), lr_value=1e-2,
+                 lr_policy=1e-2, inner=InnerLoopConfig(lr_of_lrs=1e-2), inner_lr_value=0.05, inner_lr_policy=0.05)
 
 
 def _fit(model, batches, **trainer_kwargs):

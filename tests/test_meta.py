@@ -237,3 +237,31 @@ def test_returned_inner_losses_stay_differentiable(first_order):
         grads[mode] = torch.autograd.grad(losses[0].sum(), list(params.values()))
     for g, g_ref in zip(grads["closed_form"], grads["loop"]):
         torch.testing.assert_close(g, g_ref)
+
+
+def test_inner_loop_config_validates_and_reads_mappings():
+    from lit_offmeta.meta import InnerLoopConfig
+
+    assert InnerLoopConfig.of({"steps": 2, "mode": "vmap"}) == InnerLoopConfig(steps=2, mode="vmap")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        InnerLoopConfig(mode="fast")
+    with pytest.raises(ValueError, match="test_steps must be an integer >= 0"):
+        InnerLoopConfig(test_steps=-1)
+    with pytest.raises(ValueError, match="lr_of_lrs must be > 0"):
+        InnerLoopConfig(lr_of_lrs=0.0)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['inner_steps'\]"):
+        InnerLoopConfig.of({"inner_steps": 1})
+
+
+def test_macaw_keeps_its_configs_as_plain_dicts_in_its_hyperparameters():
+    """The typed configs are saved as plain dicts, so a checkpoint loads with weights_only=True and rebuilds them."""
+    from lit_offmeta.algorithms import MACAW
+    from lit_offmeta.meta import InnerLoopConfig
+    from lit_offmeta.nn import NetConfig
+
+    model = MACAW(2, 2, net=NetConfig(width=8, depth=1, latent_size=4), inner=InnerLoopConfig(test_steps=3))
+    assert model.hparams.net == {"width": 8, "depth": 1, "layer": "weight_transform", "equal_params": False,
+                                 "latent_size": 4}
+    hparams = dict(model.hparams)
+    rebuilt = MACAW(**hparams)
+    assert rebuilt.net_config == model.net_config and rebuilt.inner.test_steps == 3

@@ -76,7 +76,8 @@ def test_weight_transform_one_step_update_has_rank_above_one():
 
 
 def test_parameter_counts_match_reference_at_cheetah_shapes():
-    """REFERENCE_NOTES: policy about 2.66M and value about 2.26M parameters (obs 20, act 6, width 100, depth 3)."""
+    """docs/REFERENCE.md, "Networks": policy about 2.66M and value about 2.26M parameters (obs 20, act 6, width 100,
+    depth 3)."""
     policy = PolicyNetwork(20, 6, width=100, depth=3, layer="weight_transform", latent_size=100)
     value = ValueNetwork(20, width=100, depth=3, layer="weight_transform", latent_size=100)
     assert round(num_parameters(policy) / 1e6, 2) == 2.66
@@ -158,3 +159,45 @@ def test_task_batched_weights_equal_per_task_evaluation():
         torch.testing.assert_close(adv[k], adv_k)
         torch.testing.assert_close(values[k], ValueNetwork.value_from_weights(weights_v, obs[k]))
     assert not torch.allclose(values[0], values[1])
+
+
+def test_polyak_update_by_hand():
+    from lit_offmeta.nn.polyak import polyak_update
+
+    target = [torch.tensor([1.0, 2.0]), torch.tensor([[4.0]])]
+    source = [torch.tensor([3.0, 0.0]), torch.tensor([[0.0]])]
+    polyak_update(target, source, 0.25)  # (1 - 0.25) * target + 0.25 * source
+    torch.testing.assert_close(target[0], torch.tensor([1.5, 1.5]))
+    torch.testing.assert_close(target[1], torch.tensor([[3.0]]))
+    polyak_update(target, source, 1.0)
+    torch.testing.assert_close(target[0], source[0])
+    with pytest.raises(ValueError, match="2 target tensors but 1 source"):
+        polyak_update(target, source[:1], 0.5)
+
+
+def test_net_config_reads_mappings_refuses_unknown_keys_and_sizes_the_equal_params_ablation():
+    from lit_offmeta.nn import NetConfig, layer_preset
+
+    assert NetConfig.of({"width": 8, "depth": 2}) == NetConfig(width=8, depth=2)
+    cfg = NetConfig(width=8, depth=2)
+    assert NetConfig.of(cfg) is cfg
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\]"):
+        NetConfig.of({"widht": 8})
+    with pytest.raises(TypeError, match="expected a NetConfig"):
+        NetConfig.of(8)
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        NetConfig(width=0)
+    assert NetConfig(width=8, layer="linear").widths(2, 2) == (8, 8)  # equal width
+    for layer in ("linear", "bias_transform"):
+        equal = NetConfig(width=8, depth=2, latent_size=4, layer=layer, equal_params=True)
+        assert equal.widths(2, 3) == layer_preset("equal_params", 2, 3, 8, 2, 4, plain_layer=layer)[1:]
+    assert NetConfig(width=8, equal_params=True).widths(2, 3) == (8, 8)  # weight transform: nothing to equalise
+
+
+def test_effective_weights_are_named_per_layer():
+    from lit_offmeta.nn import LayerWeights
+
+    net = ValueNetwork(3, 4, 1, "linear")
+    weights = net.current_weights()
+    assert all(isinstance(layer, LayerWeights) for layer in weights)
+    assert weights[0].weight.shape == (4, 3) and weights[0].bias.shape == (4,)

@@ -19,14 +19,16 @@ from lit_offmeta.callbacks import AdaptedPolicyWriter
 from lit_offmeta.cli import main
 from lit_offmeta.datamodules import AdaptationBatch, OfflineMetaDataModule
 from lit_offmeta.export import export_policy, load_exported
+from lit_offmeta.nn import NetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IDS, TEST_IDS = [0, 1, 2], [3, 4]
 
 MODULES = {
-    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
-    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2, finetune_steps=2),
+    "macaw": lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "meta_bc": lambda: MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+    "mt_awr": lambda: MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear"),
+                                   finetune_steps=2),
     "pearl": lambda: OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16, 16], encoder_hidden=[16]),
 }
 
@@ -195,7 +197,7 @@ def checkpoint(tmp_path_factory, data_dir) -> Path:
     """A MACAW checkpoint of the point_robot config's architecture shrunk as the CLI arguments below shrink it."""
     tmp = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    model = MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8)
+    model = MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8))
     trainer = _trainer(tmp, max_steps=2)
     trainer.fit(model, datamodule=_datamodule(data_dir))
     trainer.save_checkpoint(tmp / "macaw.ckpt")

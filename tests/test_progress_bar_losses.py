@@ -10,12 +10,14 @@ from lit_offmeta.algorithms import MACAW, MetaBC, MultiTaskAWR, OfflinePEARL
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 from lit_offmeta.datamodules.trajectory import TrialDataModule
+from lit_offmeta.nn import NetConfig
 
 SHOWN = {
-    "macaw": (lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8),
+    "macaw": (lambda: MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
               {"train/loss_value", "train/loss_policy"}),
-    "meta_bc": (lambda: MetaBC(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8), {"train/loss_policy"}),
-    "mt_awr": (lambda: MultiTaskAWR(obs_dim=2, action_dim=2, width=16, depth=2),
+    "meta_bc": (lambda: MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8)),
+                {"train/loss_policy"}),
+    "mt_awr": (lambda: MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, layer="linear")),
                {"train/loss_value", "train/loss_policy"}),
     "pearl": (lambda: OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16, 16], encoder_hidden=[16]),
               {"train/loss", "train/loss_critic", "train/loss_actor"}),

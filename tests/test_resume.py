@@ -15,6 +15,7 @@ from lit_offmeta.collect.presets import get_preset
 from lit_offmeta.collect.runner import collect
 from lit_offmeta.datamodules.offline_meta import OfflineMetaDataModule
 from lit_offmeta.datamodules.trajectory import TrialDataModule
+from lit_offmeta.nn import NetConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,9 @@ def _offline_data(root):
 
 def test_macaw_resumes_exactly_from_mid_epoch_epoch_end_and_after_validation(tiny_data, tmp_path):
     # 3 batches per epoch: step 2 is mid-epoch, step 3 the epoch's last batch, epoch=0 the epoch-end checkpoint
-    make_model = lambda: MACAW(obs_dim=2, action_dim=2, width=16, depth=2, latent_size=8,  # noqa: E731
-                               lr_value=1e-3, lr_policy=1e-3)
+    def make_model():
+        return MACAW(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=8), lr_value=1e-3,
+                               lr_policy=1e-3)
     _check_every_resume(tmp_path, make_model, _offline_data(tiny_data), 7,
                         ["steps/step=2.ckpt", "steps/step=3.ckpt", "epochs/epoch=0.ckpt", "epochs/epoch=1.ckpt"],
                         val_batches=1)

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from lit_offmeta.nn.networks import POLICY_STD, gaussian_log_prob
+
 
 def mc_value_target(mc_returns: Tensor, bootstrap_discounts: Tensor, bootstrap_values: Tensor) -> Tensor:
     r"""Monte-Carlo value target with bootstrapping where the stored trajectory was cut.
@@ -123,3 +125,20 @@ def inner_policy_loss(awr: Tensor, advantage_regression: Tensor, lam: Tensor | f
         Scalar loss.
     """
     return awr + lam * advantage_regression
+
+
+def behaviour_cloning_loss(mean: Tensor, actions: Tensor, std: float = POLICY_STD) -> Tensor:
+    r"""Gaussian behaviour-cloning loss with a fixed std (negative log-likelihood of the data's actions).
+
+    .. math:: \mathcal{L}_{BC} = -\frac1B \sum_b \log \mathcal N(a_b; \mu_b, \sigma^2 I)
+              = \frac1B \sum_b \Big[\frac{\lVert a_b - \mu_b\rVert^2}{2\sigma^2}\Big] + d\,\log(\sigma\sqrt{2\pi})
+
+    Args:
+        mean: ``[B, act_dim]`` policy means :math:`\mu_\theta(s)`.
+        actions: ``[B, act_dim]`` the behaviour agent's actions.
+        std: the fixed policy std (MACAW: 0.2).
+
+    Returns:
+        Scalar loss.
+    """
+    return -gaussian_log_prob(mean, actions, std).mean()

@@ -14,27 +14,25 @@ Where we knowingly differ from the paper or the reference code (see docs/MACAW.m
   meta-update (``target_update_rate``), detached. (Averaging effective weights instead of the generator
   parameters avoids a second copy of the generators; the reference's exact target rule is not in the paper.)
 * Learned rates are initialised with the exact inverse softplus, so ``softplus(raw) == inner_lr`` at start.
-* Test-time steps beyond the ``inner_steps`` that meta-training optimised (``adapt(context, steps)`` with
-  ``steps > inner_steps``) are Adam steps at ``extra_step_lr`` on the value loss (Eq. 2) and the AWR loss
+* Test-time steps beyond the ``inner.steps`` that meta-training optimised (``adapt(context, steps)`` with
+  ``steps > inner.steps``) are Adam steps at ``extra_step_lr`` on the value loss (Eq. 2) and the AWR loss
   (Eq. 1), as the reference code fine-tunes after its single offline step; the learned rates are one-step rates
-  and diverge when repeated on Cheetah-Vel (docs/MACAW.md, "Multi-step adaptation"). ``extra_step_lr=None``
-  repeats Algorithm 2's learned-rate SGD step instead.
+  and diverge when repeated on Cheetah-Vel (docs/MACAW.md). ``extra_step_lr=None`` repeats Algorithm 2's
+  learned-rate SGD step instead. Both are :class:`~lit_offmeta.algorithms.finetuning.GradientFineTuner`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 from torch.nn import functional as F
-from torch.nn.parallel import DistributedDataParallel
 
-from lit_offmeta.algorithms.guards import TrainingGuards
+from lit_offmeta.algorithms.base import GradientMetaModule, check_single_task_context
+from lit_offmeta.algorithms.finetuning import GradientFineTuner
 from lit_offmeta.algorithms.losses import (
     advantage_regression_loss,
     awr_loss,
@@ -43,33 +41,26 @@ from lit_offmeta.algorithms.losses import (
     mc_value_loss,
     mc_value_target,
 )
-from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
-from lit_offmeta.meta import MODES, InnerLearningRates, adapt, inverse_softplus
-from lit_offmeta.nn import LAYER_TYPES, PolicyNetwork, ValueNetwork, Weights, gaussian_log_prob, layer_preset
+from lit_offmeta.meta import InnerLearningRates, InnerLoopConfig, adapt, inverse_softplus
+from lit_offmeta.nn import NetConfig, PolicyNetwork, ValueNetwork, Weights, gaussian_log_prob
+from lit_offmeta.nn.polyak import polyak_update
 
 _value = ValueNetwork.value_from_weights  # task-batched weights [K, ...] and data [K, B, ...]: baddbmm, no vmap
 
 
-class MACAW(TrainingGuards, LightningModule):
+class MACAW(GradientMetaModule):
     """Offline meta-RL by MAML on an advantage-weighted actor-critic (Algorithms 1 and 2).
 
     Args:
         obs_dim: observation size (must match the datamodule's ``obs_dim``; checked in ``setup``).
         action_dim: action size (continuous actions only).
-        width: hidden width of the policy and value MLPs (paper: 100).
-        depth: number of hidden layers (paper: 3).
-        layer: ``weight_transform`` (MACAW), ``bias_transform`` (the reference's "no WT") or ``linear``.
-        equal_params: for a non-weight-transform ``layer``, widen each network until it has as many parameters
-            as its weight-transform version ("No WT-Equal Params", Fig. 4 centre); default: equal width.
-        latent_size: weight-transform latent size (paper: 100).
-        inner_steps: inner SGD steps in meta-training (paper: 1).
-        test_inner_steps: adaptation steps of ``adapt`` / validation / test when none are given (paper: 1).
-        first_order: drop second-order terms of the meta-gradient (for large models).
+        net: the policy and value networks (:class:`~lit_offmeta.nn.NetConfig`: width, depth, layer type,
+            equal-parameter ablation, weight-transform latent size; paper: 100, 3, weight transform, 100).
+        inner: the inner loop (:class:`~lit_offmeta.meta.InnerLoopConfig`: meta-training and test steps, first
+            order, learned rates and their outer learning rate, computation mode; paper: one step, learned rates).
         inner_lr_value: initial inner learning rate :math:`\\eta_1` of every value tensor (paper: 1e-3).
         inner_lr_policy: initial inner learning rate :math:`\\alpha_1` of every policy tensor (paper: 1e-3).
-        learn_inner_lrs: meta-learn the per-tensor inner learning rates and lambda (paper: yes).
-        lr_inner_lrs: Adam learning rate of the learned rates and lambda (reference: 1e-3).
         lr_value: outer Adam learning rate :math:`\\eta_2` (paper: 1e-5).
         lr_policy: outer Adam learning rate :math:`\\alpha_2` (paper: 1e-4).
         lambda_init: initial advantage-regression coefficient :math:`\\lambda` (reference: 0.01).
@@ -78,14 +69,13 @@ class MACAW(TrainingGuards, LightningModule):
         max_weight: AWR weight clip (paper: 20).
         bootstrap: bootstrap value targets where trajectories were cut (off: pure Monte-Carlo returns).
         target_update_rate: slow value target rate, :math:`\\bar\\phi \\leftarrow (1-\\tau)\\bar\\phi + \\tau\\phi`.
-        adaptation_mode: ``closed_form`` (fast, exact), ``vmap`` (plain torch.func) or ``loop`` (per task).
-        extra_step_lr: Adam learning rate of the test-time steps beyond ``inner_steps`` (``adapt`` only; the
-            reference's fine-tuning rate: 1e-5). ``None``: every step is Algorithm 2's SGD step with the learned
-            rates, which were meta-trained for ``inner_steps`` steps only and can diverge (with a warning).
+        extra_step_lr: Adam learning rate of the test-time steps beyond ``inner.steps`` (the reference's
+            fine-tuning rate: 1e-5). ``None``: every step is Algorithm 2's SGD step with the learned rates, which
+            were meta-trained for ``inner.steps`` steps only and can diverge (with a warning).
 
     Example::
 
-        model = MACAW(obs_dim=20, action_dim=6)
+        model = MACAW(obs_dim=20, action_dim=6, net=NetConfig(width=100))
         trainer = Trainer(max_steps=1000)
         trainer.fit(model, datamodule=OfflineMetaDataModule(family="cheetah_vel", data_dir="data/"))
         policy = model.adapt(context)  # plain nn.Sequential: obs [N, 20] -> mean action [N, 6]
@@ -95,18 +85,10 @@ class MACAW(TrainingGuards, LightningModule):
         self,
         obs_dim: int,
         action_dim: int,
-        width: int = 100,
-        depth: int = 3,
-        layer: str = "weight_transform",
-        equal_params: bool = False,
-        latent_size: int = 100,
-        inner_steps: int = 1,
-        test_inner_steps: int = 1,
-        first_order: bool = False,
+        net: NetConfig = NetConfig(),
+        inner: InnerLoopConfig = InnerLoopConfig(),
         inner_lr_value: float = 1e-3,
         inner_lr_policy: float = 1e-3,
-        learn_inner_lrs: bool = True,
-        lr_inner_lrs: float = 1e-3,
         lr_value: float = 1e-5,
         lr_policy: float = 1e-4,
         lambda_init: float = 0.01,
@@ -115,41 +97,42 @@ class MACAW(TrainingGuards, LightningModule):
         max_weight: float = 20.0,
         bootstrap: bool = True,
         target_update_rate: float = 0.1,
-        adaptation_mode: str = "closed_form",
         extra_step_lr: float | None = 1e-5,
     ) -> None:
         super().__init__()
+        self.net_config, self.inner_config = NetConfig.of(net), InnerLoopConfig.of(inner)
         _check_args(locals())
+        net, inner = self.net_config.as_dict(), self.inner_config.as_dict()  # plain data in checkpoints
         self.save_hyperparameters()
         self.automatic_optimization = False
-        policy_width = value_width = width
-        if equal_params and layer != "weight_transform":
-            _, policy_width, value_width = layer_preset("equal_params", obs_dim, action_dim, width, depth, latent_size,
-                                                        plain_layer=layer)
-        self.policy = PolicyNetwork(obs_dim, action_dim, policy_width, depth, layer, latent_size)
-        self.value = ValueNetwork(obs_dim, value_width, depth, layer, latent_size)
+        cfg = self.net_config
+        policy_width, value_width = cfg.widths(obs_dim, action_dim)
+        self.policy = PolicyNetwork(obs_dim, action_dim, policy_width, cfg.depth, cfg.layer, cfg.latent_size)
+        self.value = ValueNetwork(obs_dim, value_width, cfg.depth, cfg.layer, cfg.latent_size)
         # The slow target is a plain-linear MLP holding the value network's EFFECTIVE weights: the same function,
         # Polyak-averaged in weight space, without a copy of the ~1M-entry generators to average every step.
-        self.value_target = ValueNetwork(obs_dim, value_width, depth, "linear").requires_grad_(False)
-        self._copy_effective_weights(self.value_target, self.value.current_weights(), rate=1.0)
+        self.value_target = ValueNetwork(obs_dim, value_width, cfg.depth, "linear").requires_grad_(False)
+        self.update_value_target(rate=1.0)
         self.policy_lrs = InnerLearningRates(dict(self.policy.named_parameters()), inner_lr_policy)
         self.value_lrs = InnerLearningRates(dict(self.value.named_parameters()), inner_lr_value)
         self.raw_lambda = nn.Parameter(torch.tensor(inverse_softplus(lambda_init)))
-        if not learn_inner_lrs:
+        if not self.inner_config.learn_lrs:
             for p in self.meta_lr_parameters():
                 p.requires_grad_(False)
 
-    # --- the paper's steps ------------------------------------------------------------------------------------
+    @property
+    def inner(self) -> InnerLoopConfig:
+        return self.inner_config
+
+    # --- Algorithm 1 ------------------------------------------------------------------------------------------
     def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
         """One meta-update on a minibatch of K tasks (Algorithm 1, lines 5-10)."""
-        support, query = batch.support, batch.query  # Alg. 1, l. 6: disjoint D_tr, D_ts; [K, B, ...]
-        steps, first_order = self.hparams.inner_steps, self.hparams.first_order
-        value_trajectory, inner_value = self.adapt_value(support, steps, first_order)  # Alg. 1, l. 7
+        support, query = batch.support, batch.query  # l. 6: disjoint D_tr, D_ts per task; [K, B, ...]
+        steps, first_order = self.inner.steps, self.inner.first_order
+        value_trajectory, inner_value = self.adapt_value(support, steps, first_order)  # l. 7: phi_i
         policy_weights, inner_policy = self.adapt_policy(support, value_trajectory, steps, first_order)  # l. 8
-        value_weights, target_weights = value_trajectory[-1], self.value_target.current_weights()
-        # Alg. 1, l. 9 and 10 (sums over tasks); the query values and targets are computed once for both.
-        loss_value, loss_policy, weights = self._outer_losses(policy_weights, value_weights, query, target_weights)
-        self.meta_update(loss_value + loss_policy)  # Alg. 1, l. 9-10: the gradient steps
+        loss_value, loss_policy, weights = self.outer_losses(policy_weights, value_trajectory[-1], query)  # l. 9-10
+        self.meta_update(loss_value + loss_policy)
         if self._log_due():
             self._log_train(loss_value, loss_policy, inner_value, inner_policy, weights, batch.num_tasks)
         return loss_value + loss_policy
@@ -165,19 +148,12 @@ class MACAW(TrainingGuards, LightningModule):
         """
 
         def loss_fn(weights: Weights, data: dict[str, Tensor], step: int) -> Tensor:  # [K] per-task losses
-            values = _value(weights, data["obs"])
-            if self.hparams.bootstrap:
-                with torch.no_grad():  # a constant target (mc_value_target detaches it): record no graph
-                    bootstrap = _value(weights, data["bootstrap_obs"])
-            else:  # pure Monte-Carlo targets: skip the bootstrap forward pass
-                bootstrap = torch.zeros_like(values)
-            targets = mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap)
-            return vmap(mc_value_loss)(values, targets)
+            return vmap(mc_value_loss)(_value(weights, data["obs"]), self.value_targets(data, weights))
 
         data = {k: support[k] for k in ("obs", "mc_returns", "bootstrap_obs", "bootstrap_discounts")}
         params = dict(self.value.named_parameters()) if params is None else params
         return adapt(self.value, params, self.value_lrs(), loss_fn, data, steps, first_order,
-                     self.hparams.adaptation_mode, task_batched=True)
+                     self.inner.mode, task_batched=True)
 
     def adapt_policy(self, support: dict[str, Tensor], value_trajectory: list[Weights], steps: int,
                      first_order: bool, params: dict[str, Tensor] | None = None) -> tuple[Weights, list]:
@@ -203,8 +179,20 @@ class MACAW(TrainingGuards, LightningModule):
         data = {"obs": support["obs"], "actions": support["actions"], "advantages": advantages}
         params = dict(self.policy.named_parameters()) if params is None else params
         trajectory, losses = adapt(self.policy, params, self.policy_lrs(), loss_fn, data, steps, first_order,
-                                   hp.adaptation_mode, task_batched=True)
+                                   self.inner.mode, task_batched=True)
         return trajectory[-1], losses
+
+    def value_targets(self, data: dict[str, Tensor], weights: Weights) -> Tensor:
+        """The value targets ``[K, B]``, detached: Monte-Carlo returns, bootstrapped with ``weights`` (per task,
+        or shared: the slow target) where a stored trajectory was cut; pure returns without ``bootstrap``."""
+        with torch.no_grad():
+            if not self.hparams.bootstrap:
+                bootstrap = torch.zeros_like(data["mc_returns"])
+            elif weights[0][0].dim() == 2:  # shared weights (the slow target): same network for every task
+                bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
+            else:
+                bootstrap = _value(weights, data["bootstrap_obs"])
+            return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap)
 
     def advantages(self, value_weights: Weights, data: dict[str, Tensor], target_weights: Weights | None = None
                    ) -> Tensor:
@@ -216,93 +204,60 @@ class MACAW(TrainingGuards, LightningModule):
             values = _value(value_weights, data["obs"])
             return self.value_targets(data, target_weights or value_weights) - values
 
-    def value_targets(self, data: dict[str, Tensor], weights: Weights) -> Tensor:
-        """Monte-Carlo targets ``[K, B]`` bootstrapped with ``weights`` (per task or shared), detached."""
-        with torch.no_grad():
-            if not self.hparams.bootstrap:
-                bootstrap = torch.zeros_like(data["mc_returns"])
-            elif weights[0][0].dim() == 2:  # shared weights (the slow target): same network for every task
-                bootstrap = ValueNetwork.value_from_weights(weights, data["bootstrap_obs"])
-            else:
-                bootstrap = _value(weights, data["bootstrap_obs"])
-            return mc_value_target(data["mc_returns"], data["bootstrap_discounts"], bootstrap)
+    def outer_losses(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor],
+                     target_weights: Weights | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Algorithm 1, lines 9-10: :math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)` (Eq. 2) and
+        :math:`\sum_i \mathcal{L}^{AWR}(\theta_i, \phi_i, D^{ts}_i)` (Eq. 1), through the adapted weights.
 
-    def outer_value_loss(self, value_weights: Weights, query: dict[str, Tensor], target_weights: Weights) -> Tensor:
-        r""":math:`\sum_i \mathcal{L}_V(\phi_i, D^{ts}_i)`, targets bootstrapped with the slow target's weights."""
-        targets = self.value_targets(query, target_weights)
-        per_task = vmap(mc_value_loss)(_value(value_weights, query["obs"]), targets)
-        return per_task.sum()
-
-    def outer_policy_loss(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor],
-                          target_weights: Weights) -> tuple[Tensor, Tensor]:
-        r""":math:`\sum_i \mathcal{L}^{AWR}(\theta_i, \phi_i, D^{ts}_i)` (Eq. 1) through the adapted policy.
+        Targets bootstrap with ``target_weights`` (default: the slow target's). The AWR advantages are those
+        (detached) targets minus the adapted values, which the value loss computes anyway, so one value pass
+        over the query set serves both losses.
 
         Returns:
-            ``(loss, awr_weights [K, B])``.
+            ``(loss_value, loss_policy, awr_weights [K, B])``.
         """
-        return self._outer_policy_loss(policy_weights, query, self.advantages(value_weights, query, target_weights))
-
-    def _outer_losses(self, policy_weights: Weights, value_weights: Weights, query: dict[str, Tensor],
-                      target_weights: Weights) -> tuple[Tensor, Tensor, Tensor]:
-        """``outer_value_loss`` and ``outer_policy_loss`` with one query value pass and one target pass.
-
-        The outer AWR advantages are the (detached) query targets minus the adapted values, which the value loss
-        computes anyway: two of the four value-network passes over the query set were repeats.
-        """
+        target_weights = self.value_target.current_weights() if target_weights is None else target_weights
         targets = self.value_targets(query, target_weights)
         values = _value(value_weights, query["obs"])
         loss_value = vmap(mc_value_loss)(values, targets).sum()
-        loss_policy, weights = self._outer_policy_loss(policy_weights, query, targets - values.detach())
+        loss_policy, weights = self.awr_policy_loss(policy_weights, query, targets - values.detach())
         return loss_value, loss_policy, weights
 
-    def _outer_policy_loss(self, policy_weights: Weights, query: dict[str, Tensor], advantages: Tensor
-                           ) -> tuple[Tensor, Tensor]:
+    def awr_policy_loss(self, policy_weights: Weights, data: dict[str, Tensor], advantages: Tensor
+                        ) -> tuple[Tensor, Tensor]:
+        """Eq. 1 summed over tasks for given (detached) ``advantages`` ``[K, B]``; returns it and the AWR weights."""
         hp = self.hparams
-        mean, _ = PolicyNetwork.mean_and_advantage_from_weights(policy_weights, query["obs"], None, self.policy.depth)
-        log_probs = gaussian_log_prob(mean, query["actions"])  # [K, B]
+        mean, _ = PolicyNetwork.mean_and_advantage_from_weights(policy_weights, data["obs"], None, self.policy.depth)
+        log_probs = gaussian_log_prob(mean, data["actions"])  # [K, B]
         per_task = vmap(awr_loss, in_dims=(0, 0, None, None))(log_probs, advantages, hp.temperature, hp.max_weight)
         weights = vmap(awr_weights, in_dims=(0, None, None))(advantages, hp.temperature, hp.max_weight)
         return per_task.sum(), weights
 
     def meta_update(self, loss: Tensor) -> None:
-        """Backpropagate the summed outer loss through adaptation and take one Adam step (value, policy and
-        learned-rate groups).
-
-        Under DDP the gradients are SUMMED over ranks by one explicit all-reduce, so the update equals one
-        process seeing every rank's tasks (Algorithm 1 sums over tasks). DDP's own reducer is switched off
-        (``no_sync``) for this backward: with the second-order inner loop it gave the learned lambda a wrong
-        gradient (1.9x the true one in ``tests/test_macaw_ddp.py``), while the explicit all-reduce is exact.
-        """
+        """Backpropagate the summed outer loss through adaptation (summed over ranks under DDP:
+        :meth:`~lit_offmeta.algorithms.base.GradientMetaModule.meta_backward`), take one Adam step (value, policy
+        and learned-rate groups), then move the slow value target."""
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        with _no_ddp_sync(self):
-            self.manual_backward(loss)
-        _all_reduce_sum_grads(self)
+        self.meta_backward(loss)
         optimizer.step()
         self.update_value_target()
 
-    def update_value_target(self) -> None:
-        r""":math:`\bar W \leftarrow (1 - \tau) \bar W + \tau W` on the value network's effective weights."""
-        self._copy_effective_weights(self.value_target, self.value.current_weights(), self.hparams.target_update_rate)
-
-    @staticmethod
-    @torch.no_grad()
-    def _copy_effective_weights(target: ValueNetwork, weights: Weights, rate: float) -> None:
-        for layer, (weight, bias) in zip(target.layers, weights):
-            layer.weight.lerp_(weight, rate)
-            layer.bias.lerp_(bias, rate)
+    def update_value_target(self, rate: float | None = None) -> None:
+        r""":math:`\bar W \leftarrow (1 - \tau) \bar W + \tau W` on the value network's effective weights
+        (:math:`\tau` = ``rate``, default ``target_update_rate``)."""
+        rate = self.hparams.target_update_rate if rate is None else rate
+        targets = [t for layer in self.value_target.layers for t in (layer.weight, layer.bias)]
+        polyak_update(targets, [t for layer in self.value.current_weights() for t in layer], rate)
 
     # --- Algorithm 2 ----------------------------------------------------------------------------------------
     def adapt(self, context: dict[str, Tensor], steps: int | None = None) -> nn.Sequential:
         """Algorithm 2: adapt value then policy on one task's offline ``context``; return the adapted policy.
 
-        The first ``inner_steps`` steps (the number meta-training optimised) are Algorithm 2's SGD steps with
-        the learned rates; further steps are Adam steps at ``extra_step_lr`` (see the class docstring), or,
-        with ``extra_step_lr=None``, more learned-rate SGD steps.
-
         Args:
             context: ``TRANSITION_KEYS`` -> tensors ``[B, ...]`` of ONE task (e.g. 256 uniform transitions).
-            steps: adaptation steps (default ``test_inner_steps``).
+            steps: adaptation steps (default ``inner.test_steps``); beyond ``inner.steps`` they are the
+                fine-tuner's (:class:`~lit_offmeta.algorithms.finetuning.GradientFineTuner`).
 
         Returns:
             A plain ``nn.Sequential`` of ``nn.Linear``/``ReLU``/``Tanh`` (on this module's device) mapping
@@ -313,79 +268,37 @@ class MACAW(TrainingGuards, LightningModule):
         Raises:
             ValueError: when a context key is missing or has the wrong shape.
         """
-        steps = self.hparams.test_inner_steps if steps is None else steps
-        _check_context(context, self.hparams.obs_dim, self.hparams.action_dim)
-        task = {k: torch.as_tensor(context[k], device=self.device, dtype=torch.float32).unsqueeze(0)
-                for k in TRANSITION_KEYS if k in context}
-        extra_lr = self.hparams.extra_step_lr
-        meta_steps = self.hparams.inner_steps
-        if steps > meta_steps and extra_lr is None:
+        steps = self.inner.test_steps if steps is None else steps
+        check_single_task_context(context, TRANSITION_KEYS, self.hparams.obs_dim, self.hparams.action_dim,
+                                  "MACAW.adapt")
+        if steps > self.inner.steps and self.hparams.extra_step_lr is None:
             warnings.warn(f"MACAW.adapt: {steps} learned-rate SGD steps, but the rates were meta-trained for "
-                          f"{meta_steps}; repeated steps can diverge (docs/MACAW.md, 'Multi-step adaptation'). "
-                          "Set extra_step_lr to take the extra steps with Adam.", RuntimeWarning, stacklevel=2)
+                          f"{self.inner.steps}; repeated steps can diverge (docs/MACAW.md). Set extra_step_lr to "
+                          "take the extra steps with Adam.", RuntimeWarning, stacklevel=2)
+        task = self.single_task(context, TRANSITION_KEYS)
         with torch.inference_mode(False), torch.enable_grad():
-            task = {k: v.clone() for k, v in task.items()}  # leave inference mode's tensors behind
-            _, policy_weights = self.adapted_weights(task, steps)
+            _, policy_weights = self.adapted_weights(task, steps)  # l. 4-7 for this task
         return self.policy.materialise([(w[0].detach(), b[0].detach()) for w, b in policy_weights])
 
-    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
-        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
-        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
-        return predict_adapted_policy(self, batch)
-
     def adapted_weights(self, support: dict[str, Tensor], steps: int) -> tuple[Weights, Weights]:
-        """Test-time adaptation of every task in ``support`` (``[K, B, ...]``): ``(value, policy)`` weights.
+        """Test-time adaptation of every task in ``support`` (``[K, B, ...]``): its ``(value, policy)`` weights.
 
-        The one rule behind :meth:`adapt` and the validation/test losses: the first ``inner_steps`` steps are
-        the meta-trained learned-rate steps (first order: nothing is meta-trained here), further steps Adam at
-        ``extra_step_lr`` per task (or more learned-rate steps with ``extra_step_lr=None``).
+        The one rule behind :meth:`adapt` and the validation/test losses: up to ``inner.steps`` steps (or any
+        number with ``extra_step_lr=None``) are the meta-trained learned-rate steps, all tasks at once (first
+        order: nothing is meta-trained here); more steps run :class:`GradientFineTuner` task by task (its Adam
+        state is per task).
         """
-        meta_steps, extra_lr = self.hparams.inner_steps, self.hparams.extra_step_lr
-        if steps <= meta_steps or extra_lr is None:
+        if steps <= self.inner.steps or self.hparams.extra_step_lr is None:
             value_trajectory, _ = self.adapt_value(support, steps, first_order=True)
             policy_weights, _ = self.adapt_policy(support, value_trajectory, steps, first_order=True)
             return value_trajectory[-1], policy_weights
-        per_task = [self._adapt_with_extra_steps({k: v[i : i + 1] for k, v in support.items()}, meta_steps,
-                                                 steps - meta_steps, extra_lr)
-                    for i in range(next(iter(support.values())).shape[0])]  # Adam state is per task: a loop
-
-        def stack(weights: list[Weights]) -> Weights:
-            return [(torch.cat([w[layer][0] for w in weights]), torch.cat([w[layer][1] for w in weights]))
-                    for layer in range(len(weights[0]))]
-
-        return stack([v for v, _ in per_task]), stack([p for _, p in per_task])
-
-    def _adapt_with_extra_steps(self, task: dict[str, Tensor], meta_steps: int, extra_steps: int,
-                                lr: float) -> tuple[Weights, Weights]:
-        """``meta_steps`` learned-rate SGD steps (Algorithm 2), then ``extra_steps`` Adam steps; one task.
-
-        Both phases step parameter copies (the closed form keeps no parameters to continue from). The Adam
-        phase follows the reference's fine-tuning: value MSE onto bootstrapped Monte-Carlo targets (Eq. 2), then
-        AWR (Eq. 1, no advantage head) with the just-updated value, each network with its own Adam.
-        """
-        value = {k: p.detach().clone().requires_grad_() for k, p in self.value.named_parameters()}
-        policy = {k: p.detach().clone().requires_grad_() for k, p in self.policy.named_parameters()}
-
-        def value_weights() -> Weights:  # task-batched (K = 1) effective weights of the current copy
-            return [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in self.value.effective_weights(value)]
-
-        def policy_weights() -> Weights:
-            return [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in self.policy.effective_weights(policy)]
-
-        def sgd(params: dict[str, Tensor], lrs: dict[str, Tensor], loss: Tensor) -> None:
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, materialize_grads=True)
-            with torch.no_grad():
-                for (name, p), g in zip(params.items(), grads):
-                    p.sub_(lrs[name].detach() * g)
-
-        for _ in range(meta_steps):  # == the closed form's steps, taken on the parameters
-            sgd(value, self.value_lrs(), self.adapt_value(task, 1, True, value)[1][0].sum())
-            updated = [tuple(t.detach() for t in wb) for wb in value_weights()]
-            sgd(policy, self.policy_lrs(), self.adapt_policy(task, [updated], 1, True, policy)[1][0].sum())
-        value_opt, policy_opt = torch.optim.Adam(value.values(), lr=lr), torch.optim.Adam(policy.values(), lr=lr)
-        for _ in range(extra_steps):
-            self.extra_adaptation_step(task, value, policy, value_opt, policy_opt)
-        return value_weights(), policy_weights()
+        tuned = []
+        for i in range(next(iter(support.values())).shape[0]):
+            tuner = GradientFineTuner(self)
+            for _ in range(steps):
+                tuner.step_task({k: v[i : i + 1] for k, v in support.items()})
+            tuned.append(tuner.weights())
+        return tuple(_cat_tasks([weights[net] for weights in tuned]) for net in (0, 1))
 
     def extra_adaptation_step(
         self,
@@ -399,8 +312,7 @@ class MACAW(TrainingGuards, LightningModule):
 
         Adam (``value_opt``) on the value MSE onto bootstrapped Monte-Carlo targets (Eq. 2), then Adam
         (``policy_opt``) on AWR (Eq. 1, no advantage head) with the just-updated value. ``value`` / ``policy``
-        are the parameter dicts the optimisers hold (copies in :meth:`adapt`, the fine-tuner's own module's
-        parameters in :class:`~lit_offmeta.callbacks.finetune.GradientFineTuner`).
+        are the parameter dicts the optimisers hold (:class:`GradientFineTuner`'s copies).
 
         Returns:
             The value and policy losses before their steps.
@@ -417,27 +329,19 @@ class MACAW(TrainingGuards, LightningModule):
         value_opt.step()
         updated = [tuple(t.detach() for t in wb) for wb in weights(self.value, value)]
         policy_opt.zero_grad()
-        loss_policy = self._outer_policy_loss(weights(self.policy, policy), task, self.advantages(updated, task))[0]
+        loss_policy = self.awr_policy_loss(weights(self.policy, policy), task, self.advantages(updated, task))[0]
         loss_policy.backward()
         policy_opt.step()
         return float(loss_value.detach()), float(loss_policy.detach())
 
     # --- validation / test: query losses before and after adaptation on held-out tasks -------------------------
-    def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
     def _evaluate(self, batch: TaskBatch, stage: str) -> None:
-        steps = self.hparams.test_inner_steps
         with torch.inference_mode(False), torch.enable_grad():
             support = {k: v.clone() for k, v in batch.support.items()}
             query = {k: v.clone() for k, v in batch.query.items()}
-            target_weights = self.value_target.current_weights()
-            for name, n in (("pre", 0), ("post", steps)):
+            for name, n in (("pre", 0), ("post", self.inner.test_steps)):
                 value_weights, policy_weights = self.adapted_weights(support, n)  # the rule adapt() follows
-                loss_value, loss_policy, _ = self._outer_losses(policy_weights, value_weights, query, target_weights)
+                loss_value, loss_policy, _ = self.outer_losses(policy_weights, value_weights, query)
                 kwargs = {"batch_size": batch.num_tasks, "sync_dist": True}
                 self.log(f"{stage}/loss_value_{name}", loss_value.detach() / batch.num_tasks, **kwargs)
                 self.log(f"{stage}/loss_policy_{name}", loss_policy.detach() / batch.num_tasks, **kwargs)
@@ -464,22 +368,9 @@ class MACAW(TrainingGuards, LightningModule):
         groups = [
             {"params": list(self.value.parameters()), "lr": hp.lr_value, "name": "value"},
             {"params": list(self.policy.parameters()), "lr": hp.lr_policy, "name": "policy"},
-            {"params": self.meta_lr_parameters(), "lr": hp.lr_inner_lrs, "name": "inner_lrs"},
+            {"params": self.meta_lr_parameters(), "lr": self.inner.lr_of_lrs, "name": "inner_lrs"},
         ]
         return torch.optim.Adam(groups, **fused)
-
-    def setup(self, stage: str) -> None:
-        """Check ``obs_dim``/``action_dim`` against the datamodule's (when it exposes them)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        for name in ("obs_dim", "action_dim"):
-            expected = getattr(datamodule, name, None)
-            if expected is not None and int(expected) != self.hparams[name]:
-                raise ValueError(
-                    f"model.{name}={self.hparams[name]} but the datamodule's family has {name}={expected}; "
-                    f"set `model.init_args.{name}: {expected}` in the config"
-                )
-        if getattr(datamodule, "discrete_actions", False):
-            raise ValueError("MACAW needs continuous actions; the datamodule's family has discrete actions")
 
     def _log_due(self) -> bool:
         """Log only on the steps the logger writes: ``self.log`` costs ~1 ms per key, and with ~40 keys that
@@ -510,42 +401,13 @@ class MACAW(TrainingGuards, LightningModule):
         self.log_dict(log, batch_size=num_tasks)
 
 
-def _no_ddp_sync(module: LightningModule):
-    """``no_sync()`` of the DDP wrapper around ``module`` when there is one, else a no-op context."""
-    wrapper = getattr(module._trainer, "model", None) if module._trainer is not None else None
-    if isinstance(wrapper, DistributedDataParallel):
-        return wrapper.no_sync()
-    return contextlib.nullcontext()
-
-
-def _all_reduce_sum_grads(module: nn.Module) -> None:
-    """Sum every parameter's gradient over all ranks (one flat all-reduce); no-op without a process group."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if torch.distributed.get_world_size() == 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
 
 def _check_args(args: dict[str, Any]) -> None:
-    if args["layer"] not in LAYER_TYPES:
-        raise ValueError(f"layer must be one of {LAYER_TYPES}, got {args['layer']!r}")
-    if args["adaptation_mode"] not in MODES:
-        raise ValueError(f"adaptation_mode must be one of {MODES}, got {args['adaptation_mode']!r}")
-    for name in ("obs_dim", "action_dim", "width", "depth", "latent_size"):
+    for name in ("obs_dim", "action_dim"):
         if int(args[name]) < 1:
             raise ValueError(f"{name} must be >= 1, got {args[name]}")
-    for name in ("inner_steps", "test_inner_steps"):
-        if int(args[name]) < 0:
-            raise ValueError(f"{name} must be >= 0, got {args[name]}")
-    for name in ("inner_lr_value", "inner_lr_policy", "lr_inner_lrs", "lr_value", "lr_policy", "lambda_init",
-                 "temperature", "max_weight"):
+    for name in ("inner_lr_value", "inner_lr_policy", "lr_value", "lr_policy", "lambda_init", "temperature",
+                 "max_weight"):
         if not args[name] > 0:
             raise ValueError(f"{name} must be > 0, got {args[name]}")
     if args["extra_step_lr"] is not None and not args["extra_step_lr"] > 0:
@@ -554,12 +416,6 @@ def _check_args(args: dict[str, Any]) -> None:
         raise ValueError(f"target_update_rate must be in [0, 1], got {args['target_update_rate']}")
 
 
-def _check_context(context: dict[str, Tensor], obs_dim: int, action_dim: int) -> None:
-    missing = [k for k in TRANSITION_KEYS if k not in context]
-    if missing:
-        raise ValueError(f"adapt: context lacks key(s) {missing}; expected the TaskBatch keys {list(TRANSITION_KEYS)}")
-    obs, actions = context["obs"], context["actions"]
-    if obs.dim() != 2 or obs.shape[-1] != obs_dim:
-        raise ValueError(f"adapt: context['obs'] must be [B, {obs_dim}] (one task), got {tuple(obs.shape)}")
-    if actions.shape != (obs.shape[0], action_dim):
-        raise ValueError(f"adapt: context['actions'] must be [B, {action_dim}], got {tuple(actions.shape)}")
+def _cat_tasks(per_task: list[Weights]) -> Weights:
+    """Task-batched weights of single tasks (``K = 1`` each) concatenated along the task axis."""
+    return [type(layers[0])(*(torch.cat(parts) for parts in zip(*layers))) for layers in zip(*per_task)]

@@ -25,31 +25,27 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import vmap
 
-from lit_offmeta.algorithms.guards import TrainingGuards
+from lit_offmeta.algorithms.base import GradientMetaModule, check_single_task_context
 from lit_offmeta.algorithms.losses import awr_loss, awr_weights, mc_value_loss, mc_value_target
-from lit_offmeta.algorithms.meta_bc import MeanPolicyNetwork, check_sizes_against_datamodule
-from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
-from lit_offmeta.data.batch import TRANSITION_KEYS, TaskBatch
-from lit_offmeta.nn import LAYER_TYPES, ValueNetwork, gaussian_log_prob
+from lit_offmeta.data.batch import TaskBatch
+from lit_offmeta.nn import MeanPolicyNetwork, NetConfig, ValueNetwork, gaussian_log_prob
+from lit_offmeta.nn.polyak import polyak_update
 
 VALUE_KEYS = ("obs", "actions", "mc_returns", "bootstrap_obs", "bootstrap_discounts")
 """Transition keys the AWR and value losses read."""
 
 
-class MultiTaskAWR(TrainingGuards, LightningModule):
+class MultiTaskAWR(GradientMetaModule):
     """One AWR actor-critic trained on all tasks' offline data; fine-tuned per task with Adam at test time.
 
     Args:
         obs_dim: observation size (checked against the datamodule in ``setup``).
         action_dim: action size (continuous actions).
-        width: hidden width of policy and value MLPs.
-        depth: number of hidden layers.
-        layer: ``linear`` (default: a standard MLP), ``bias_transform`` or ``weight_transform``.
-        latent_size: weight-transform latent size (when ``layer="weight_transform"``).
+        net: the policy and value networks (:class:`~lit_offmeta.nn.NetConfig`); by default plain ``linear``
+            layers (a standard MLP); any of MACAW's layer types can be chosen.
         lr_value: Adam learning rate of the value function in multi-task training.
         lr_policy: Adam learning rate of the policy in multi-task training.
         temperature: AWR temperature (MACAW: 1).
@@ -63,7 +59,7 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
 
     Example::
 
-        model = MultiTaskAWR(obs_dim=2, action_dim=2, width=64)
+        model = MultiTaskAWR(obs_dim=2, action_dim=2, net=NetConfig(width=64, layer="linear"))
         Trainer(max_steps=2000).fit(model, datamodule=OfflineMetaDataModule("point_robot", "data/"))
         policy = model.adapt(context)  # 20 Adam steps; nn.Sequential: obs [N, 2] -> mean action [N, 2]
     """
@@ -72,10 +68,7 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
         self,
         obs_dim: int,
         action_dim: int,
-        width: int = 100,
-        depth: int = 3,
-        layer: str = "linear",
-        latent_size: int = 100,
+        net: NetConfig = NetConfig(layer="linear"),
         lr_value: float = 1e-4,
         lr_policy: float = 1e-4,
         temperature: float = 1.0,
@@ -87,10 +80,14 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
         finetune_lr_policy: float = 1e-3,
     ) -> None:
         super().__init__()
+        self.net_config = NetConfig.of(net)
         _check_args(locals())
+        net = self.net_config.as_dict()  # plain data in checkpoints
         self.save_hyperparameters()
-        self.policy = MeanPolicyNetwork(obs_dim, action_dim, width, depth, layer, latent_size)
-        self.value = ValueNetwork(obs_dim, width, depth, layer, latent_size)
+        cfg = self.net_config
+        policy_width, value_width = cfg.widths(obs_dim, action_dim)
+        self.policy = MeanPolicyNetwork(obs_dim, action_dim, policy_width, cfg.depth, cfg.layer, cfg.latent_size)
+        self.value = ValueNetwork(obs_dim, value_width, cfg.depth, cfg.layer, cfg.latent_size)
         self.value_target = copy.deepcopy(self.value).requires_grad_(False)
 
     # --- multi-task training ---------------------------------------------------------------------------------
@@ -132,9 +129,7 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # The slow value target follows the value function after each optimizer step (as MACAW's).
-        with torch.no_grad():
-            for target, online in zip(self.value_target.parameters(), self.value.parameters()):
-                target.lerp_(online, self.hparams.target_update_rate)
+        polyak_update(self.value_target.parameters(), self.value.parameters(), self.hparams.target_update_rate)
 
     # --- meta-testing: fine-tune copies with Adam --------------------------------------------------------------
     def adapt(self, context: dict[str, Tensor], steps: int | None = None) -> nn.Sequential:
@@ -154,14 +149,10 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
         steps = self.hparams.finetune_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"MultiTaskAWR.adapt: steps must be >= 0, got {steps}")
-        policy, value = self.finetune({k: torch.as_tensor(context[k]) for k in _check_context(context, self.hparams)},
-                                      steps)
+        check_single_task_context(context, VALUE_KEYS, self.hparams.obs_dim, self.hparams.action_dim,
+                                  "MultiTaskAWR.adapt")
+        policy, value = self.finetune({k: torch.as_tensor(context[k]) for k in VALUE_KEYS}, steps)
         return policy.materialise()
-
-    def predict_step(self, batch: Any, batch_idx: int = 0) -> AdaptedPolicyPrediction:
-        """``Trainer.predict``: adapt (:meth:`adapt`, default steps) to one task's
-        :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
-        return predict_adapted_policy(self, batch)
 
     def finetune(self, context: dict[str, Tensor], steps: int) -> tuple[MeanPolicyNetwork, ValueNetwork]:
         """``steps`` rounds of (one Adam step on the value loss, one on AWR with the updated value) on copies.
@@ -174,8 +165,8 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
             The fine-tuned ``(policy, value)`` copies; the module itself is untouched.
         """
         hp = self.hparams
+        data = self.single_task(context, VALUE_KEYS)
         with torch.inference_mode(False), torch.enable_grad():
-            data = {k: context[k].to(self.device, torch.float32).clone().unsqueeze(0) for k in VALUE_KEYS}
             policy = _trainable_copy(self.policy)
             value = _trainable_copy(self.value)
             opt_value = torch.optim.Adam(value.parameters(), lr=hp.finetune_lr_value)
@@ -193,12 +184,6 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
         return policy.eval(), value.eval()
 
     # --- validation / test: held-out query losses before and after fine-tuning ----------------------------
-    def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
     def _evaluate(self, batch: TaskBatch, stage: str) -> None:
         totals = {"value_pre": 0.0, "policy_pre": 0.0, "value_post": 0.0, "policy_post": 0.0}
         for i in range(batch.num_tasks):
@@ -224,10 +209,6 @@ class MultiTaskAWR(TrainingGuards, LightningModule):
             ]
         )
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        check_sizes_against_datamodule(self, datamodule, self.hparams.obs_dim, self.hparams.action_dim)
-
 
 def _trainable_copy(module: nn.Module) -> nn.Module:
     copied = copy.deepcopy(module)
@@ -235,27 +216,8 @@ def _trainable_copy(module: nn.Module) -> nn.Module:
     return copied.train()
 
 
-def _check_context(context: dict[str, Tensor], hp: Any) -> tuple[str, ...]:
-    missing = [k for k in VALUE_KEYS if not isinstance(context, dict) or k not in context]
-    if missing:
-        raise ValueError(
-            f"MultiTaskAWR.adapt: context lacks key(s) {missing}; fine-tuning needs {list(VALUE_KEYS)} "
-            f"(the TaskBatch keys {list(TRANSITION_KEYS)}, e.g. from OfflineMetaDataModule.adaptation_batch)"
-        )
-    obs, actions = torch.as_tensor(context["obs"]), torch.as_tensor(context["actions"])
-    if obs.dim() != 2 or obs.shape[-1] != hp.obs_dim:
-        raise ValueError(f"MultiTaskAWR.adapt: context['obs'] must be [B, {hp.obs_dim}] (one task), "
-                         f"got {tuple(obs.shape)}")
-    if tuple(actions.shape) != (obs.shape[0], hp.action_dim):
-        raise ValueError(f"MultiTaskAWR.adapt: context['actions'] must be [B, {hp.action_dim}], "
-                         f"got {tuple(actions.shape)}")
-    return VALUE_KEYS
-
-
 def _check_args(args: dict[str, Any]) -> None:
-    if args["layer"] not in LAYER_TYPES:
-        raise ValueError(f"layer must be one of {LAYER_TYPES}, got {args['layer']!r}")
-    for name in ("obs_dim", "action_dim", "width", "depth", "latent_size"):
+    for name in ("obs_dim", "action_dim"):
         if int(args[name]) < 1:
             raise ValueError(f"{name} must be >= 1, got {args[name]}")
     if int(args["finetune_steps"]) < 0:

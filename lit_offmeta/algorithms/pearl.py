@@ -37,8 +37,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_offmeta.algorithms.base import check_sizes_against_datamodule
 from lit_offmeta.algorithms.guards import TrainingGuards
-from lit_offmeta.algorithms.meta_bc import check_sizes_against_datamodule
 from lit_offmeta.algorithms.prediction import AdaptedPolicyPrediction, predict_adapted_policy
 from lit_offmeta.algorithms.sac import (
     SquashedGaussianActor,
@@ -55,6 +55,7 @@ from lit_offmeta.nn.context_encoder import (
     gaussian_from_natural,
     kl_to_standard_normal,
 )
+from lit_offmeta.nn.polyak import polyak_update
 
 # --- loss (pure function) -----------------------------------------------------------------------------------
 
@@ -258,9 +259,7 @@ class OfflinePEARL(TrainingGuards, LightningModule):
         super().optimizer_step(*args, **kwargs)
         # Polyak averaging of the target critics, right after the optimizer step of this batch: here rather than
         # in on_train_batch_end, which runs after the callbacks' (a step checkpoint would miss this update).
-        with torch.no_grad():
-            for target, source in zip(self.critic_target.parameters(), self.critic.parameters()):
-                target.lerp_(source, self.hparams.tau)
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.hparams.tau)
 
     def _eval_step(self, batch: TaskBatch, phase: str) -> None:
         """Held-out tasks: critic error with ``z`` from the support posterior mean vs from the prior mean 0."""

@@ -1,8 +1,9 @@
 """AdaptationEvaluator: adapt on held-out tasks' OFFLINE data, roll out in the real environments, log returns.
 
-This is the paper's meta-test protocol (Algorithm 2, Mitchell et al. 2021, arXiv:2008.06043; REFERENCE_NOTES
-"Evaluation"): for each held-out task, take a batch of that task's offline data (256 transitions by default,
-optionally from a quality window), call ``pl_module.adapt(batch, steps)``, and roll the adapted policy out
+This is the paper's meta-test protocol (Algorithm 2, Mitchell et al. 2021, arXiv:2008.06043;
+docs/REFERENCE.md, "Splits and environments"): for each held-out task, take a batch of that task's offline data
+(256 transitions by default, optionally from a quality window), call ``pl_module.adapt(batch, steps)``, and roll
+the adapted policy out
 deterministically (mean action, clipped) for the family's horizon. Returns are undiscounted and averaged over
 episodes and tasks. On top of the paper's protocol it logs a normalised score per task (0 = a uniformly random
 policy measured in the environment, 1 = the best episode return in that task's dataset) and an adaptation

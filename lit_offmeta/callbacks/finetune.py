@@ -9,15 +9,11 @@ App. C.2): after the offline adaptation step on a small batch of the test task's
 
 and report the policy's return after given numbers of environment steps (the paper: 20k and 200k).
 
-How the gradient steps are taken: a gradient-based module is fine-tuned on a private deep copy, stepping its
-parameters with the same update ``adapt`` applies (Algorithm 2: value step on Eq. 2, then policy step on
-Eq. 3 with the just-updated value function, each tensor with its meta-learned inner learning rate). For MACAW
-the first such step on the offline batch is exactly ``module.adapt(batch, steps=1)`` (a test proves it); every
-further step continues from the fine-tuned parameters, so ``N`` steps cost ``N``, not ``N^2``. The module
-needs MACAW's ``adapt_value(support, steps, first_order)``, ``adapt_policy(support, value_trajectory, steps,
-first_order)``, ``value_lrs``, ``policy_lrs`` and the ``value`` and ``policy`` networks. The discount of the
-online data's Monte-Carlo returns must be the one the offline batch's were computed with (the datamodule's
-``gamma``).
+How the gradient steps are taken: by :class:`~lit_offmeta.algorithms.finetuning.GradientFineTuner`, the same
+steps ``MACAW.adapt(context, steps)`` takes (Algorithm 2's learned-rate steps for the meta-trained ones, then Adam
+at ``extra_step_lr``), so the first step on the offline batch is exactly ``module.adapt(batch, steps=1)`` (a test
+proves it) and every further step continues from the fine-tuned parameters. The discount of the online data's
+Monte-Carlo returns must be the one the offline batch's were computed with (the datamodule's ``gamma``).
 
 Where we differ from the paper: the paper does not say whether the online rollouts act with the policy's mean
 or sample from it; we sample (Gaussian noise with the policy's fixed std 0.2 by default, ``explore_std``) so
@@ -26,7 +22,6 @@ that online data has the action diversity AWR needs, and evaluate with the deter
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,123 +31,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
+from lit_offmeta.algorithms.finetuning import GradientFineTuner
 from lit_offmeta.callbacks.distributed import gather_objects, merge_task_results, shard_tasks
 from lit_offmeta.callbacks.report import write_metrics_json
 from lit_offmeta.data.batch import TRANSITION_KEYS
 from lit_offmeta.data.buffer import TaskBuffer
 from lit_offmeta.rollout import ModulePolicy, rollout
-
-
-class GradientFineTuner:
-    """Continue MACAW-style adaptation of one task from the meta-parameters, one SGD step at a time.
-
-    Args:
-        module: a MACAW-like module (see the module docstring); it is deep-copied, never modified.
-
-    Example::
-
-        tuner = GradientFineTuner(macaw)
-        tuner.step(offline_batch)          # == macaw.adapt(offline_batch, steps=1)
-        for batch in online_batches:
-            tuner.step(batch)
-        policy = tuner.policy()            # plain nn.Module: obs -> mean action
-    """
-
-    REQUIRED = ("adapt_value", "adapt_policy", "value_lrs", "policy_lrs", "value", "policy")
-
-    def __init__(self, module: nn.Module) -> None:
-        missing = [name for name in self.REQUIRED if not hasattr(module, name)]
-        if missing:
-            raise ValueError(
-                f"GradientFineTuner: {type(module).__name__} lacks {missing}; online fine-tuning needs a "
-                "gradient-based module with MACAW's adapt_value/adapt_policy interface"
-            )
-        was_training = module.training
-        # outside inference mode (Lightning's test loop runs in it): the copy's parameters must take gradients
-        with torch.inference_mode(False):
-            self.model = copy.deepcopy(module).eval()
-        module.train(was_training)
-        # the learned rates are constants here: fine-tuning adapts the networks, never the meta-learned rates
-        with torch.inference_mode(False), torch.no_grad():
-            self.value_lrs = {k: v.detach().clone() for k, v in self.model.value_lrs().items()}
-            self.policy_lrs = {k: v.detach().clone() for k, v in self.model.policy_lrs().items()}
-        self.model.requires_grad_(False)
-        self.num_steps = 0
-        self._optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.value.parameters()).device
-
-    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        """One adaptation step (Algorithm 2, lines 5-6) on ``batch`` (``TRANSITION_KEYS`` -> ``[B, ...]``).
-
-        Returns:
-            ``{"loss_value": L_V before the step, "loss_policy": L_pi before the policy step}``.
-        """
-        task = {k: torch.as_tensor(batch[k], device=self.device, dtype=torch.float32).unsqueeze(0)
-                for k in TRANSITION_KEYS}
-        model = self.model
-        extra_lr = model.hparams.get("extra_step_lr")
-        # Steps after the meta-trained ones: Adam on Eq. 2 and AWR (MACAW.adapt's extra steps, the reference's
-        # fine-tuning); repeating the learned one-step rates diverges on Cheetah-Vel (docs/MACAW.md).
-        extra = extra_lr is not None and self.num_steps >= int(model.hparams.get("inner_steps", 1))
-        if extra and self._optimizers is None:
-            self._optimizers = (torch.optim.Adam(model.value.parameters(), lr=extra_lr),
-                                torch.optim.Adam(model.policy.parameters(), lr=extra_lr))
-        with torch.inference_mode(False), torch.enable_grad():
-            task = {k: v.clone() for k, v in task.items()}
-            if extra:
-                value, policy = dict(model.value.named_parameters()), dict(model.policy.named_parameters())
-                for p in (*value.values(), *policy.values()):
-                    p.requires_grad_(True)
-                try:
-                    loss_value, loss_policy = model.extra_adaptation_step(task, value, policy, *self._optimizers)
-                finally:
-                    for p in (*value.values(), *policy.values()):
-                        p.requires_grad_(False)
-                        p.grad = None
-            else:
-                # Alg. 2, l. 5: phi <- phi - eta_1 grad L_V(phi, D)
-                loss_value = self._sgd_step(model.value, self.value_lrs,
-                                            lambda: model.adapt_value(task, 1, True)[1][0].sum())
-                # Alg. 2, l. 6: theta <- theta - alpha_1 grad L_pi(theta, phi_{t+1}, D), with the updated value
-                value_weights, _ = model.adapt_value(task, 0, True)
-                loss_policy = self._sgd_step(model.policy, self.policy_lrs,
-                                             lambda: model.adapt_policy(task, value_weights, 1, True)[1][0].sum())
-        self.num_steps += 1
-        return {"loss_value": loss_value, "loss_policy": loss_policy}
-
-    @staticmethod
-    def _sgd_step(net: nn.Module, lrs: dict[str, Tensor], loss_fn) -> float:
-        """One SGD step with per-tensor ``lrs`` on ``net`` (Algorithm 2's learned-rate step)."""
-        params = dict(net.named_parameters())
-        for p in params.values():
-            p.requires_grad_(True)
-        try:
-            loss = loss_fn()
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            with torch.no_grad():
-                for (name, p), g in zip(params.items(), grads):
-                    if g is not None:
-                        p.sub_(lrs[name] * g)
-        finally:
-            for p in params.values():
-                p.requires_grad_(False)
-        return float(loss.detach())
-
-    def policy(self) -> nn.Module:
-        """The current policy as a plain mean-action ``nn.Module`` (``adapt`` with 0 further steps)."""
-        return self.model.adapt(_dummy_context(self.model), steps=0)
-
-
-def _dummy_context(model: Any) -> dict[str, Tensor]:
-    # adapt(..., steps=0) ignores the data; it only checks the shapes
-    obs_dim, action_dim = int(model.hparams.obs_dim), int(model.hparams.action_dim)
-    z = torch.zeros(1)
-    return {"obs": torch.zeros(1, obs_dim), "actions": torch.zeros(1, action_dim), "rewards": z,
-            "next_obs": torch.zeros(1, obs_dim), "terminals": z, "mc_returns": z,
-            "bootstrap_obs": torch.zeros(1, obs_dim), "bootstrap_discounts": z}
 
 
 def episodes_to_transitions(

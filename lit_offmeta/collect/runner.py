@@ -110,7 +110,10 @@ def collect_arguments(config: CollectConfig, seed: int) -> str | None:
     """The ``lit-offmeta collect`` arguments (all but ``--out``) that reproduce ``config`` and ``seed``: the
     preset, a ``--set`` for each setting that differs from it, the seed. ``None`` if a value cannot be written
     as a ``--set`` that reads back equal. The manifest keeps them, so error messages can repeat them."""
-    defaults = json.loads(json.dumps(get_preset(config.family, config.preset).to_dict()))
+    try:
+        defaults = json.loads(json.dumps(get_preset(config.family, config.preset).to_dict()))
+    except ValueError:  # a preset collect does not know (a config built in Python): no command repeats it
+        return None
     recorded = json.loads(json.dumps(config.to_dict()))
     parts = [f"--family {config.family} --preset {config.preset}"]
     for key, value in sorted(recorded.items()):

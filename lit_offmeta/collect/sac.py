@@ -26,6 +26,7 @@ from lit_offmeta.algorithms.sac import (
     soft_td_target,
     temperature_loss,
 )
+from lit_offmeta.nn.polyak import polyak_update
 
 # --- agent ------------------------------------------------------------------------------------------------
 
@@ -153,7 +154,5 @@ class SAC(nn.Module):
             self.alpha_optimizer.step()
             metrics["losses/alpha"] = loss_alpha.item()
 
-        with torch.no_grad():  # Polyak averaging of the target critics
-            for target_param, param in zip(self.critic_target.parameters(), self.critic.parameters()):
-                target_param.lerp_(param, self.config.tau)
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.config.tau)
         return metrics

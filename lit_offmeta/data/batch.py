@@ -17,7 +17,7 @@ TRANSITION_KEYS = (
     "bootstrap_discounts",  # [...] float32, gamma^(T-t) where the trajectory was cut, 0 where it terminated
 )
 """Keys of every transition dict. The Monte-Carlo value target with bootstrapping at truncation is
-``mc_returns + bootstrap_discounts * V(bootstrap_obs)`` (REFERENCE_NOTES, MACAW losses)."""
+``mc_returns + bootstrap_discounts * V(bootstrap_obs)`` (docs/REFERENCE.md, "Losses")."""
 
 
 @dataclass

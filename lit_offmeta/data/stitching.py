@@ -3,7 +3,7 @@
 Why: BOReL's behaviour data comes from single-task learners, and none of them searches: a GridNavi behaviour
 episode enters 5.8 cells on average (3.4% enter 10 or more), while the meta-policy sweeps 10.7 cells in its first
 episode. The belief VAE only ever sees the data's paths, so its belief along a real search is an extrapolation,
-and it leaves most of its mass on cells already searched (docs/BOREL.md, sixth session).
+and it leaves most of its mass on cells already searched (docs/BOREL.md).
 
 Where the states are discrete and the dynamics deterministic and shared by all tasks (GridNavi), every walk that
 chains logged steps ``(s, a, s')`` end to start is itself a path the environment produces: each of its steps was

@@ -59,7 +59,7 @@ class TrialDataModule(LightningDataModule):
             batch and relabel EACH for every task of the batch (tasks then drawn without replacement where there are
             enough), instead of a fresh path per trial. The expected ELBO is the same; the tasks are stratified
             per path, so each belief on a path is trained against several tasks' rewards at once: a
-            lower-variance signal for what a path rules out (docs/BOREL.md, fifth session).
+            lower-variance signal for what a path rules out (docs/BOREL.md).
         stitched_trials_per_task: add this many stitched trials per training task to the data
             (:func:`lit_offmeta.data.stitching.stitch_trials`: walks over the logged transitions that prefer
             unvisited states, i.e. search paths no single-task behaviour agent logs; discrete-state families with

@@ -8,7 +8,9 @@ network's inner loss and ``materialise`` need.
 written against effective weights and unbatched data ``[B, ...]``; the caller's closures (e.g. the learned
 lambda) stay differentiable.
 
-Three modes compute the same function (tests prove it):
+Three modes compute the same function (tests prove it). ``"vmap"`` is the readable reference: read it to see
+what the inner loop does. ``"closed_form"`` is the optimisation that runs by default: the same numbers without
+per-task copies of the weight-transform generators. ``"loop"`` exists for tests to compare against.
 
 * ``"vmap"``: plain ``torch.func`` MAML. One task's adaptation on a parameter dict (``grad`` of the loss
   through ``net.effective_weights``, then ``p - lr * g``), batched over tasks with

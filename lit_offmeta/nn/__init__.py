@@ -1,5 +1,6 @@
 """Networks for gradient-based meta-RL: weight/bias-transform layers, MACAW's policy and value MLPs."""
 
+from lit_offmeta.nn.config import NetConfig
 from lit_offmeta.nn.layers import (
     LAYER_TYPES,
     BiasTransformLinear,
@@ -9,6 +10,8 @@ from lit_offmeta.nn.layers import (
 )
 from lit_offmeta.nn.networks import (
     POLICY_STD,
+    LayerWeights,
+    MeanPolicyNetwork,
     MetaMLP,
     PolicyNetwork,
     ValueNetwork,
@@ -22,7 +25,10 @@ __all__ = [
     "LAYER_TYPES",
     "POLICY_STD",
     "BiasTransformLinear",
+    "LayerWeights",
+    "MeanPolicyNetwork",
     "MetaMLP",
+    "NetConfig",
     "PlainLinear",
     "PolicyNetwork",
     "ValueNetwork",

@@ -1,6 +1,6 @@
 """The VariBAD belief networks: a recurrent encoder q(m | tau_{:t}) and reward decoders p(r | m, ...).
 
-Sizes follow the VariBAD / BOReL reference (REFERENCE_NOTES, "VAE"): per-input Linear+ReLU embeddings of
+Sizes follow the VariBAD / BOReL reference (docs/REFERENCE.md, "VAE"): per-input Linear+ReLU embeddings of
 ``s_{t+1}``, ``a_t`` and ``r_{t+1}`` (32/16/16; GridNavi 32/0/8, where 0 drops the input), one GRU layer
 (128; GridNavi 64), linear heads for the Gaussian's mean and log-variance, latent size 5. The prior ``q_0`` is
 the heads applied to the zero hidden state.
@@ -199,7 +199,7 @@ class BeliefEncoder(nn.Module):
 class CellRewardDecoder(nn.Module):
     """Bernoulli multi-head reward decoder for grid worlds: ``p(goal at cell c | m)`` for every cell.
 
-    The latent alone is decoded (REFERENCE_NOTES: "Grid: Bernoulli multi-head, one output per cell, latent
+    The latent alone is decoded (docs/REFERENCE.md, "VAE": "Grid: Bernoulli multi-head, one output per cell, latent
     only"); a transition's likelihood reads the head of the cell it arrived in.
 
     Args:

@@ -16,6 +16,7 @@ adapted policy (no lit-offmeta code needed to load or run it).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +24,18 @@ from torch.nn import functional as F
 
 from lit_offmeta.nn.layers import LAYER_TYPES, make_layer
 
-Weights = list[tuple[Tensor, Tensor]]
-"""Effective ``(W [out, in], b [out])`` of every layer of a network, in layer order."""
+
+class LayerWeights(NamedTuple):
+    """One layer's effective weights: ``weight [out, in]`` and ``bias [out]`` (with a leading task axis ``K`` in
+    the task-batched inner loop)."""
+
+    weight: Tensor
+    bias: Tensor
+
+
+Weights = list[LayerWeights]
+"""The effective weights of every layer of a network, in layer order: what the inner loop adapts, the losses
+read and ``materialise`` turns into a plain ``nn.Sequential``."""
 
 POLICY_STD = 0.2
 """Fixed std of MACAW's Gaussian policy (App. E: variance 0.04); the network predicts only the mean."""
@@ -52,7 +63,7 @@ class MetaMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             prefix = f"layers.{i}."
             local = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-            weights.append(layer.effective(local))
+            weights.append(LayerWeights(*layer.effective(local)))
         return weights
 
     def current_weights(self) -> Weights:
@@ -185,6 +196,25 @@ def gaussian_log_prob(mean: Tensor, actions: Tensor, std: float = POLICY_STD) ->
 
 def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class MeanPolicyNetwork(PolicyNetwork):
+    """MACAW's policy network without the advantage head: ``[obs] + [width] * depth + [act]``, tanh mean.
+
+    Meta-BC and multi-task AWR never use the advantage head; dropping it keeps every parameter in use (which
+    DDP requires) and the parameter count honest. ``forward``, ``effective_weights`` and ``materialise`` are
+    the parent's (they only read layers ``0..depth``).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, width: int = 100, depth: int = 3,
+                 layer: str = "weight_transform", latent_size: int = 100) -> None:
+        super().__init__(obs_dim, action_dim, width, depth, layer, latent_size)
+        self.layers = self.layers[: depth + 1]
+
+    @staticmethod
+    def mean_from_weights(weights: Weights, obs: Tensor, depth: int) -> Tensor:
+        """Mean action ``[..., act_dim]`` from effective weights."""
+        return PolicyNetwork.mean_and_advantage_from_weights(weights, obs, None, depth)[0]
 
 
 def layer_preset(preset: str, obs_dim: int, action_dim: int, width: int, depth: int,

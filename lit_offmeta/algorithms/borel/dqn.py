@@ -1,6 +1,6 @@
 """DQN on hyper-states (BOReL step 4, discrete actions): soft target network, optional CQL penalty.
 
-Reference defaults for GridNavi (REFERENCE_NOTES, "RL on hyper-states"): Q-network ``[64, 64]``, Adam 3e-4,
+Reference defaults for GridNavi (docs/REFERENCE.md, "RL on hyper-states"): Q-network ``[64, 64]``, Adam 3e-4,
 discount 0.99, soft target update ``tau = 0.005``; 16 tasks x 256 transitions per update.
 """
 
@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.nn.grid import GridCellOneHot
 from lit_offmeta.nn.mlp import mlp
+from lit_offmeta.nn.polyak import polyak_update
 
 
 # --- pure losses -------------------------------------------------------------------------------------------------
@@ -59,13 +60,6 @@ def cql_discrete_penalty(q_all: torch.Tensor, actions: torch.Tensor) -> torch.Te
     return (torch.logsumexp(q_all, dim=-1) - q_data).mean()
 
 
-def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Polyak averaging ``theta_target <- (1 - tau) theta_target + tau theta``."""
-    with torch.no_grad():
-        for p_t, p in zip(target.parameters(), online.parameters(), strict=True):
-            p_t.lerp_(p, tau)
-
-
 # --- the module ----------------------------------------------------------------------------------------------------
 class HyperStateDQN(TrainingGuards, LightningModule):
     """DQN over hyper-states ``(s, mu, logvar)``.
@@ -83,7 +77,7 @@ class HyperStateDQN(TrainingGuards, LightningModule):
             entries are a cell ``(x, y)`` of a ``grid_size x grid_size`` grid (GridNavi), and the Q-network reads
             the cell's one-hot in their place (:class:`~lit_offmeta.nn.grid.GridCellOneHot`). Ours, not the
             reference's: from coordinates the network smoothed over the walls and walked into one for the rest of
-            an episode (docs/BOREL.md, ninth session).
+            an episode (docs/BOREL.md).
     """
 
     def __init__(
@@ -169,7 +163,7 @@ class HyperStateDQN(TrainingGuards, LightningModule):
         opt.zero_grad()
         backward(loss)
         opt.step()
-        soft_update(self.q_target, self.q, self.cfg.tau)
+        polyak_update(self.q_target.parameters(), self.q.parameters(), self.cfg.tau)
         return metrics
 
     @torch.no_grad()

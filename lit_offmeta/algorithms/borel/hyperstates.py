@@ -11,14 +11,14 @@ of an episode that is not the trial's last, the agent continues at the NEXT epis
 is (reference bug 5), and the trial's time-limit end is a truncation (bootstrapped).
 
 With ``episode_time`` the hyper-state also holds the step within the episode as ``t / H`` (the BAMDP wrapper's
-episode-boundary information, REFERENCE_NOTES "Environments"): without it the same ``(s, b)`` is followed by a
+episode-boundary information, docs/REFERENCE.md, "Environments"): without it the same ``(s, b)`` is followed by a
 jump back to the start state at some visits and not at others, and a searching agent cannot tell how many steps
 it has left. It is ``0`` at every episode start, so a successor across an episode boundary gets ``0`` too.
 
 With ``reward_memory_input`` the hyper-state also holds ``(found, s')``: whether a step of the trial so far was rewarded
 (``r > 0``, a sparse family's goal), and the successor state of the latest such step (zeros before one). It is
 a function of the same history as the belief, reset with it at the trial's start only, and exact: the GRU belief
-can forget a goal touched for one step (docs/BOREL.md, seventh and tenth sessions); the memory cannot.
+can forget a goal touched for one step (docs/BOREL.md); the memory cannot.
 """
 
 from __future__ import annotations

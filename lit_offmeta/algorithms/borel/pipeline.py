@@ -1,6 +1,6 @@
 """OfflineVariBAD (BOReL): the whole pipeline in one LightningModule, run by one ``lit-offmeta fit``.
 
-Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; REFERENCE_NOTES "Pipeline"):
+Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; docs/REFERENCE.md, "Pipeline"):
 
 1. ``vae_steps`` updates of the :class:`~lit_offmeta.algorithms.borel.vae.BeliefVAE` on reward-relabelled
    trials from :class:`~lit_offmeta.datamodules.trajectory.TrialDataModule`;
@@ -74,23 +74,23 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
             ``decoder="cells"``, ``p(goal in bin)`` for ``"goal_arc"``), the same belief in the coordinates in which
             Q-values are simple (which cells or stretches of the arc are still worth searching).
         rl_lr_decay: anneal the RL optimisers' learning rates to 0 over the ``rl_steps`` updates (cosine), so
-            the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md, fifth session).
+            the final policy is not one snapshot of a still-moving Q-function (docs/BOREL.md).
         rl_reward_memory: the RL agent also sees the trial's reward memory ``(found, s')``, the successor state
             of the latest rewarded step (:func:`~lit_offmeta.algorithms.borel.hyperstates.reward_memory`), next to
             the belief: an exact record of a goal touched for one step, which the GRU belief can forget. Only for
             sparse families (a positive reward marks the goal).
         vae_lr_decay: anneal the VAE's learning rate to 0 over the ``vae_steps`` updates (cosine), so the frozen
-            encoder is a settled one rather than the last step of a noisy optimiser (docs/BOREL.md, ninth session).
+            encoder is a settled one rather than the last step of a noisy optimiser (docs/BOREL.md).
         rl_eval_ema: decays ``d`` of exponential moving averages of the RL agent's weights,
             ``w_ema <- d w_ema + (1 - d) w`` after every RL update (starting from the first update's weights). Every
             evaluation also rolls out each average, logged under ``rollout_ema{d}/``; training is unchanged (the
             averages draw no random numbers), so one run measures the last iterate and its averages side by side.
-            For a policy whose evaluations swing between checkpoints (docs/BOREL.md, fourteenth session).
+            For a policy whose evaluations swing between checkpoints (docs/BOREL.md).
         rl_search_walks_per_task: add this many search walks per training task to the RL stage's trials, kept
             whole (:func:`~lit_offmeta.data.search_walks.search_walk_trials`: logged steps chained into searches
             that steer to the goals the trial's rewards have not ruled out). They give the RL stage the beliefs an
             agent holds after its own fruitless search, which logged single-task trials never produce
-            (docs/BOREL.md, eighteenth session). Low-dimensional goal families only.
+            (docs/BOREL.md). Low-dimensional goal families only.
         rl_action_samples: SAC only: the evaluated agent acts with the action its critics value most among its mean
             action and this many draws from its policy (:meth:`HyperStateSAC.act`), instead of the mean alone. Where
             the critics value several directions (search either way along an arc), the Gaussian's mean can fall

@@ -1,8 +1,8 @@
 """SAC on hyper-states (BOReL step 4, continuous actions): twin critics, soft targets, optional CQL penalty.
 
 Actions live in ``[-1, 1]^act_dim`` (a tanh-squashed Gaussian), which is the action space of every continuous
-family here. Reference defaults (REFERENCE_NOTES): PointRobot sparse ``[128, 128]``, fixed alpha 0.01,
-gamma 0.9; Cheetah-Vel ``[256, 256]``, alpha 0.2, gamma 0.99; Adam 3e-4.
+family here. Reference defaults (docs/REFERENCE.md, "RL on hyper-states"): PointRobot sparse ``[128, 128]``,
+fixed alpha 0.01, gamma 0.9; Cheetah-Vel ``[256, 256]``, alpha 0.2, gamma 0.99; Adam 3e-4.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
-from lit_offmeta.algorithms.borel.dqn import soft_update
 from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.algorithms.sac import actor_loss as sac_actor_loss
 from lit_offmeta.algorithms.sac import critic_loss as twin_critic_loss
 from lit_offmeta.algorithms.sac import soft_td_target
 from lit_offmeta.nn.mlp import mlp
+from lit_offmeta.nn.polyak import polyak_update
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -167,7 +167,7 @@ class HyperStateSAC(TrainingGuards, LightningModule):
         backward(loss_a)
         actor_opt.step()
         self.critics.requires_grad_(True)
-        soft_update(self.critics_target, self.critics, self.cfg.tau)
+        polyak_update(self.critics_target.parameters(), self.critics.parameters(), self.cfg.tau)
         return {**metrics, **metrics_a}
 
     @torch.no_grad()
@@ -178,7 +178,7 @@ class HyperStateSAC(TrainingGuards, LightningModule):
         ``samples > 0`` (deterministic only): of the actor's mean action and ``samples`` draws from its Gaussian
         (:meth:`scored_actions`), the one the critics value most. Where the Q-function has several good actions
         (search left or right along a goal arc), the Gaussian's mean can fall between them onto one the critics rank
-        lowest (docs/BOREL.md, eighteenth session)."""
+        lowest (docs/BOREL.md)."""
         if samples < 0:
             raise ValueError(f"HyperStateSAC.act: samples must be >= 0, got {samples}")
         if samples == 0 or not deterministic:

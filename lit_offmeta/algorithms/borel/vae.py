@@ -11,7 +11,7 @@ previous one:
 
 summed over ELBO and reconstruction terms and averaged over trials, as the reference does
 (Zintgraf et al. 2020, arXiv:1910.08348, Eq. (10) with the KL to the previous posterior; BOReL defaults in
-REFERENCE_NOTES). No state decoder: the families here differ in rewards only.
+docs/REFERENCE.md, "VAE"). No state decoder: the families here differ in rewards only.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class BeliefVAE(TrainingGuards, LightningModule):
             the reward the trial's task pays in EVERY cell, once per cell (the task's reward function, known for
             offline and relabelled trials). Both have the exact posterior as the decoder's optimum when the path
             is independent of the task, but with ``"visited"`` a late belief learns about the cells not yet
-            searched only from the few transitions left in its trial (docs/BOREL.md, "Fourth session").
+            searched only from the few transitions left in its trial (docs/BOREL.md).
             ``"both"``: the sum of the two reconstruction terms. ``"goal"``: the decoder's cell logits as ONE
             categorical over cells (softmax; a task pays in exactly one cell), each belief decoding the trial's goal
             cell, ``-log p(goal | z_t)`` (VariBAD's task decoder with task ids); :meth:`goal_probabilities` is then
