@@ -130,5 +130,5 @@ def test_cli_test_accepts_a_checkpoint_saved_from_python(tmp_path, monkeypatch):
         "--data.init_args.batches_per_epoch=1", f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}",
     ])
-    assert seen["net"]["width"] == 12 and seen["lr_policy"] == 3e-4
+    assert NetConfig.of(seen["net"]).width == 12 and seen["lr_policy"] == 3e-4
 

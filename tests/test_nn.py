@@ -181,6 +181,8 @@ def test_net_config_reads_mappings_refuses_unknown_keys_and_sizes_the_equal_para
     assert NetConfig.of({"width": 8, "depth": 2}) == NetConfig(width=8, depth=2)
     cfg = NetConfig(width=8, depth=2)
     assert NetConfig.of(cfg) is cfg
+    cli_form = {"class_path": "lit_offmeta.nn.NetConfig", "init_args": {"width": 8, "depth": 2}}
+    assert NetConfig.of(cli_form) == cfg  # what LightningCLI writes into a checkpoint's hyperparameters
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\]"):
         NetConfig.of({"widht": 8})
     with pytest.raises(TypeError, match="expected a NetConfig"):

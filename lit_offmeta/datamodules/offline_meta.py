@@ -91,8 +91,8 @@ class OfflineMetaDataModule(LightningDataModule):
             ``"middle"`` or ``"last"`` ``window_trajectories`` trajectories (bad / medium / good data).
         window_trajectories: trajectories in the window (MACAW's ablation: 500); needed unless ``"all"``.
         window_applies_to: ``"support"`` follows the paper (App. D: the *adaptation* data comes from the
-            window; query data from the whole buffer); ``"both"`` restricts query data to the window too, as the
-            authors' code does when it loads only a window of each buffer.
+            window; query data from the whole buffer), as the authors' code does (it windows the support and
+            test buffers, not the query buffer); ``"both"`` restricts query data to the window too.
         max_transitions_per_task: keep only each buffer's first N transitions (a shorter-lived behaviour agent).
         use_cache: read and refresh the packed per-task cache (see :mod:`lit_offmeta.data.storage`).
         predict_ids: the tasks ``Trainer.predict`` adapts to (:meth:`predict_dataloader`); any task of the family

@@ -26,6 +26,8 @@ class TypedConfig:
         and the known keys)."""
         if isinstance(value, cls):
             return value
+        if isinstance(value, Mapping) and set(value) == {"class_path", "init_args"}:
+            value = value["init_args"]  # LightningCLI's form in the hyperparameters of the checkpoints it writes
         if not isinstance(value, Mapping):
             raise TypeError(f"{cls.block}: expected a {cls.__name__} or a mapping of its fields, "
                             f"got {type(value).__name__}")
