@@ -345,3 +345,62 @@ def test_terminating_mujoco_tiny_presets_write_datasets_whose_rewards_and_ends_m
         np.testing.assert_array_equal(buffer.terminals.astype(bool), np.asarray(expected_terminals, dtype=bool))
         ends = np.append(buffer.episode_starts[1:] - 1, len(buffer) - 1)
         assert np.all(buffer.terminals[ends].astype(bool) | buffer.truncations[ends].astype(bool))
+
+
+def test_learning_apart_from_recording_writes_lifetimes_of_snapshots_that_replay_exactly(tmp_path):
+    """learn_steps_per_task > 0: the datasets are recorded from the actor snapshots, ordered by snapshot step, and
+    every recorded action is the snapshot's own sample with the episode's noise; the environment, reset with the
+    episode's seed and stepped with those actions, gives back the recorded observations. A second run finds the
+    snapshot file, skips learning and records the same data."""
+    from lit_offmeta.collect.recorder import Snapshots, episode_generator, sample_actions
+
+    family = get_family("point_robot")
+    tasks = {i: family.default_tasks()[i] for i in range(2)}
+    config = _small_sac_config(checkpoint_every=0, learn_steps_per_task=150, num_snapshots=3, steps_per_task=50)
+    first: dict = {}
+    collect_sac(family, config, tasks, 7, first.__setitem__, progress=False, checkpoint_dir=tmp_path / ".ck")
+    snapshots = Snapshots.load(tmp_path / "behaviour_snapshots.pt")
+    assert snapshots.steps == [0, 150, 300]  # 2 tasks x 150 learning steps; the first before any update
+    horizon = family.horizon
+    for i, episodes in first.items():
+        # 50 steps per task: 16 or 17 per snapshot, so one episode of the 20-step horizon from each snapshot
+        assert [ep["behaviour_step"] for ep in episodes] == [0, 150, 300]
+        assert all(len(ep["rewards"]) == horizon for ep in episodes)
+        for k, ep in enumerate(episodes):
+            rng = episode_generator(7, i, k, 0)
+            env = family.make_env(tasks[i])
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            np.testing.assert_array_equal(obs.astype(np.float32), ep["observations"][0])
+            actor = snapshots.actor(k)
+            for t in range(horizon):
+                noise = rng.standard_normal(2)[None]
+                action = sample_actions(actor, snapshots.agent_input(ep["observations"][t], i)[None], noise)[0]
+                np.testing.assert_allclose(ep["actions"][t], action, rtol=0, atol=1e-6)
+                obs, *_ = env.step(ep["actions"][t])
+                np.testing.assert_allclose(ep["observations"][t + 1], obs, atol=1e-6)
+    # the later snapshots differ from the untrained one: learning happened between them
+    assert not np.allclose(first[0][0]["actions"], first[0][2]["actions"])
+    again: dict = {}
+    collect_sac(family, config, tasks, 7, again.__setitem__, progress=False, checkpoint_dir=tmp_path / ".ck")
+    for i in tasks:
+        for a, b in zip(first[i], again[i]):
+            np.testing.assert_array_equal(a["actions"], b["actions"])
+
+
+def test_learning_apart_from_recording_needs_snapshots():
+    with pytest.raises(ValueError, match="num_snapshots >= 2"):
+        _small_sac_config(learn_steps_per_task=100, num_snapshots=1)
+
+
+def test_collect_records_from_snapshots_into_datasets_the_storage_layer_reads(tmp_path):
+    """The collect runner with learning apart from recording: datasets next to the snapshot file load as
+    buffers, one snapshot step per episode."""
+    from lit_offmeta.collect.runner import collect
+    from lit_offmeta.data.storage import load_task_buffers
+
+    config = _small_sac_config(num_tasks=2, checkpoint_every=0, learn_steps_per_task=100, num_snapshots=2,
+                               steps_per_task=40)
+    collect(config, tmp_path, seed=3, progress=False)
+    assert (tmp_path / "point_robot" / "behaviour_snapshots.pt").is_file()
+    buffers = load_task_buffers(tmp_path, "point_robot", [0, 1])
+    assert [len(b.obs) for b in buffers] == [40, 40]  # 2 snapshots x one 20-step episode each

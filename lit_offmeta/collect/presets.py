@@ -47,6 +47,12 @@ class CollectConfig:
             fewest steps so far, so all tasks grow at the same pace.
         checkpoint_every: SAC: environment steps between mid-run checkpoints (0: none); a killed run resumes
             from the last one.
+        learn_steps_per_task: SAC: 0 records the agent's own experience while it learns (``steps_per_task``
+            steps per task); above 0 the agent learns for this many steps per task without recording, then
+            ``steps_per_task`` steps per task are recorded from its snapshots
+            (:mod:`lit_offmeta.collect.recorder`), so the dataset's size does not cost learning.
+        num_snapshots: SAC with ``learn_steps_per_task > 0``: actor snapshots along the learning (the first
+            before any update, the last at the end), each recording an equal share of the dataset.
     """
 
     family: str
@@ -60,6 +66,8 @@ class CollectConfig:
     steps_per_task: int = 0
     num_envs: int = 1
     checkpoint_every: int = 0
+    learn_steps_per_task: int = 0
+    num_snapshots: int = 0
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -73,6 +81,11 @@ class CollectConfig:
                 raise ValueError(
                     f"collect config: the sac agent needs steps_per_task >= 1 and num_envs >= 1, "
                     f"got steps_per_task={self.steps_per_task}, num_envs={self.num_envs}"
+                )
+            if self.learn_steps_per_task < 0 or (self.learn_steps_per_task > 0 and self.num_snapshots < 2):
+                raise ValueError(
+                    f"collect config: learning apart from recording needs learn_steps_per_task > 0 and "
+                    f"num_snapshots >= 2, got {self.learn_steps_per_task} and {self.num_snapshots}"
                 )
         elif self.episodes_per_task < 1:
             raise ValueError(

@@ -9,6 +9,12 @@ behaviour: a per-task lifetime buffer of a learner that shares what it learns ac
 ``behaviour_step`` is the agent's total environment-step count when the episode began, so quality windows cut
 by training time are comparable across tasks.
 
+Learning and recording apart (``learn_steps_per_task > 0``): the agent learns for ``learn_steps_per_task`` steps
+per task without recording, keeps ``num_snapshots`` copies of its actor along the way (the first before any
+update, the last at the end) in ``behaviour_snapshots.pt`` next to the datasets, and
+:func:`lit_offmeta.collect.recorder.record_snapshots` then records ``steps_per_task`` steps per task from them:
+the dataset's size does not cost learning. A run that finds the snapshot file skips learning.
+
 Resuming: with ``checkpoint_every > 0`` the collector lets every environment finish its episode once that
 many steps have passed since the last checkpoint, saves a checkpoint (:mod:`lit_offmeta.collect.checkpoint`)
 and goes on; environments are reseeded from the collector's generator after each checkpoint, so a run resumed
@@ -31,8 +37,12 @@ from tqdm.auto import tqdm
 from lit_offmeta.collect.checkpoint import load_checkpoint, save_checkpoint, unpack_episodes
 from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
 from lit_offmeta.collect.presets import CollectConfig
+from lit_offmeta.collect.recorder import Snapshots, record_snapshots
 from lit_offmeta.collect.sac import SAC, SACConfig
 from lit_offmeta.tasks import Task, TaskFamily
+
+SNAPSHOTS_NAME = "behaviour_snapshots.pt"
+"""The file, next to a family's datasets, holding the behaviour agent's actor snapshots."""
 
 
 def task_features(task: Task) -> np.ndarray:
@@ -104,7 +114,8 @@ def collect_sac(
     checkpoint_dir: Path | None = None,
     already_written: set[int] | frozenset[int] = frozenset(),
     log: Callable[[str], None] | None = print,
-) -> SAC:
+    snapshots_path: Path | None = None,
+) -> SAC | None:
     """Train one task-conditioned SAC agent on ``tasks`` and hand each task's episodes to ``write``.
 
     Args:
@@ -122,9 +133,11 @@ def collect_sac(
         already_written: task indices whose datasets exist.
         log: where one-line status messages go (a resume from a checkpoint, a checkpoint repaired after a
             kill); ``None``: silent.
+        snapshots_path: with ``config.learn_steps_per_task > 0``, where the actor snapshots are kept (default:
+            next to ``checkpoint_dir``); when the file exists, learning is skipped and recording starts at once.
 
     Returns:
-        The trained agent.
+        The trained agent (``None`` when recording from an existing snapshot file).
     """
     if family.discrete_actions:
         raise ValueError(f"collect: the sac agent needs continuous actions; family {family.name!r} is discrete")
@@ -140,6 +153,17 @@ def collect_sac(
         raise ValueError(f"collect: agent_kwargs.obs_exclude {bad} outside the {obs_dim}-d observation")
     keep = np.array([i for i in range(obs_dim) if i not in set(sac_config.obs_exclude)], dtype=np.int64)
     say = log or (lambda _msg: None)
+    from_snapshots = config.learn_steps_per_task > 0
+    if from_snapshots and snapshots_path is None:
+        if checkpoint_dir is None:
+            raise ValueError("collect_sac: learning and recording apart needs snapshots_path or checkpoint_dir")
+        snapshots_path = Path(checkpoint_dir).parent / SNAPSHOTS_NAME
+    if from_snapshots and Path(snapshots_path).exists():
+        snapshots = Snapshots.load(snapshots_path)
+        say(f"collect: recording from the behaviour snapshots in {snapshots_path} (learning is done)")
+        record_snapshots(family, tasks, snapshots, config.steps_per_task, seed, write, config.episodes_per_trial,
+                         progress)
+        return None
     resume = load_checkpoint(checkpoint_dir, say) if checkpoint_dir is not None else None
     settings = {"config": config.to_dict(), "seed": seed}
     if resume is not None:
@@ -163,7 +187,8 @@ def collect_sac(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     agent = SAC(input_dim, action_dim, space.low.reshape(-1), space.high.reshape(-1), sac_config)
-    replay = ReplayBuffer(min(sac_config.replay_capacity, config.steps_per_task * len(tasks) + 1), input_dim,
+    budget_per_task = config.learn_steps_per_task if from_snapshots else config.steps_per_task
+    replay = ReplayBuffer(min(sac_config.replay_capacity, budget_per_task * len(tasks) + 1), input_dim,
                           action_dim, rng)
 
     def agent_input(obs: np.ndarray, task_index: int) -> np.ndarray:
@@ -178,7 +203,11 @@ def collect_sac(
     env_task: list[int | None] = [None] * num_envs
     builders: list[EpisodeBuilder | None] = [None] * num_envs
     current_obs: list[np.ndarray | None] = [None] * num_envs
-    total_budget = config.steps_per_task * len(task_ids)
+    total_budget = budget_per_task * len(task_ids)
+    # snapshot j is taken once the agent has run snapshot_steps[j] steps (the first before any update)
+    snapshot_steps = ([round(total_budget * j / max(1, config.num_snapshots - 1)) for j in range(config.num_snapshots)]
+                      if from_snapshots else [])
+    snapshot_actors: list[dict[str, torch.Tensor]] = []
     global_step, updates_owed = 0, 0.0
     env_by_task: dict[int, Any] = {}
     written = set(already_written) & set(task_ids)
@@ -192,6 +221,7 @@ def collect_sac(
         rng.bit_generator.state = state["numpy_rng"]
         replay.load_arrays(replay_arrays, state["replay_size"], state["replay_cursor"])
         global_step, updates_owed = state["global_step"], state["updates_owed"]
+        snapshot_actors = list(tensors.get("snapshots", []))
         steps_taken = {int(k): v for k, v in state["steps_taken"].items()}
         pending = [int(i) for i in state["pending_tasks"]]
         episodes = unpack_episodes(episode_arrays, pending)
@@ -199,7 +229,8 @@ def collect_sac(
         say(f"collect: resumed from the SAC checkpoint in {checkpoint_dir} at {global_step} env steps of "
             f"{total_budget}")
     next_checkpoint = global_step + every
-    bar = tqdm(total=total_budget, initial=global_step, desc=f"{family.name} sac", unit="step", disable=not progress)
+    desc = f"{family.name} sac" + (" learn" if from_snapshots else "")
+    bar = tqdm(total=total_budget, initial=global_step, desc=desc, unit="step", disable=not progress)
 
     def checkpoint() -> None:
         state = {
@@ -207,7 +238,7 @@ def collect_sac(
             "steps_taken": {str(k): v for k, v in steps_taken.items()}, "pending_tasks": sorted(episodes),
             "numpy_rng": rng.bit_generator.state, "replay_size": replay.size, "replay_cursor": replay.cursor,
         }
-        tensors = {"agent": agent.state_dict(), "torch_rng": torch.get_rng_state(),
+        tensors = {"agent": agent.state_dict(), "torch_rng": torch.get_rng_state(), "snapshots": snapshot_actors,
                    **{name: getattr(agent, name).state_dict()
                       for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer")}}
         save_checkpoint(checkpoint_dir, state, tensors, replay.arrays(), episodes)
@@ -221,7 +252,7 @@ def collect_sac(
             env_task[slot] = None
             return
         busy = {t for t in env_task if t is not None}
-        candidates = [t for t in task_ids if steps_taken[t] < config.steps_per_task and t not in busy]
+        candidates = [t for t in task_ids if steps_taken[t] < budget_per_task and t not in busy]
         if not candidates:
             env_task[slot] = None
             return
@@ -239,22 +270,29 @@ def collect_sac(
 
     def end_episode(slot: int) -> None:
         task_index = env_task[slot]
-        episodes[task_index].append(builders[slot].finish())
-        recent_returns.append(float(np.sum(episodes[task_index][-1]["rewards"])))
+        episode = builders[slot].finish()
+        if not from_snapshots:  # learning apart from recording keeps none of its own episodes
+            episodes[task_index].append(episode)
+        recent_returns.append(float(np.sum(episode["rewards"])))
         bar.set_postfix(recent_return=f"{np.mean(recent_returns):.2f}", tasks_done=len(task_ids) - len(episodes),
                         refresh=False)
         open_episodes[task_index] -= 1
         env_task[slot] = None
-        if steps_taken[task_index] >= config.steps_per_task and open_episodes[task_index] == 0:
+        if steps_taken[task_index] >= budget_per_task and open_episodes[task_index] == 0:
             done = episodes.pop(task_index)
-            if task_index not in written:
+            if task_index not in written and not from_snapshots:
                 write(task_index, done)
                 written.add(task_index)
 
+    def take_snapshots() -> None:
+        while len(snapshot_actors) < len(snapshot_steps) and global_step >= snapshot_steps[len(snapshot_actors)]:
+            snapshot_actors.append({k: v.detach().clone() for k, v in agent.actor.state_dict().items()})
+
     try:
-        for task_index in [t for t in episodes if steps_taken[t] >= config.steps_per_task]:
+        take_snapshots()
+        for task_index in [t for t in episodes if steps_taken[t] >= budget_per_task]:
             done = episodes.pop(task_index)  # finished in the checkpoint, written (or not) before the kill
-            if task_index not in written:
+            if task_index not in written and not from_snapshots:
                 write(task_index, done)
                 written.add(task_index)
         while True:
@@ -284,6 +322,7 @@ def collect_sac(
                     end_episode(slot)
                     start_episode(slot)
             bar.update(len(active))
+            take_snapshots()
             if global_step >= sac_config.learning_starts:
                 updates_owed += sac_config.updates_per_step * len(active)
                 while updates_owed >= 1.0:
@@ -296,6 +335,17 @@ def collect_sac(
         for env in env_by_task.values():
             env.close()
         torch.set_num_threads(previous_threads)
+    if from_snapshots:
+        take_snapshots()
+        snapshots = Snapshots(steps=snapshot_steps, actors=snapshot_actors, hidden=list(sac_config.hidden),
+                              keep=keep.tolist(), features={i: f.tolist() for i, f in features.items()},
+                              action_low=space.low.reshape(-1).tolist(), action_high=space.high.reshape(-1).tolist())
+        snapshots.save(snapshots_path)
+        say(f"collect: learning done after {global_step} env steps; {len(snapshot_steps)} snapshots in "
+            f"{snapshots_path}")
     if checkpoint_dir is not None and Path(checkpoint_dir).exists():
-        shutil.rmtree(checkpoint_dir)  # every task is written: the checkpoint has served its purpose
+        shutil.rmtree(checkpoint_dir)  # learning is over (every task written): the checkpoint has served its purpose
+    if from_snapshots:
+        record_snapshots(family, {i: tasks[i] for i in task_ids if i not in written}, snapshots,
+                         config.steps_per_task, seed, write, config.episodes_per_trial, progress)
     return agent
