@@ -65,7 +65,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(args.out or tmp)
             started = time.perf_counter()
-            summary = collect(config, root, seed=args.seed, progress=args.progress, log=None)
+            summary = collect(config, root, seed=args.seed, progress=args.progress, log=print)
             seconds = time.perf_counter() - started
             prefix = f"collect/{family}/{config.preset}"
             print(f"{prefix}/seconds: {seconds:.1f} s", flush=True)

@@ -1,15 +1,18 @@
 """Collection presets: how much behaviour data to record for each task family, and with which agent.
 
-A preset is a :class:`CollectConfig`, a frozen record of every setting the ``collect`` command uses. Three
+A preset is a :class:`CollectConfig`, a frozen record of every setting the ``collect`` command uses. Four
 sizes exist for every family:
 
 * ``tiny``: a few tasks and a few seconds of work; used by the tests.
 * ``small``: sized for a 2-core CPU (PointRobot in under a minute, Cheetah-Vel 40 tasks in under 45 minutes).
+* ``medium``: 1/25 of the paper for the MuJoCo families (100k recorded transitions per task), recorded from
+  snapshots of a behaviour agent that learns apart from recording (``learn_steps_per_task``), so the size
+  costs simulation, not learning; 5x ``small`` (or more) for the others. Times are in docs/DATASETS.md.
 * ``paper``: the sizes of the source documents, for a big machine. MACAW (arXiv:2008.06043, App. D) saved
-  each task's whole replay buffer: 2.5M steps for Cheetah-Vel and Cheetah-Dir (2M for Ant-Dir, 1M for
-  Walker-Params once those families have presets). The documents give no sizes for PointRobot and GridNavi
-  (BOReL keeps each per-task agent's entire replay history); their ``paper`` presets are our choice, 10x
-  ``small`` or more.
+  each task's whole replay buffer: 2.5M steps for Cheetah-Vel and Cheetah-Dir, 2M for Ant-Dir, 1M for
+  Walker-Params. The documents give no sizes for PointRobot and GridNavi
+  (BOReL keeps each per-task agent's entire replay history), nor for Ant-Semi-circle; their ``paper`` presets
+  are our choice, 10x ``small`` or more.
 
 A config file (YAML) names a family and a preset and may override any field under ``settings``
 (see ``configs/collect/``).
@@ -128,11 +131,36 @@ _SAC_SMALL = {"hidden": [128, 128], "batch_size": 256, "learning_starts": 5000, 
 # paper: 256x256 as in SAC's paper (Haarnoja et al. 2018) and the authors' task-conditioned agent (docs/REFERENCE.md).
 _SAC_FULL = {**_SAC_SMALL, "hidden": [256, 256]}
 
+
+def _sac_medium(family: str, num_tasks: int, learn_steps_per_task: int, **agent_kwargs: Any) -> CollectConfig:
+    """medium: the small agent learns for ``learn_steps_per_task`` steps per task without recording; 20
+    snapshots along its learning then record 100k transitions per task (5k each), a lifetime from poor to good."""
+    return _sac(family, "medium", num_tasks=num_tasks, steps_per_task=100_000, num_envs=8,
+                learn_steps_per_task=learn_steps_per_task, num_snapshots=20, checkpoint_every=100_000,
+                agent_kwargs={**_SAC_SMALL, **agent_kwargs})
+
+
+def _ant_semicircle(family: str) -> dict[str, CollectConfig]:
+    """BOReL's Ant-Semi-circle: 2-episode trials of one snapshot, recorded apart from learning."""
+    kw = {"episodes_per_trial": 2, "num_snapshots": 20, "num_envs": 8}
+    return {
+        "tiny": _sac(family, "tiny", num_tasks=2, steps_per_task=800, learn_steps_per_task=400, num_envs=2,
+                     num_snapshots=2, episodes_per_trial=2, agent_kwargs={**_SAC_TINY, "obs_exclude": []}),
+        "small": _sac(family, "small", num_tasks=50, steps_per_task=8000, learn_steps_per_task=4000,
+                      checkpoint_every=20_000, agent_kwargs=_SAC_SMALL | {"obs_exclude": []}, **kw),
+        "medium": _sac(family, "medium", num_tasks=50, steps_per_task=100_000, learn_steps_per_task=10_000,
+                       checkpoint_every=100_000, agent_kwargs=_SAC_SMALL | {"obs_exclude": []}, **kw),
+        "paper": _sac(family, "paper", num_tasks=50, steps_per_task=2_000_000, learn_steps_per_task=200_000,
+                      checkpoint_every=1_000_000, num_snapshots=100, num_envs=50, episodes_per_trial=2,
+                      agent_kwargs={**_SAC_FULL, "obs_exclude": [], "replay_capacity": 2_000_000}),
+    }
+
 PRESETS: dict[str, dict[str, CollectConfig]] = {
     "point_robot": {
         "tiny": _point_robot("point_robot", "tiny", num_tasks=3, episodes_per_task=20),
         # MACAW demo: 40 tasks x 200 episodes x 20 steps = 4000 transitions per task.
         "small": _point_robot("point_robot", "small", num_tasks=40, episodes_per_task=200),
+        "medium": _point_robot("point_robot", "medium", num_tasks=40, episodes_per_task=1000),
         "paper": _point_robot("point_robot", "paper", num_tasks=40, episodes_per_task=2500),
     },
     "point_robot_sparse": {
@@ -145,6 +173,10 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
             "point_robot_sparse", "small", num_tasks=100, episodes_per_task=100, episodes_per_trial=2,
             env_kwargs={"random_start": True},
         ),
+        "medium": _point_robot(
+            "point_robot_sparse", "medium", num_tasks=100, episodes_per_task=400, episodes_per_trial=2,
+            env_kwargs={"random_start": True},
+        ),
         "paper": _point_robot(
             "point_robot_sparse", "paper", num_tasks=100, episodes_per_task=1000, episodes_per_trial=2,
             env_kwargs={"random_start": True},
@@ -155,6 +187,8 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
                               episodes_per_trial=4),
         "small": CollectConfig("grid_navi", "small", "q_learning", num_tasks=21, episodes_per_task=400,
                                episodes_per_trial=4),
+        "medium": CollectConfig("grid_navi", "medium", "q_learning", num_tasks=21, episodes_per_task=2000,
+                                episodes_per_trial=4),
         "paper": CollectConfig("grid_navi", "paper", "q_learning", num_tasks=21, episodes_per_task=4000,
                                episodes_per_trial=4),
     },
@@ -163,6 +197,7 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
         # 40 tasks x 5000 steps (25 episodes of 200) = 200k steps in all.
         "small": _sac("cheetah_vel", "small", num_tasks=40, steps_per_task=5000, num_envs=8, agent_kwargs=_SAC_SMALL,
                       checkpoint_every=20_000),
+        "medium": _sac_medium("cheetah_vel", 40, learn_steps_per_task=12_500),
         # MACAW App. D: 2.5M steps per task.
         "paper": _sac("cheetah_vel", "paper", num_tasks=40, steps_per_task=2_500_000, num_envs=40,
                       agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}, checkpoint_every=1_000_000),
@@ -174,7 +209,8 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
                      agent_kwargs={**_SAC_TINY, "obs_exclude": [0, 1]}),
         "small": _sac("ant_dir", "small", num_tasks=50, steps_per_task=5000, num_envs=8,
                       agent_kwargs={**_SAC_SMALL, "obs_exclude": [0, 1]}, checkpoint_every=20_000),
-        "paper": _sac("ant_dir", "paper", num_tasks=50, steps_per_task=2_500_000, num_envs=50,
+        "medium": _sac_medium("ant_dir", 50, learn_steps_per_task=10_000, obs_exclude=[0, 1]),
+        "paper": _sac("ant_dir", "paper", num_tasks=50, steps_per_task=2_000_000, num_envs=50,
                       agent_kwargs={**_SAC_FULL, "obs_exclude": [0, 1], "replay_capacity": 2_000_000},
                       checkpoint_every=1_000_000),
     },
@@ -183,7 +219,8 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
                      agent_kwargs={**_SAC_TINY, "obs_exclude": [0]}),
         "small": _sac("walker_params", "small", num_tasks=50, steps_per_task=5000, num_envs=8,
                       agent_kwargs={**_SAC_SMALL, "obs_exclude": [0]}, checkpoint_every=20_000),
-        "paper": _sac("walker_params", "paper", num_tasks=50, steps_per_task=2_500_000, num_envs=50,
+        "medium": _sac_medium("walker_params", 50, learn_steps_per_task=10_000, obs_exclude=[0]),
+        "paper": _sac("walker_params", "paper", num_tasks=50, steps_per_task=1_000_000, num_envs=50,
                       agent_kwargs={**_SAC_FULL, "obs_exclude": [0], "replay_capacity": 2_000_000},
                       checkpoint_every=1_000_000),
     },
@@ -191,9 +228,11 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
         "tiny": _sac("cheetah_dir", "tiny", num_tasks=2, steps_per_task=1200, num_envs=2, agent_kwargs=_SAC_TINY),
         "small": _sac("cheetah_dir", "small", num_tasks=2, steps_per_task=60_000, num_envs=2, agent_kwargs=_SAC_SMALL,
                       checkpoint_every=20_000),
+        "medium": _sac_medium("cheetah_dir", 2, learn_steps_per_task=150_000),
         "paper": _sac("cheetah_dir", "paper", num_tasks=2, steps_per_task=2_500_000, num_envs=2,
                       agent_kwargs={**_SAC_FULL, "replay_capacity": 2_000_000}, checkpoint_every=1_000_000),
     },
+    "ant_semicircle": _ant_semicircle("ant_semicircle"),
 }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -161,8 +162,7 @@ def collect_sac(
     if from_snapshots and Path(snapshots_path).exists():
         snapshots = Snapshots.load(snapshots_path)
         say(f"collect: recording from the behaviour snapshots in {snapshots_path} (learning is done)")
-        record_snapshots(family, tasks, snapshots, config.steps_per_task, seed, write, config.episodes_per_trial,
-                         progress)
+        _timed_recording(family, tasks, snapshots, config, seed, write, progress, say)
         return None
     resume = load_checkpoint(checkpoint_dir, say) if checkpoint_dir is not None else None
     settings = {"config": config.to_dict(), "seed": seed}
@@ -182,6 +182,7 @@ def collect_sac(
     space = family.action_space
     action_dim = int(np.prod(space.shape))
 
+    learning_started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(sac_config.torch_threads)
     torch.manual_seed(seed)
@@ -341,11 +342,21 @@ def collect_sac(
                               keep=keep.tolist(), features={i: f.tolist() for i, f in features.items()},
                               action_low=space.low.reshape(-1).tolist(), action_high=space.high.reshape(-1).tolist())
         snapshots.save(snapshots_path)
-        say(f"collect: learning done after {global_step} env steps; {len(snapshot_steps)} snapshots in "
-            f"{snapshots_path}")
+        say(f"collect: learning done after {global_step} env steps in {time.perf_counter() - learning_started:.1f} s; "
+            f"{len(snapshot_steps)} snapshots in {snapshots_path}")
     if checkpoint_dir is not None and Path(checkpoint_dir).exists():
         shutil.rmtree(checkpoint_dir)  # learning is over (every task written): the checkpoint has served its purpose
     if from_snapshots:
-        record_snapshots(family, {i: tasks[i] for i in task_ids if i not in written}, snapshots,
-                         config.steps_per_task, seed, write, config.episodes_per_trial, progress)
+        _timed_recording(family, {i: tasks[i] for i in task_ids if i not in written}, snapshots, config, seed,
+                         write, progress, say)
     return agent
+
+
+def _timed_recording(family: TaskFamily, tasks: dict[int, Task], snapshots: Snapshots, config: CollectConfig,
+                     seed: int, write: Callable[[int, list[Episode]], None], progress: bool,
+                     say: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    record_snapshots(family, tasks, snapshots, config.steps_per_task, seed, write, config.episodes_per_trial,
+                     progress)
+    say(f"collect: recorded {config.steps_per_task} steps for each of {len(tasks)} task(s) in "
+        f"{time.perf_counter() - started:.1f} s (writing included)")
