@@ -279,7 +279,7 @@ def _rollout(
         dones = ~active  # idle envs report done every step
         reset_obs: dict[int, np.ndarray] = {}
         for i in np.flatnonzero(active):
-            o2, r, terminated, truncated, _ = envs[i].step(actions[i])
+            o2, r, terminated, truncated, step_info = envs[i].step(actions[i])
             o2 = np.asarray(o2, dtype=np.float32)
             next_obs[i], rewards[i] = o2, r
             e = episode[i]
@@ -287,10 +287,14 @@ def _rollout(
             lengths[i, e] += 1
             t[i] += 1
             truncated = bool(truncated) or t[i] >= horizon
-            if has_success is None:
-                has_success = family.success(tasks[i], obs[i], actions[i], o2) is not None
-            if has_success and bool(family.success(tasks[i], obs[i], actions[i], o2)):
-                success[i, e] = True
+            if family.success_in_info:  # simulator-state success (Meta-World)
+                has_success = True
+                success[i, e] |= bool(step_info.get("success", False))
+            else:
+                if has_success is None:
+                    has_success = family.success(tasks[i], obs[i], actions[i], o2) is not None
+                if has_success and bool(family.success(tasks[i], obs[i], actions[i], o2)):
+                    success[i, e] = True
             if record:
                 _append(traces[i], actions[i], r, o2, bool(terminated), truncated and not terminated)
             if terminated or truncated:

@@ -15,6 +15,9 @@ import pytest
 
 from lit_offmeta.tasks import FAMILIES, get_family
 
+RECOMPUTABLE = sorted(name for name in FAMILIES if get_family(name).rewards_from_transitions)
+"""Families whose rewards are a function of the stored transition (Meta-World's are not; tests/test_meta_world.py)."""
+
 
 def rollout(family, task, steps: int, seed: int):
     """Random-action rollout; resets after an episode ends. Returns stacked transition arrays."""
@@ -34,7 +37,7 @@ def rollout(family, task, steps: int, seed: int):
     return {key: np.asarray(value) for key, value in records.items()}
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", RECOMPUTABLE)
 def test_vectorised_reward_equals_step_reward(name):
     """reward(task, obs, action, next_obs) over a whole random rollout equals step()'s rewards exactly."""
     family = get_family(name)
@@ -47,7 +50,7 @@ def test_vectorised_reward_equals_step_reward(name):
         assert np.std(data["rewards"]) > 0 or family.name in {"grid_navi", "point_robot_sparse"}
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", RECOMPUTABLE)
 def test_reward_is_batch_shape_agnostic(name):
     """A [2, T] batch gives the same rewards as two [T] batches (no hidden per-row state)."""
     family = get_family(name)
@@ -85,7 +88,7 @@ def test_task_sampling_is_deterministic_under_a_seed(name):
         assert family.validate_task(task) == task
 
 
-@pytest.mark.parametrize("name", sorted(set(FAMILIES) - {"cheetah_dir"}))
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - {"cheetah_dir", "metaworld_ml45"}))  # fixed task lists
 def test_different_seeds_give_different_tasks(name):
     family = get_family(name)
     assert family.sample_tasks(5, seed=0) != family.sample_tasks(5, seed=1)
@@ -98,7 +101,7 @@ def test_unknown_family_is_a_clear_error():
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_sample_tasks_rejects_non_positive_n(name):
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be >= 1|has 50 tasks"):
         get_family(name).sample_tasks(0, seed=0)
 
 
@@ -115,7 +118,7 @@ def _leaves_replaced(value, leaf):
     return [_leaves_replaced(v, leaf) for v in value] if isinstance(value, list) else leaf(value)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", RECOMPUTABLE)  # Meta-World's env_name is a string: tests/test_meta_world.py
 def test_unknown_keys_strings_and_bools_are_refused(name):
     """A misspelt extra key names the allowed ones; '1.0' and True are not coerced into numbers."""
     family = get_family(name)

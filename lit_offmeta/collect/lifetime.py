@@ -1,6 +1,7 @@
 """One per-task behaviour agent's lifetime: it learns its task from scratch and every episode is recorded.
 
-Used by the cheap families (PointRobot, GridNavi), where each task gets its own agent. The recorded episodes,
+Used by the cheap families (PointRobot, GridNavi) and Meta-World (scripted experts), where each task gets its
+own agent. The recorded episodes,
 in order, are the task's offline buffer (the agent's lifetime replay buffer, MACAW App. D; BOReL).
 """
 
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
+from lit_offmeta.collect.experts import NoisyScriptedExpert, ScriptedExpertConfig
 from lit_offmeta.collect.presets import CollectConfig
 from lit_offmeta.collect.q_learning import QLearningAgent, QLearningConfig
 from lit_offmeta.data.scripted import AnnealedGoalSeeker, GoalSeekerConfig
@@ -20,7 +22,8 @@ from lit_offmeta.tasks import Task, TaskFamily
 class LifetimeAgent(Protocol):
     """A per-task learner: told when each episode starts, acts, and learns from every step."""
 
-    def begin_episode(self, episode_index: int) -> None: ...
+    def begin_episode(self, episode_index: int, info: dict[str, Any]) -> None:
+        """A new episode starts; ``info`` is the environment's reset info (Meta-World's holds the goal)."""
 
     def act(self, obs: np.ndarray) -> Any: ...
 
@@ -40,6 +43,9 @@ def make_lifetime_agent(
                 )
             return AnnealedGoalSeeker(task["goal"], config.episodes_per_task, GoalSeekerConfig(**config.agent_kwargs),
                                       rng)
+        if config.agent == "scripted_expert":
+            return NoisyScriptedExpert(task["env_name"], config.episodes_per_task,
+                                       ScriptedExpertConfig(**config.agent_kwargs), rng)
         if config.agent == "q_learning":
             if not family.discrete_actions:
                 raise ValueError(f"collect: agent 'q_learning' needs discrete actions; {family.name!r} has none")
@@ -81,11 +87,11 @@ def run_lifetime(
     episodes: list[Episode] = []
     step = 0
     try:
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         for index in range(num_episodes):
             if index > 0:
-                obs, _ = env.reset()
-            agent.begin_episode(index)
+                obs, info = env.reset()
+            agent.begin_episode(index, info)
             trial = (
                 (index // episodes_per_trial, index % episodes_per_trial) if episodes_per_trial > 1 else (None, None)
             )

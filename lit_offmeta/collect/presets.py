@@ -24,8 +24,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-AGENTS = ("goal_seeker", "q_learning", "sac")
-"""Behaviour agents: scripted annealed goal seeker (PointRobot), tabular Q-learning (GridNavi), SAC (MuJoCo)."""
+AGENTS = ("goal_seeker", "q_learning", "sac", "scripted_expert")
+"""Behaviour agents: scripted annealed goal seeker (PointRobot), tabular Q-learning (GridNavi), SAC (MuJoCo),
+metaworld's scripted experts with annealed action noise (Meta-World)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,21 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
     },
     "ant_semicircle": _ant_semicircle("ant_semicircle"),
 }
+
+
+def _meta_world(family: str, num_tasks: int) -> dict[str, CollectConfig]:
+    """Scripted experts with annealed noise (lit_offmeta/collect/experts.py), 150-step episodes. medium: 100k
+    transitions per task (667 episodes), paper: MACAW's 5M per task (App. D.2)."""
+    def preset(name: str, tasks: int, episodes: int) -> CollectConfig:
+        return CollectConfig(family, name, "scripted_expert", num_tasks=tasks, episodes_per_task=episodes)
+
+    return {"tiny": preset("tiny", 2, 4), "small": preset("small", num_tasks, 40),
+            "medium": preset("medium", num_tasks, 667), "paper": preset("paper", num_tasks, 33_334)}
+
+
+for _family, _num_tasks in (("metaworld_ml1_reach", 100), ("metaworld_ml1_push", 100),
+                            ("metaworld_ml1_pick_place", 100), ("metaworld_ml45", 50)):
+    PRESETS[_family] = _meta_world(_family, _num_tasks)
 
 
 def available_presets() -> dict[str, list[str]]:

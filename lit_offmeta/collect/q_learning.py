@@ -79,7 +79,7 @@ class QLearningAgent:
         frac = min(1.0, episode_index / horizon)
         return self.config.epsilon_start + frac * (self.config.epsilon_end - self.config.epsilon_start)
 
-    def begin_episode(self, episode_index: int) -> None:
+    def begin_episode(self, episode_index: int, info: dict | None = None) -> None:
         self.epsilon = self.epsilon_at(episode_index)
 
     def greedy(self, obs: np.ndarray) -> int:

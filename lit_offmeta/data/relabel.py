@@ -190,8 +190,19 @@ def relabel_rewards(
     step (reference bug 2, an off-by-one). The task is validated first, so a task without the parameter the
     reward needs fails loudly instead of using a goal that was never set (reference bug 3).
     """
+    require_recomputable_rewards(family)
     task = family.validate_task(task)
     return np.asarray(family.reward(task, obs, actions, next_obs), dtype=np.float32)
+
+
+def require_recomputable_rewards(family: TaskFamily) -> None:
+    """Refuse reward relabelling for a family whose rewards are not a function of ``(obs, action, next_obs)``."""
+    if not family.rewards_from_transitions:
+        raise ValueError(
+            f"reward relabelling: family {family.name!r} computes its rewards from simulator state that the stored "
+            "transitions do not hold, so they cannot be recomputed for another task; train without reward "
+            "relabelling (e.g. TrialDataModule(reward_relabelling=False)) on its logged rewards"
+        )
 
 
 def mix_trials(
@@ -231,6 +242,8 @@ def mix_trials(
     """
     if not 0.0 <= mix_prob <= 1.0:
         raise ValueError(f"mix_trials: mix_prob must be in [0, 1], got {mix_prob}")
+    if mix_prob > 0:
+        require_recomputable_rewards(family)
     if mix_prob > 0 and family.dynamics_vary_with_task:
         raise ValueError(f"mix_trials: family {family.name!r} has task-dependent dynamics, so episodes of other tasks "
                          "are not paths of the target task; use mix_prob=0 (no reward relabelling across tasks)")

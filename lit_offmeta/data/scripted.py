@@ -99,7 +99,7 @@ class AnnealedGoalSeeker:
         horizon = max(1.0, self.config.expert_at * (self.lifetime - 1))
         return float(min(1.0, episode_index / horizon))
 
-    def begin_episode(self, episode_index: int) -> None:
+    def begin_episode(self, episode_index: int, info: dict | None = None) -> None:
         skill = self.skill(episode_index)
         error = self.rng.normal(0.0, self.config.goal_error_start * (1.0 - skill), size=2)
         self.goal_estimate = self.goal + error

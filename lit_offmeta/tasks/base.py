@@ -71,6 +71,12 @@ class TaskFamily(ABC):
     """True when the task changes the transition dynamics (Walker-Params): another task's paths are then not
     paths of this task, so reward relabelling across tasks (:func:`lit_offmeta.data.relabel.mix_trials`) is invalid."""
 
+    rewards_from_transitions: ClassVar[bool] = True
+    """False when rewards read simulator state that the observation lacks (Meta-World): ``reward`` then raises and
+    reward relabelling (:mod:`lit_offmeta.data.relabel`) refuses the family."""
+    success_in_info: ClassVar[bool] = False
+    """True when success comes from the environment's ``info["success"]`` rather than :meth:`success`."""
+
     # --- tasks -------------------------------------------------------------------------------------------
     @abstractmethod
     def sample_tasks(self, n: int, seed: int) -> list[Task]:
