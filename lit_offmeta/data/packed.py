@@ -1,7 +1,8 @@
 """PackedTasks: gather whole TaskBatches from per-task transition blocks with a handful of ``take`` calls.
 
 Sampling a TaskBatch (K tasks x (B_in + B_out) transitions x 8 fields) field by field costs ~80 small copies.
-Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
+Blocks may be memory-mapped (``load_task_buffers(..., memory_map=True)``); their pages are then released every
+:data:`RELEASE_EVERY` gathers. Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
 terminal | truncation]`` (the buffer's own storage, also the on-disk cache layout, so nothing is copied at
 setup), and the Monte-Carlo targets for the chosen ``gamma`` sit in two small per-task arrays. A batch is, per
 task, one ``take`` of rows into a preallocated ``[K, B, D]`` array, one for the bootstrap states (the
@@ -16,7 +17,12 @@ import numpy as np
 import torch
 
 from lit_offmeta.data.batch import TRANSITION_KEYS
-from lit_offmeta.data.buffer import TaskBuffer, block_columns
+from lit_offmeta.data.buffer import TaskBuffer, block_columns, mapped_region, release_pages
+
+RELEASE_EVERY = 64
+"""Memory-mapped blocks drop their resident pages every this many gathers, which bounds the resident memory
+of random sampling over a dataset larger than RAM (~64 x 4 KB per sampled row, about 1 GB for MACAW's
+K=5 x 512 rows) at the price of re-mapping pages from the OS page cache."""
 
 
 class PackedTasks:
@@ -44,6 +50,8 @@ class PackedTasks:
         self.targets = [np.stack([t.mc_returns, t.bootstrap_discounts], axis=1) for t in targets]
         self.bootstrap_index = [t.bootstrap_index for t in targets]
         self.lengths = np.array([len(b) for b in buffers], dtype=np.int64)
+        self.mapped = [block for block in self.blocks if mapped_region(block) is not None]
+        self.gathers = 0
 
     @property
     def num_tasks(self) -> int:
@@ -61,6 +69,10 @@ class PackedTasks:
             For each ``local_rows`` argument, ``TRANSITION_KEYS`` -> contiguous tensors ``[K, B_j, ...]``
             (float32; discrete actions int64 ``[K, B_j]``); a single dict when one array was given.
         """
+        self.gathers += 1
+        if self.mapped and self.gathers % RELEASE_EVERY == 0:
+            for block in self.mapped:
+                release_pages(block)
         blocks = [np.asarray(r, dtype=np.int64) for r in local_rows]
         rows = np.concatenate(blocks, axis=1)  # [K, B]
         k, b = rows.shape

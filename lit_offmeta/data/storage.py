@@ -432,6 +432,7 @@ def load_task_buffers(
     family: str | TaskFamily,
     task_indices: Sequence[int] | None = None,
     use_cache: bool = True,
+    memory_map: bool = False,
 ) -> list[TaskBuffer]:
     """Load task datasets as :class:`TaskBuffer` objects, through the packed cache.
 
@@ -441,6 +442,7 @@ def load_task_buffers(
         task_indices: which tasks, in this order; ``None`` loads every finished dataset of the family (and
             raises if a task folder is corrupt rather than leave it out).
         use_cache: read and refresh the packed cache (off: always read through Minari).
+        memory_map: memory-map the packed caches rather than read them (:func:`read_task_dataset`).
 
     Returns:
         One buffer per requested task.
@@ -476,14 +478,22 @@ def load_task_buffers(
             f"create them with `{collect_command(name, root)}`"
         )
     return [
-        read_task_dataset(available[int(i)], expected_family=name, use_cache=use_cache) for i in task_indices
+        read_task_dataset(available[int(i)], expected_family=name, use_cache=use_cache, memory_map=memory_map)
+        for i in task_indices
     ]
 
 
 def read_task_dataset(
-    folder: str | os.PathLike, expected_family: str | None = None, use_cache: bool = True
+    folder: str | os.PathLike, expected_family: str | None = None, use_cache: bool = True,
+    memory_map: bool = False,
 ) -> TaskBuffer:
-    """Read one task dataset folder (``dataset_path(...)``) into a :class:`TaskBuffer`."""
+    """Read one task dataset folder (``dataset_path(...)``) into a :class:`TaskBuffer`.
+
+    With ``memory_map`` the packed cache is memory-mapped instead of read (built first if it is missing or stale):
+    observations and actions stay on disk until sampled, so datasets larger than RAM train (docs/DATASETS.md).
+    """
+    if memory_map and not use_cache:
+        raise ValueError("read_task_dataset: memory_map=True maps the packed cache, so it needs use_cache=True")
     folder = Path(folder)
     data_dir = folder / "data"
     meta_file, main_file = data_dir / "metadata.json", data_dir / "main_data.hdf5"
@@ -515,10 +525,12 @@ def read_task_dataset(
     if not use_cache:
         return _read_minari(data_dir, block, str(folder))
     checksums = source_checksums(meta_file, main_file)
-    buffer = _read_cache(folder, checksums, block, str(folder))
+    buffer = _read_cache(folder, checksums, block, str(folder), memory_map)
     if buffer is None:
         buffer = _read_minari(data_dir, block, str(folder))
         _write_cache(folder, buffer, checksums)
+        if memory_map:  # map the cache just written; the in-memory copy is dropped
+            buffer = _read_cache(folder, checksums, block, str(folder), memory_map) or buffer
     return buffer
 
 
@@ -609,7 +621,7 @@ def _write_cache(folder: Path, buffer: TaskBuffer, checksums: list[list[Any]]) -
 
 
 def _read_cache(
-    folder: Path, checksums: list[list[Any]], block: dict[str, Any], source: str
+    folder: Path, checksums: list[list[Any]], block: dict[str, Any], source: str, memory_map: bool = False
 ) -> TaskBuffer | None:
     """The cached buffer if the cache matches the source files' contents and counts, else ``None``."""
     try:
@@ -618,11 +630,11 @@ def _read_cache(
             return None
         if index["rows"] != block["total_steps"] or len(index["episode_starts"]) != block["num_episodes"] + 1:
             return None  # rebuilt from the source, whose reader reports the mismatch
-        data = np.load(folder / CACHE_NAME, allow_pickle=False)
+        data = np.load(folder / CACHE_NAME, allow_pickle=False, mmap_mode="r" if memory_map else None)
         if data.dtype != np.float32 or data.shape != (index["rows"], index["width"]):
             return None
         return TaskBuffer.from_block(
-            np.ascontiguousarray(data),
+            data if memory_map else np.ascontiguousarray(data),
             obs_dim=index["obs_dim"],
             discrete_actions=index["discrete_actions"],
             episode_starts=np.asarray(index["episode_starts"], dtype=np.int64),

@@ -95,6 +95,8 @@ class OfflineMetaDataModule(LightningDataModule):
             test buffers, not the query buffer); ``"both"`` restricts query data to the window too.
         max_transitions_per_task: keep only each buffer's first N transitions (a shorter-lived behaviour agent).
         use_cache: read and refresh the packed per-task cache (see :mod:`lit_offmeta.data.storage`).
+        memory_map: memory-map the packed caches instead of reading them: observations and actions stay on disk
+            until sampled, for datasets larger than RAM (``benchmarks/memory_mapped_sampling.py``).
         predict_ids: the tasks ``Trainer.predict`` adapts to (:meth:`predict_dataloader`); any task of the family
             with data on disk, training tasks included (``None``: the held-out tasks, ``test_ids``).
 
@@ -127,6 +129,7 @@ class OfflineMetaDataModule(LightningDataModule):
         window_applies_to: Literal["support", "both"] = "support",
         max_transitions_per_task: int | None = None,
         use_cache: bool = True,
+        memory_map: bool = False,
         predict_ids: list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -168,6 +171,7 @@ class OfflineMetaDataModule(LightningDataModule):
         self.window_applies_to = window_applies_to
         self.max_transitions_per_task = max_transitions_per_task
         self.use_cache = use_cache
+        self.memory_map = memory_map
         self._train_ids, self._test_ids = self._resolve_ids(split, train_ids, test_ids)
         self._predict_ids = None if predict_ids is None else tuple(int(i) for i in predict_ids)
         if self._predict_ids is not None:
@@ -285,7 +289,8 @@ class OfflineMetaDataModule(LightningDataModule):
         todo = [i for i in dict.fromkeys(ids) if i not in self._buffers]
         if not todo:
             return
-        for buf in load_task_buffers(self.data_dir, self._family.name, todo, use_cache=self.use_cache):
+        for buf in load_task_buffers(self.data_dir, self._family.name, todo, use_cache=self.use_cache,
+                                     memory_map=self.memory_map):
             if self.max_transitions_per_task is not None:
                 buf = buf.head(self.max_transitions_per_task)
             self._buffers[buf.task_index] = buf
