@@ -1,12 +1,13 @@
 """PackedTasks: gather whole TaskBatches from per-task transition blocks with a handful of ``take`` calls.
 
 Sampling a TaskBatch (K tasks x (B_in + B_out) transitions x 8 fields) field by field costs ~80 small copies.
-Blocks may be memory-mapped (``load_task_buffers(..., memory_map=True)``); their pages are then released every
-:data:`RELEASE_EVERY` gathers. Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
+Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
 terminal | truncation]`` (the buffer's own storage, also the on-disk cache layout, so nothing is copied at
 setup), and the Monte-Carlo targets for the chosen ``gamma`` sit in two small per-task arrays. A batch is, per
 task, one ``take`` of rows into a preallocated ``[K, B, D]`` array, one for the bootstrap states (the
 ``next_obs`` of each trajectory's last row) and two for the targets; then each field is one contiguous copy.
+Blocks may be memory-mapped (``load_task_buffers(..., memory_map=True)``); their pages are then released every
+:data:`RELEASE_EVERY` gathers.
 """
 
 from __future__ import annotations
