@@ -6,6 +6,7 @@ Examples::
     lit-offmeta collect --config configs/collect/point_robot_small.yaml
     lit-offmeta collect --family cheetah_vel --preset small --out data/ --tasks 0-9 --seed 1
     lit-offmeta collect --family grid_navi --preset small --out data/ --set episodes_per_task=800
+    torchrun --nproc_per_node 4 -m lit_offmeta.cli collect --family cheetah_vel --preset medium --out data/
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lit_offmeta.collect.distributed import launched_ranks
 from lit_offmeta.collect.presets import PRESETS, CollectConfig, available_presets, get_preset
 from lit_offmeta.collect.runner import collect
 
@@ -155,8 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         if not options["out"]:
             raise ValueError("collect: --out DIR is required (on the command line or as 'out' in --config)")
+        ranks = launched_ranks()  # torchrun: this process's share (lit_offmeta/collect/distributed.py)
         collect(config, options["out"], seed=options["seed"], task_indices=options["tasks"],
-                progress=not args.no_progress)
+                progress=not args.no_progress and ranks.rank == 0,
+                log=print if ranks.rank == 0 else (lambda msg: print(f"[rank {ranks.rank}] {msg}")), ranks=ranks)
     except ValueError as err:
         parser.error(str(err))
 

@@ -7,7 +7,8 @@ snapshot to the latest, each episode's ``behaviour_step`` the environment step a
 so the data-quality windows (first / middle / last trajectories, MACAW's Fig. 4 left) keep their meaning.
 Multi-episode trials (BOReL) are consecutive episodes of one snapshot on one task.
 
-All tasks are stepped together, one policy call per step for all of them. Every episode draws its reset seed and
+All tasks are stepped together, one policy call per step for all of them, in a fixed row layout that makes each
+task's actions bit-identical whichever other tasks share the call. Every episode draws its reset seed and
 its action noise from its own generator, seeded by ``(seed, task, snapshot, episode)``: any subset of tasks or
 snapshots, recorded in any process, gives the same episodes as the whole run, and a recorded episode can be
 replayed exactly (:func:`episode_generator`).
@@ -194,11 +195,21 @@ def _record_snapshot(envs: dict[int, object], snapshots: Snapshots, k: int, quot
 
     for i in sorted(envs):
         start(i)
+    # One actor call per step over a fixed layout: a row for every task the snapshots know, in index order, with
+    # zeros for the tasks not being recorded here. A matrix product's rows depend on the batch's shape and the
+    # row's position (BLAS blocking), never on the other rows' values, so each task gets bit-identical actions
+    # whichever tasks share the call: in this process, on another rank, or once the others have finished.
+    layout = {task: row for row, task in enumerate(sorted(snapshots.features))}
+    width = len(snapshots.agent_input(state[next(iter(state))][0], next(iter(state)))) if state else 0
+    inputs = np.zeros((len(layout), width), dtype=np.float32)
+    noise = np.zeros((len(layout), action_dim))
     while state:
         active = sorted(state)
-        inputs = np.stack([snapshots.agent_input(state[i][0], i) for i in active])
-        noise = np.stack([state[i][2].standard_normal(action_dim) for i in active])
-        actions = sample_actions(actor, inputs, noise)
+        for i in active:
+            inputs[layout[i]] = snapshots.agent_input(state[i][0], i)
+            noise[layout[i]] = state[i][2].standard_normal(action_dim)
+        all_actions = sample_actions(actor, inputs, noise)
+        actions = all_actions[[layout[i] for i in active]]
         for row, i in enumerate(active):
             _, builder, rng = state[i]
             next_obs, reward, terminated, truncated, _ = envs[i].step(actions[row])

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from lit_offmeta.collect.distributed import Ranks
 from lit_offmeta.collect.episodes import Episode, early_late_returns
 from lit_offmeta.collect.lifetime import make_lifetime_agent, run_lifetime
 from lit_offmeta.collect.presets import CollectConfig, get_preset
@@ -179,6 +180,7 @@ def collect(
     task_indices: Sequence[int] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    ranks: Ranks = Ranks(),
 ) -> CollectSummary:
     """Collect one offline dataset per task of ``config.family`` into ``out``; resumable.
 
@@ -189,9 +191,11 @@ def collect(
         task_indices: indices into ``family.default_tasks()``; default ``range(config.num_tasks)``.
         progress: show tqdm progress bars.
         log: where one-line status messages go (``None``: silent).
+        ranks: this process's share when several collect together (:mod:`lit_offmeta.collect.distributed`);
+            every rank makes the same call.
 
     Returns:
-        A :class:`CollectSummary`.
+        A :class:`CollectSummary` of this rank's work.
 
     Raises:
         ValueError: bad task indices, an unusable output directory, or settings that do not fit the family.
@@ -201,13 +205,19 @@ def collect(
     indices = resolve_tasks(family, config, task_indices)
     # Absolute: Minari resolves a relative MINARI_DATASETS_PATH against the wrong folder while writing.
     out = Path(out).expanduser().resolve()
-    prepare_output(out, config, seed)
     say = log or (lambda _msg: None)
-    for stale in storage.remove_stale_temporaries(out, family.name):
-        say(f"collect: removed {stale}, an unfinished write of a killed run")
+    if ranks.rank == 0:
+        prepare_output(out, config, seed)
+        for stale in storage.remove_stale_temporaries(out, family.name):
+            say(f"collect: removed {stale}, an unfinished write of a killed run")
+    ranks.barrier()
     finished = storage.list_task_datasets(out, family.name)
     summary = CollectSummary(skipped=[i for i in indices if i in finished])
     todo = [i for i in indices if i not in finished]
+    mine = ranks.share(todo)
+    if config.agent == "sac" and ranks.world_size > 1 and config.learn_steps_per_task < 1:
+        raise ValueError("collect: several processes share the SAC agent's work only when it learns apart from "
+                         "recording; set learn_steps_per_task > 0 and num_snapshots >= 2 (as the medium presets do)")
     if summary.skipped:
         say(f"collect: {len(summary.skipped)} task(s) already collected in {out}, skipping {summary.skipped}")
     tasks = family.default_tasks()
@@ -220,11 +230,17 @@ def collect(
 
     if config.agent == "sac":
         checkpoint_dir = out / family.name / SAC_CHECKPOINT_NAME
-        if todo:
+        if todo and ranks.rank == 0:  # rank 0 learns for every task, then records its own share
             collect_sac(family, config, {i: tasks[i] for i in todo}, seed, write, progress=progress,
-                        checkpoint_dir=checkpoint_dir, already_written=set(finished), log=say)
+                        checkpoint_dir=checkpoint_dir, already_written=set(finished), log=say,
+                        record_only=set(mine), after_learning=ranks.barrier)
+        elif todo:  # the other ranks record theirs from rank 0's snapshots
+            ranks.barrier()
+            if mine:
+                collect_sac(family, config, {i: tasks[i] for i in mine}, seed, write, progress=False,
+                            checkpoint_dir=checkpoint_dir, already_written=set(finished), log=say)
     else:
-        outer = tqdm(todo, desc=f"{family.name} tasks", unit="task", disable=not progress)
+        outer = tqdm(mine, desc=f"{family.name} tasks", unit="task", disable=not progress)
         for task_index in outer:
             rng = np.random.default_rng(task_seed(seed, task_index))
             agent = make_lifetime_agent(config, family, tasks[task_index], rng)
@@ -238,6 +254,7 @@ def collect(
             write(task_index, episodes)
             early, late = summary.early_late[task_index]
             outer.set_postfix(first10=f"{early:.2f}", last10=f"{late:.2f}")
+    ranks.barrier()
     summary.seconds = time.perf_counter() - started
     if summary.written:
         early = np.mean([e for e, _ in summary.early_late.values()])

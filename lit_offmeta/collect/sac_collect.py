@@ -116,6 +116,8 @@ def collect_sac(
     already_written: set[int] | frozenset[int] = frozenset(),
     log: Callable[[str], None] | None = print,
     snapshots_path: Path | None = None,
+    record_only: set[int] | None = None,
+    after_learning: Callable[[], None] | None = None,
 ) -> SAC | None:
     """Train one task-conditioned SAC agent on ``tasks`` and hand each task's episodes to ``write``.
 
@@ -136,6 +138,10 @@ def collect_sac(
             kill); ``None``: silent.
         snapshots_path: with ``config.learn_steps_per_task > 0``, where the actor snapshots are kept (default:
             next to ``checkpoint_dir``); when the file exists, learning is skipped and recording starts at once.
+        record_only: with learning apart from recording, record only these of ``tasks`` (the agent still learns
+            on all of them); ``None``: all.
+        after_learning: called once the snapshots are saved (or found), before recording (distributed
+            collection: the other ranks may then start recording theirs).
 
     Returns:
         The trained agent (``None`` when recording from an existing snapshot file).
@@ -162,7 +168,10 @@ def collect_sac(
     if from_snapshots and Path(snapshots_path).exists():
         snapshots = Snapshots.load(snapshots_path)
         say(f"collect: recording from the behaviour snapshots in {snapshots_path} (learning is done)")
-        _timed_recording(family, tasks, snapshots, config, seed, write, progress, say)
+        if after_learning is not None:
+            after_learning()
+        _timed_recording(family, {i: t for i, t in tasks.items() if record_only is None or i in record_only},
+                         snapshots, config, seed, write, progress, say)
         return None
     resume = load_checkpoint(checkpoint_dir, say) if checkpoint_dir is not None else None
     settings = {"config": config.to_dict(), "seed": seed}
@@ -347,8 +356,11 @@ def collect_sac(
     if checkpoint_dir is not None and Path(checkpoint_dir).exists():
         shutil.rmtree(checkpoint_dir)  # learning is over (every task written): the checkpoint has served its purpose
     if from_snapshots:
-        _timed_recording(family, {i: tasks[i] for i in task_ids if i not in written}, snapshots, config, seed,
-                         write, progress, say)
+        if after_learning is not None:
+            after_learning()
+        _timed_recording(family, {i: tasks[i] for i in task_ids
+                                  if i not in written and (record_only is None or i in record_only)},
+                         snapshots, config, seed, write, progress, say)
     return agent
 
 
