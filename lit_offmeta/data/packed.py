@@ -4,14 +4,15 @@ Sampling a TaskBatch (K tasks x (B_in + B_out) transitions x 8 fields) field by 
 Here each task's transitions are one C-contiguous float32 block ``[obs | action | reward | next_obs |
 terminal | truncation]`` (the buffer's own storage, also the on-disk cache layout, so nothing is copied at
 setup), and the Monte-Carlo targets for the chosen ``gamma`` sit in two small per-task arrays. A batch is, per
-task, one ``take`` of rows into a preallocated ``[K, B, D]`` array, one for the bootstrap states (the
-``next_obs`` of each trajectory's last row) and two for the targets; then each field is one contiguous copy.
+task, one ``take`` of rows into a preallocated ``[K, B, D]`` array, one from a small per-task table of bootstrap
+states (the ``next_obs`` of each trajectory's last row) and two for the targets; then each field is one contiguous copy.
 Blocks may be memory-mapped (``load_task_buffers(..., memory_map=True)``); their pages are then released every
 :data:`RELEASE_EVERY` gathers.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,9 +50,16 @@ class PackedTasks:
         targets = [buf.value_targets(gamma) for buf in buffers]
         # [N, 2] float32: Monte-Carlo return and bootstrap discount, gathered together.
         self.targets = [np.stack([t.mc_returns, t.bootstrap_discounts], axis=1) for t in targets]
-        self.bootstrap_index = [t.bootstrap_index for t in targets]
+        # The bootstrap state of a row is the next_obs of its trajectory's last row: one small [E, obs] table per
+        # task, so a batch reads no second random row per sampled row (from disk, when the block is mapped).
+        self.episode_starts = [np.asarray(buf.episode_starts, dtype=np.int64) for buf in buffers]
+        self.end_obs = [np.ascontiguousarray(block[starts[1:] - 1][:, self.columns["next_obs"]])
+                        for block, starts in zip(self.blocks, self.episode_starts)]
         self.lengths = np.array([len(b) for b in buffers], dtype=np.int64)
         self.mapped = [block for block in self.blocks if mapped_region(block) is not None]
+        for block in self.mapped:  # random rows: no read-ahead and no fault-around of neighbouring pages
+            release_pages(block)
+            mapped_region(block).madvise(mmap.MADV_RANDOM)
         self.gathers = 0
 
     @property
@@ -80,12 +88,13 @@ class PackedTasks:
         width = self.blocks[0].shape[1]
         data = np.empty((k, b, width), dtype=np.float32)
         targets = np.empty((k, b, 2), dtype=np.float32)
-        boot = np.empty((k, b, width), dtype=np.float32)
+        boot = np.empty((k, b, self.obs_dim), dtype=np.float32)
         for j, pos in enumerate(positions):
             block = self.blocks[pos]
             block.take(rows[j], axis=0, out=data[j])
             self.targets[pos].take(rows[j], axis=0, out=targets[j])
-            block.take(self.bootstrap_index[pos].take(rows[j]), axis=0, out=boot[j])
+            episode = np.searchsorted(self.episode_starts[pos], rows[j], side="right") - 1
+            self.end_obs[pos].take(episode, axis=0, out=boot[j])
         fields = {
             "obs": data[..., self.columns["obs"]],
             "actions": data[..., self.columns["actions"]],
@@ -93,7 +102,7 @@ class PackedTasks:
             "next_obs": data[..., self.columns["next_obs"]],
             "terminals": data[..., self.columns["terminals"].start],
             "mc_returns": targets[..., 0],
-            "bootstrap_obs": boot[..., self.columns["next_obs"]],
+            "bootstrap_obs": boot,
             "bootstrap_discounts": targets[..., 1],
         }
         if self.discrete:
