@@ -560,10 +560,12 @@ def values_in_range(values: np.ndarray) -> bool:
     if values.size == 0 or values.dtype.kind not in "iuf":  # bool flags cannot be out of range
         return True
     if mapped_region(values) is not None and values.ndim == 2:
-        try:
-            return all(values_in_range(np.array(values[rows])) for rows in row_chunks(values))
-        finally:
-            release_pages(values)
+        for rows in row_chunks(values):
+            chunk = np.array(values[rows])
+            release_pages(values)  # after every chunk: the scan never makes the whole block resident
+            if not values_in_range(chunk):
+                return False
+        return True
     return bool(values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE)
 
 
@@ -571,12 +573,10 @@ def mapped_column(block: np.ndarray, column: int, transform: Any = None) -> np.n
     """One column of a memory-mapped ``block`` as a compact in-memory array (``transform`` applied per chunk),
     read chunk by chunk with the pages released after each, so reading it never makes the whole block resident."""
     chunks = []
-    try:
-        for rows in row_chunks(block):
-            part = np.array(block[rows, column])
-            chunks.append(part if transform is None else transform(part))
-    finally:
+    for rows in row_chunks(block):
+        part = np.array(block[rows, column])
         release_pages(block)
+        chunks.append(part if transform is None else transform(part))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=block.dtype)
 
 

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from lit_offmeta.data.batch import TRANSITION_KEYS
-from lit_offmeta.data.buffer import TaskBuffer, block_columns, mapped_region, release_pages
+from lit_offmeta.data.buffer import TaskBuffer, ValueTargets, block_columns, mapped_region, release_pages
 
-RELEASE_EVERY = 64
-"""Memory-mapped blocks drop their resident pages every this many gathers, which bounds the resident memory
-of random sampling over a dataset larger than RAM (~64 x 4 KB per sampled row, about 1 GB for MACAW's
-K=5 x 512 rows) at the price of re-mapping pages from the OS page cache."""
+RELEASE_EVERY = 4
+"""Memory-mapped blocks drop their resident pages every this many gathers. Each sampled row maps up to 64 KB
+around it (the kernel's fault-around), so this bounds what random sampling over a dataset larger than RAM
+keeps resident: about 4 x 5 x 512 x 64 KB = 650 MB for MACAW's K=5 x 512 rows. The pages stay in the OS page
+cache; releasing them costs a page-table walk, and re-mapping them is a minor fault each."""
 
 
 class PackedTasks:
@@ -50,16 +51,20 @@ class PackedTasks:
         targets = [buf.value_targets(gamma) for buf in buffers]
         # [N, 2] float32: Monte-Carlo return and bootstrap discount, gathered together.
         self.targets = [np.stack([t.mc_returns, t.bootstrap_discounts], axis=1) for t in targets]
+        for buf, stacked, t in zip(buffers, self.targets, targets):  # one copy: the buffer's cache views ours
+            buf._targets[float(gamma)] = ValueTargets(stacked[:, 0], t.bootstrap_index, stacked[:, 1])
         # The bootstrap state of a row is the next_obs of its trajectory's last row: one small [E, obs] table per
         # task, so a batch reads no second random row per sampled row (from disk, when the block is mapped).
         self.episode_starts = [np.asarray(buf.episode_starts, dtype=np.int64) for buf in buffers]
-        self.end_obs = [np.ascontiguousarray(block[starts[1:] - 1][:, self.columns["next_obs"]])
-                        for block, starts in zip(self.blocks, self.episode_starts)]
         self.lengths = np.array([len(b) for b in buffers], dtype=np.int64)
         self.mapped = [block for block in self.blocks if mapped_region(block) is not None]
-        for block in self.mapped:  # random rows: no read-ahead and no fault-around of neighbouring pages
+        for block in self.mapped:  # random rows: no read-ahead (the kernel still maps 64 KB around each fault)
             release_pages(block)
             mapped_region(block).madvise(mmap.MADV_RANDOM)
+        self.end_obs = [np.ascontiguousarray(block[starts[1:] - 1][:, self.columns["next_obs"]])
+                        for block, starts in zip(self.blocks, self.episode_starts)]
+        for block in self.mapped:
+            release_pages(block)
         self.gathers = 0
 
     @property
