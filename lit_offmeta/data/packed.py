@@ -61,10 +61,10 @@ class PackedTasks:
         for block in self.mapped:  # random rows: no read-ahead (the kernel still maps 64 KB around each fault)
             release_pages(block)
             mapped_region(block).madvise(mmap.MADV_RANDOM)
-        self.end_obs = [np.ascontiguousarray(block[starts[1:] - 1][:, self.columns["next_obs"]])
-                        for block, starts in zip(self.blocks, self.episode_starts)]
-        for block in self.mapped:
-            release_pages(block)
+        self.end_obs = []
+        for block, starts in zip(self.blocks, self.episode_starts):
+            self.end_obs.append(np.ascontiguousarray(block[starts[1:] - 1][:, self.columns["next_obs"]]))
+            release_pages(block)  # one block at a time: the rows' pages never add up over tasks
         self.gathers = 0
 
     @property
