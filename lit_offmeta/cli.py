@@ -22,6 +22,7 @@ import lit_offmeta.algorithms.borel.pipeline  # noqa: F401
 import lit_offmeta.callbacks  # noqa: F401
 import lit_offmeta.datamodules  # noqa: F401
 import lit_offmeta.datamodules.trajectory  # noqa: F401
+from lit_offmeta.benchmark import main as benchmark_main
 from lit_offmeta.collect.cli import main as collect_main
 from lit_offmeta.data_cli import main as data_main
 from lit_offmeta.export import FORMATS, check_out_dir, export_policy
@@ -38,6 +39,8 @@ Subcommands:
   collect                           make offline task datasets, e.g.
                                     `lit-offmeta collect --family point_robot --preset small --out data/`
                                     (`lit-offmeta collect --help` for its options)
+  benchmark                         methods x families x settings x seeds from a suite file, resumable:
+                                    `lit-offmeta benchmark --suite configs/benchmarks/S.yaml --out runs/S`
   data stats DIR                    per task: transitions, episodes, return quantiles along the behaviour
                                     lifetime, and a behaviour-curve PNG (`lit-offmeta data --help`)
 """
@@ -218,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "collect":
         collect_main(args[1:])
+        return
+    if args and args[0] == "benchmark":
+        benchmark_main(args[1:])
         return
     if args and args[0] == "data":
         data_main(args[1:])

@@ -1,0 +1,337 @@
+"""``lit-offmeta benchmark``: methods x families x settings x seeds from one suite file, resumable, with a report.
+
+    lit-offmeta benchmark --suite configs/benchmarks/point_robot.yaml --out runs/point_robot --workers 2
+
+A suite (YAML) names:
+
+* ``methods``: name -> a ``lit-offmeta fit`` config (model and data blocks); ``{family}`` in the path is replaced
+  by the family's name, so one entry serves every family;
+* ``families``: name -> ``{data: DIR}``, the data root written by ``lit-offmeta collect``;
+* ``settings``: name -> datamodule arguments that replace the config's (``split``, ``window``,
+  ``window_trajectories``, ``train_ids``/``test_ids``, ...); ``{}`` keeps the config's own;
+* ``seeds``; ``meta_updates`` (training batches per run); ``curve_at`` (meta-update counts at which the held-out
+  tasks are also evaluated: the learning curve);
+* ``evaluation``: ``episodes`` per held-out task, ``batch_size`` of the adaptation data, ``steps`` (null: each
+  method's own test-time default) and ``adaptation_steps`` (the adaptation curve: held-out return after each
+  number of test-time steps).
+
+Every cell (method, family, setting, seed) trains the method from its config for ``meta_updates`` batches on the
+family's data and evaluates it with the project's :class:`~lit_offmeta.callbacks.AdaptationEvaluator`; its result
+is one JSON file under ``OUT/cells/``, written atomically, so a rerun skips finished cells (a killed run resumes).
+Cells run in ``--workers`` processes (one torch thread each). ``OUT/report.md`` then tables held-out return and
+normalised score (0: a uniformly random policy, 1: the best trajectory in the task's data), mean +- standard error
+over seeds, and ``OUT/<family>_<setting>_learning.png`` / ``_adaptation.png`` plot the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from lit_offmeta.callbacks import AdaptationEvaluator, normalised_score
+from lit_offmeta.figures import plt, save_figure
+
+SUITE_KEYS = {"name", "description", "methods", "families", "settings", "seeds", "meta_updates", "curve_at",
+              "evaluation"}
+EVALUATION_KEYS = {"episodes", "batch_size", "steps", "adaptation_steps"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a suite: a method trained on one family's data under one setting, with one seed."""
+
+    method: str
+    family: str
+    setting: str
+    seed: int
+
+    @property
+    def path(self) -> Path:
+        """Where its result goes, relative to the output folder."""
+        return Path("cells") / self.family / self.setting / _slug(self.method) / f"seed_{self.seed}.json"
+
+
+@dataclass
+class Suite:
+    """A parsed, checked suite file (see the module docstring)."""
+
+    name: str
+    methods: dict[str, str]
+    families: dict[str, dict[str, Any]]
+    settings: dict[str, dict[str, Any]]
+    seeds: list[int]
+    meta_updates: int
+    curve_at: list[int] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    root: Path = Path(".")
+
+    def cells(self) -> list[Cell]:
+        return [Cell(m, f, s, seed) for f in self.families for s in self.settings for m in self.methods
+                for seed in self.seeds]
+
+    def config_path(self, method: str, family: str) -> Path:
+        path = Path(self.methods[method].format(family=family))
+        return path if path.is_absolute() else self.root / path
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Suite:
+    """Read and check a suite file; relative config paths resolve against ``root`` (default: the working folder).
+
+    Raises:
+        ValueError: naming the file and the key that is missing, unknown or of the wrong kind, or a method config
+            that does not exist for a family.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--suite: {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"--suite: {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--suite: {path} must hold a mapping with keys {sorted(SUITE_KEYS)}")
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise ValueError(f"--suite: {path} has unknown key(s) {unknown}; allowed: {sorted(SUITE_KEYS)}")
+    for key, kind in (("methods", dict), ("families", dict), ("seeds", list), ("meta_updates", int)):
+        if not isinstance(raw.get(key), kind) or not raw[key]:
+            raise ValueError(f"--suite: {path}: {key!r} is required and must be a non-empty {kind.__name__}")
+    evaluation = raw.get("evaluation") or {}
+    bad = sorted(set(evaluation) - EVALUATION_KEYS)
+    if bad:
+        raise ValueError(f"--suite: {path}: unknown evaluation key(s) {bad}; allowed: {sorted(EVALUATION_KEYS)}")
+    families = {}
+    for family, spec in raw["families"].items():
+        if not isinstance(spec, dict) or "data" not in spec:
+            raise ValueError(f"--suite: {path}: family {family!r} needs {{data: DIR}}")
+        families[family] = spec
+    suite = Suite(name=str(raw.get("name", path.stem)), methods={str(k): str(v) for k, v in raw["methods"].items()},
+                  families=families, settings=raw.get("settings") or {"default": {}},
+                  seeds=[int(s) for s in raw["seeds"]], meta_updates=int(raw["meta_updates"]),
+                  curve_at=sorted(int(c) for c in raw.get("curve_at") or []), evaluation=evaluation,
+                  description=str(raw.get("description", "")), root=Path(root or "."))
+    for method in suite.methods:
+        for family in suite.families:
+            if not suite.config_path(method, family).is_file():
+                raise ValueError(f"--suite: {path}: method {method!r} has no config "
+                                 f"{suite.config_path(method, family)} for family {family!r}")
+    return suite
+
+
+def _instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**spec.get("init_args", {}), **overrides})
+
+
+def evaluate(model: Any, datamodule: Any, evaluation: dict[str, Any], curve: bool) -> dict[str, Any]:
+    """Held-out mean return and normalised score after adaptation (and, with ``curve``, after each number of
+    ``evaluation["adaptation_steps"]``), through the project's :class:`AdaptationEvaluator`."""
+    steps = evaluation.get("adaptation_steps") or []
+    evaluator = AdaptationEvaluator(batch_size=int(evaluation.get("batch_size", 256)), steps=evaluation.get("steps"),
+                                    episodes=int(evaluation.get("episodes", 3)), seed=0, random_episodes=10,
+                                    curve_steps=[int(s) for s in steps] if curve else [], plot=False, report=False)
+    was_training = model.training
+    model.eval()
+    task_ids = list(datamodule.test_task_ids)
+    rows = evaluator.evaluate_tasks(model, datamodule, task_ids, with_curve=curve and bool(steps))
+    model.train(was_training)
+    out = {"return": float(np.mean([rows[t]["return"] for t in task_ids])),
+           "score": float(np.mean([rows[t]["score"] for t in task_ids])),
+           "per_task_return": {str(t): rows[t]["return"] for t in task_ids}}
+    if curve and steps:
+        random = np.array([rows[t]["random_return"] for t in task_ids])
+        best = np.array([rows[t]["best_behaviour_return"] for t in task_ids])
+        out["adaptation"] = {}
+        for k in steps:
+            returns = np.array([rows[t]["curve"][int(k)] for t in task_ids])
+            out["adaptation"][str(int(k))] = {"return": float(np.mean(returns)),
+                                              "score": float(np.mean(normalised_score(returns, random, best)))}
+    return out
+
+
+def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
+    """Train and evaluate one cell; the result dict that :func:`write_result` stores."""
+    torch.set_num_threads(1)
+    config = yaml.safe_load(suite.config_path(cell.method, cell.family).read_text())
+    pl.seed_everything(cell.seed, verbose=False)
+    model = _instantiate(config["model"])
+    data_overrides = {**suite.settings[cell.setting], "data_dir": str(suite.families[cell.family]["data"]),
+                      "batches_per_epoch": suite.meta_updates, "seed": cell.seed}
+    datamodule = _instantiate(config["data"], **data_overrides)
+    learning: dict[str, dict[str, float]] = {}
+    eval_seconds = [0.0]
+
+    class LearningCurve(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx + 1 in suite.curve_at and batch_idx + 1 < suite.meta_updates:
+                started = time.perf_counter()
+                result = evaluate(pl_module, trainer.datamodule, suite.evaluation, curve=False)
+                learning[str(batch_idx + 1)] = {k: result[k] for k in ("return", "score")}
+                eval_seconds[0] += time.perf_counter() - started
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
+                         devices=1, callbacks=[LearningCurve()])
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    train_seconds = time.perf_counter() - started - eval_seconds[0]
+    final = evaluate(model, datamodule, suite.evaluation, curve=True)
+    learning[str(suite.meta_updates)] = {k: final[k] for k in ("return", "score")}
+    return {"method": cell.method, "family": cell.family, "setting": cell.setting, "seed": cell.seed,
+            "meta_updates": suite.meta_updates, "train_seconds": train_seconds, **final, "learning": learning}
+
+
+def write_result(out: Path, cell: Cell, result: dict[str, Any]) -> Path:
+    """Write ``result`` to the cell's file atomically (temporary name, then rename)."""
+    path = out / cell.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(result, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _run_and_write(suite: Suite, cell: Cell, out: Path) -> Cell:
+    write_result(out, cell, run_cell(suite, cell))
+    return cell
+
+
+def run_suite(suite: Suite, out: str | os.PathLike, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every cell whose result is not yet in ``out`` (``workers`` processes), then write the report.
+
+    Returns:
+        The results of all cells (finished before or now).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in suite.cells() if not (out / c.path).is_file()]
+    bar = tqdm(total=len(suite.cells()), initial=len(suite.cells()) - len(todo), desc=f"benchmark {suite.name}",
+               unit="cell", disable=not progress)
+    try:
+        if workers <= 1:
+            for cell in todo:
+                _run_and_write(suite, cell, out)
+                bar.update(1)
+        else:
+            # spawn: each worker starts clean (no forked torch thread pools or open environments)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                for future in as_completed([pool.submit(_run_and_write, suite, cell, out) for cell in todo]):
+                    future.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+    results = [json.loads((out / c.path).read_text()) for c in suite.cells()]
+    write_report(suite, results, out)
+    return results
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (``nan`` for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), se
+
+
+def summary_table(suite: Suite, results: list[dict[str, Any]], family: str, setting: str) -> str:
+    """Markdown: one row per method, held-out return and normalised score, mean +- s.e. over seeds."""
+    lines = ["| method | held-out return | normalised score | seeds | train s / seed |", "|---|---|---|---|---|"]
+    for method in suite.methods:
+        rows = [r for r in results if (r["method"], r["family"], r["setting"]) == (method, family, setting)]
+        (ret, ret_se), (score, score_se) = mean_se([r["return"] for r in rows]), mean_se([r["score"] for r in rows])
+        lines.append(f"| {method} | {ret:.2f} ± {ret_se:.2f} | {score:.3f} ± {score_se:.3f} | {len(rows)} "
+                     f"| {np.mean([r['train_seconds'] for r in rows]):.0f} |")
+    return "\n".join(lines)
+
+
+def _plot_curves(suite: Suite, results: list[dict[str, Any]], family: str, setting: str, key: str,
+                 xlabel: str, path: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    drawn = False
+    for method in suite.methods:
+        rows = [r for r in results if (r["method"], r["family"], r["setting"]) == (method, family, setting)
+                and r.get(key)]
+        if not rows:
+            continue
+        xs = sorted({int(x) for r in rows for x in r[key]})
+        stats = [mean_se([r[key][str(x)]["return"] for r in rows if str(x) in r[key]]) for x in xs]
+        mean = np.array([m for m, _ in stats])
+        se = np.nan_to_num(np.array([s for _, s in stats]))
+        ax.plot(xs, mean, marker="o", label=method)
+        ax.fill_between(xs, mean - se, mean + se, alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out return (mean ± s.e. over seeds)")
+    ax.set_title(f"{family}, {setting}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def write_report(suite: Suite, results: list[dict[str, Any]], out: Path) -> Path:
+    """``OUT/report.md`` with a table per (family, setting) and the learning and adaptation curve plots."""
+    lines = [f"# Benchmark `{suite.name}`", "", suite.description.strip(), "",
+             f"{len(suite.methods)} methods x {len(suite.families)} families x {len(suite.settings)} settings x "
+             f"{len(suite.seeds)} seeds (seeds {suite.seeds}), {suite.meta_updates} meta-updates per run; held-out "
+             "return and normalised score (0: uniformly random policy, 1: best trajectory in the task's data), "
+             "mean ± standard error over seeds.", ""]
+    for family in suite.families:
+        for setting in suite.settings:
+            lines += [f"## {family}, {setting}", "", summary_table(suite, results, family, setting), ""]
+            for key, xlabel, suffix in (("learning", "meta-updates", "learning"),
+                                        ("adaptation", "test-time adaptation steps", "adaptation")):
+                png = _plot_curves(suite, results, family, setting, key, xlabel,
+                                   out / f"{family}_{setting}_{suffix}.png")
+                if png is not None:
+                    lines += [f"![{suffix} curves]({png.name})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="lit-offmeta benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", required=True, help="a suite YAML file (configs/benchmarks/)")
+    parser.add_argument("--out", required=True, help="output folder: cells/, report.md and plots; reused to resume")
+    parser.add_argument("--workers", type=int, default=1, help="cells run in this many processes")
+    parser.add_argument("--no_progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        suite = load_suite(args.suite)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    run_suite(suite, args.out, workers=args.workers, progress=not args.no_progress)
+    print(f"report: {Path(args.out) / 'report.md'}")

@@ -1,0 +1,108 @@
+"""``lit-offmeta benchmark``: a tiny suite end to end (cells, resume, workers, report), aggregation by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_offmeta import benchmark
+from lit_offmeta.benchmark import Cell, load_suite, mean_se, run_suite, summary_table
+from lit_offmeta.cli import main as cli_main
+from lit_offmeta.collect import collect, get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmark_data")
+    collect(get_preset("point_robot", "tiny"), root, progress=False, log=None)
+    return root
+
+
+def _suite_file(tmp_path, data_dir, **changes) -> Path:
+    suite = {
+        "name": "tiny",
+        "description": "MACAW and meta-BC on three PointRobot goals (tests).",
+        "methods": {"MACAW": str(REPO / "configs/macaw/{family}_tiny.yaml"),
+                    "Meta-BC": str(REPO / "configs/baselines/meta_bc/{family}.yaml")},
+        "families": {"point_robot": {"data": str(data_dir)}},
+        "settings": {"two_train_goals": {"train_ids": [0, 1], "test_ids": [2], "split": None, "tasks_per_batch": 2,
+                                         "support_size": 32, "query_size": 32}},
+        "seeds": [0, 1],
+        "meta_updates": 4,
+        "curve_at": [2],
+        "evaluation": {"episodes": 1, "batch_size": 32, "adaptation_steps": [0, 1]},
+        **changes,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_mean_and_standard_error_by_hand():
+    mean, se = mean_se([1.0, 2.0, 6.0])
+    assert mean == 3.0
+    assert se == pytest.approx((7.0 ** 0.5) / 3 ** 0.5)  # sample std sqrt(7), over sqrt(3)
+    assert mean_se([4.0])[0] == 4.0
+
+
+def test_summary_table_rows_are_means_over_seeds(tmp_path, data_dir):
+    suite = load_suite(_suite_file(tmp_path, data_dir))
+    rows = [{"method": "MACAW", "family": "point_robot", "setting": "two_train_goals", "return": r, "score": s,
+             "train_seconds": 10.0} for r, s in ((-4.0, 0.5), (-6.0, 0.7))]
+    rows += [{"method": "Meta-BC", "family": "point_robot", "setting": "two_train_goals", "return": -8.0,
+              "score": 0.1, "train_seconds": 4.0}] * 2
+    table = summary_table(suite, rows, "point_robot", "two_train_goals")
+    assert "| MACAW | -5.00 ± 1.00 | 0.600 ± 0.100 | 2 | 10 |" in table
+    assert "| Meta-BC | -8.00 ± 0.00 | 0.100 ± 0.000 | 2 | 4 |" in table
+
+
+@pytest.mark.slow
+def test_a_tiny_suite_runs_resumes_and_reports(tmp_path, data_dir, monkeypatch):
+    suite = load_suite(_suite_file(tmp_path, data_dir))
+    out = tmp_path / "run"
+    results = run_suite(suite, out, progress=False)
+    assert len(results) == 4
+    for result in results:
+        assert set(result["learning"]) == {"2", "4"} and set(result["adaptation"]) == {"0", "1"}
+        assert result["learning"]["4"]["return"] == result["return"]
+        assert result["adaptation"]["1"]["return"] == pytest.approx(result["return"])  # both tiny configs adapt 1 step
+    report = (out / "report.md").read_text()
+    assert "## point_robot, two_train_goals" in report and "| MACAW |" in report and "| Meta-BC |" in report
+    assert (out / "point_robot_two_train_goals_learning.png").is_file()
+    assert (out / "point_robot_two_train_goals_adaptation.png").is_file()
+
+    ran = []
+    monkeypatch.setattr(benchmark, "run_cell", lambda suite, cell: ran.append(cell) or results[0])
+    run_suite(suite, out, progress=False)
+    assert ran == []  # every cell was finished: nothing reruns
+    removed = Cell("Meta-BC", "point_robot", "two_train_goals", 1)
+    (out / removed.path).unlink()
+    run_suite(suite, out, progress=False)
+    assert ran == [removed]  # a killed run resumes with the missing cell only
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_results_as_one_process(tmp_path, data_dir):
+    path = _suite_file(tmp_path, data_dir, methods={"MACAW": str(REPO / "configs/macaw/{family}_tiny.yaml")})
+    cli_main(["benchmark", "--suite", str(path), "--out", str(tmp_path / "one"), "--no_progress"])
+    cli_main(["benchmark", "--suite", str(path), "--out", str(tmp_path / "two"), "--workers", "2", "--no_progress"])
+    for seed in (0, 1):
+        cell = Cell("MACAW", "point_robot", "two_train_goals", seed).path
+        a, b = (json.loads((tmp_path / run / cell).read_text()) for run in ("one", "two"))
+        assert a["per_task_return"] == b["per_task_return"] and a["learning"] == b["learning"]
+
+
+def test_bad_suites_are_refused_naming_the_problem(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="unknown key"):
+        load_suite(_suite_file(tmp_path, data_dir, metods={}))
+    with pytest.raises(ValueError, match="'seeds' is required"):
+        load_suite(_suite_file(tmp_path, data_dir, seeds=[]))
+    with pytest.raises(ValueError, match="method 'X' has no config"):
+        load_suite(_suite_file(tmp_path, data_dir, methods={"X": "configs/none/{family}.yaml"}))
+    with pytest.raises(ValueError, match="unknown evaluation key"):
+        load_suite(_suite_file(tmp_path, data_dir, evaluation={"episode": 3}))
