@@ -106,3 +106,10 @@ def test_bad_suites_are_refused_naming_the_problem(tmp_path, data_dir):
         load_suite(_suite_file(tmp_path, data_dir, methods={"X": "configs/none/{family}.yaml"}))
     with pytest.raises(ValueError, match="unknown evaluation key"):
         load_suite(_suite_file(tmp_path, data_dir, evaluation={"episode": 3}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/benchmarks").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_suites_load(path):
+    suite = load_suite(path, root=REPO)
+    assert suite.cells() and suite.description
+    assert path.read_text().startswith("#")  # the header says what it reproduces, how long it takes, the command
