@@ -18,7 +18,8 @@ A suite (YAML) names:
 Every cell (method, family, setting, seed) trains the method from its config for ``meta_updates`` batches on the
 family's data and evaluates it with the project's :class:`~lit_offmeta.callbacks.AdaptationEvaluator`; its result
 is one JSON file under ``OUT/cells/``, written atomically, so a rerun skips finished cells (a killed run resumes).
-Cells run in ``--workers`` processes (one torch thread each). ``OUT/report.md`` then tables held-out return and
+Cells run in ``--workers`` processes (one torch thread each), or as a job array on a cluster through submitit
+(``--submitit LOG_DIR [--submitit_set slurm_partition=cpu]``; ``pip install 'lit-offmeta[cluster]'``). ``OUT/report.md`` then tables held-out return and
 normalised score (0: a uniformly random policy, 1: the best trajectory in the task's data), mean +- standard error
 over seeds, and ``OUT/<family>_<setting>_learning.png`` / ``_adaptation.png`` plot the curves.
 """
@@ -223,8 +224,29 @@ def _run_and_write(suite: Suite, cell: Cell, out: Path) -> Cell:
     return cell
 
 
-def run_suite(suite: Suite, out: str | os.PathLike, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every cell whose result is not yet in ``out`` (``workers`` processes), then write the report.
+def submitit_executor(folder: str | os.PathLike, cluster: str | None, parameters: dict[str, Any]) -> Any:
+    """A submitit executor (``cluster``: ``"slurm"``, ``"local"``, or ``None`` to pick slurm where it exists) with
+    ``parameters`` (e.g. ``slurm_partition``, ``timeout_min``, ``cpus_per_task``) applied."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise ValueError("--submitit needs the submitit package: pip install 'lit-offmeta[cluster]'") from err
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    executor.update_parameters(**{"timeout_min": 24 * 60, "cpus_per_task": 1, **parameters})
+    return executor
+
+
+def run_suite(suite: Suite, out: str | os.PathLike, workers: int = 1, progress: bool = True,
+              executor: Any = None) -> list[dict[str, Any]]:
+    """Run every cell whose result is not yet in ``out``, then write the report.
+
+    Args:
+        suite: the suite.
+        out: the output folder (cells already there are not run again).
+        workers: local processes when no ``executor`` is given.
+        progress: a progress bar over cells.
+        executor: a submitit executor (:func:`submitit_executor`): the cells go out as one job array and this
+            call waits for them; each job writes its cell's file itself.
 
     Returns:
         The results of all cells (finished before or now).
@@ -235,7 +257,13 @@ def run_suite(suite: Suite, out: str | os.PathLike, workers: int = 1, progress: 
     bar = tqdm(total=len(suite.cells()), initial=len(suite.cells()) - len(todo), desc=f"benchmark {suite.name}",
                unit="cell", disable=not progress)
     try:
-        if workers <= 1:
+        if executor is not None and todo:
+            with executor.batch():
+                jobs = [executor.submit(_run_and_write, suite, cell, out.resolve()) for cell in todo]
+            for job in jobs:
+                job.result()  # raises the job's own error, with its log's path
+                bar.update(1)
+        elif workers <= 1:
             for cell in todo:
                 _run_and_write(suite, cell, out)
                 bar.update(1)
@@ -326,12 +354,27 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", required=True, help="output folder: cells/, report.md and plots; reused to resume")
     parser.add_argument("--workers", type=int, default=1, help="cells run in this many processes")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--submitit", metavar="LOG_DIR", help="send the cells to a cluster through submitit (one "
+                        "job array; logs in LOG_DIR) instead of local processes")
+    parser.add_argument("--submitit_cluster", choices=["slurm", "local"], default=None,
+                        help="submitit's backend (default: slurm where it exists, else local)")
+    parser.add_argument("--submitit_set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a submitit parameter (repeatable), e.g. slurm_partition=cpu, timeout_min=120")
     args = parser.parse_args(argv)
     try:
         suite = load_suite(args.suite)
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        executor = None
+        if args.submitit:
+            parameters = {}
+            for item in args.submitit_set:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ValueError(f"--submitit_set expects KEY=VALUE, got {item!r}")
+                parameters[key] = yaml.safe_load(value)
+            executor = submitit_executor(args.submitit, args.submitit_cluster, parameters)
     except ValueError as err:
         parser.error(str(err))
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    run_suite(suite, args.out, workers=args.workers, progress=not args.no_progress)
+    run_suite(suite, args.out, workers=args.workers, progress=not args.no_progress, executor=executor)
     print(f"report: {Path(args.out) / 'report.md'}")

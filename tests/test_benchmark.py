@@ -113,3 +113,17 @@ def test_shipped_suites_load(path):
     suite = load_suite(path, root=REPO)
     assert suite.cells() and suite.description
     assert path.read_text().startswith("#")  # the header says what it reproduces, how long it takes, the command
+
+
+@pytest.mark.slow
+def test_cells_go_through_submitit_in_its_local_mode(tmp_path, data_dir):
+    pytest.importorskip("submitit")
+    path = _suite_file(tmp_path, data_dir, methods={"MACAW": str(REPO / "configs/macaw/{family}_tiny.yaml")},
+                       seeds=[0])
+    cli_main(["benchmark", "--suite", str(path), "--out", str(tmp_path / "local"), "--no_progress"])
+    cli_main(["benchmark", "--suite", str(path), "--out", str(tmp_path / "cluster"), "--no_progress",
+              "--submitit", str(tmp_path / "logs"), "--submitit_cluster", "local", "--submitit_set", "timeout_min=10"])
+    cell = Cell("MACAW", "point_robot", "two_train_goals", 0).path
+    a, b = (json.loads((tmp_path / run / cell).read_text()) for run in ("local", "cluster"))
+    assert a["per_task_return"] == b["per_task_return"]
+    assert any((tmp_path / "logs").iterdir())  # submitit's job logs
