@@ -20,8 +20,9 @@ family's data and evaluates it with the project's :class:`~lit_offmeta.callbacks
 is one JSON file under ``OUT/cells/``, written atomically, so a rerun skips finished cells (a killed run resumes).
 Cells run in ``--workers`` processes (one torch thread each), or as a job array on a cluster through submitit
 (``--submitit LOG_DIR [--submitit_set slurm_partition=cpu]``; ``pip install 'lit-offmeta[cluster]'``).
-``OUT/report.md`` then tables held-out return and normalised score (0: a uniformly random policy, 1: the best trajectory in the task's data), mean +- standard error
-over seeds, and ``OUT/<family>_<setting>_learning.png`` / ``_adaptation.png`` plot the curves.
+``OUT/report.md`` then tables held-out return and normalised score (0: a uniformly random policy, 1: the best
+trajectory in the task's data), mean +- standard error over seeds, and ``OUT/<family>_<setting>_learning.png`` /
+``_adaptation.png`` plot the curves.
 """
 
 from __future__ import annotations
