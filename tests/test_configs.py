@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted([*(ROOT / "configs" / "macaw").rglob("*.yaml"), *(ROOT / "configs" / "baselines").rglob("*.yaml")])
+CONFIGS = sorted([*(ROOT / "configs" / "macaw").rglob("*.yaml"), *(ROOT / "configs" / "baselines").rglob("*.yaml"),
+                  *(ROOT / "configs" / "focal").rglob("*.yaml")])
 
 
 def _missing(spec: dict) -> list[str]:

@@ -1,8 +1,9 @@
 """LightningModules for offline meta-RL and their pure loss functions."""
 
+from lit_offmeta.algorithms.focal import FOCAL
 from lit_offmeta.algorithms.macaw import MACAW
 from lit_offmeta.algorithms.meta_bc import MetaBC
 from lit_offmeta.algorithms.mt_awr import MultiTaskAWR
 from lit_offmeta.algorithms.pearl import OfflinePEARL
 
-__all__ = ["MACAW", "MetaBC", "MultiTaskAWR", "OfflinePEARL"]
+__all__ = ["FOCAL", "MACAW", "MetaBC", "MultiTaskAWR", "OfflinePEARL"]

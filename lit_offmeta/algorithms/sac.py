@@ -73,6 +73,17 @@ def temperature_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -
 # --- networks ---------------------------------------------------------------------------------------------
 
 
+def squashed_gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor, scale: Tensor, bias: Tensor,
+                               clip: float = 1e-4) -> Tensor:
+    """Log-density ``[B]`` of ``actions`` under ``scale * tanh(N(mean, exp(log_std))) + bias``, tanh-corrected as in
+    :meth:`SquashedGaussianActor.sample`; actions are pulled ``clip`` inside the box's edges, where the density is
+    unbounded."""
+    squashed = ((actions - bias) / scale).clamp(-1.0 + clip, 1.0 - clip)
+    normal = torch.distributions.Normal(mean, log_std.exp(), validate_args=False)
+    log_pi = normal.log_prob(torch.atanh(squashed)) - torch.log(scale * (1.0 - squashed.pow(2)) + 1e-6)
+    return log_pi.sum(-1)
+
+
 class SquashedGaussianActor(nn.Module):
     """A Gaussian policy squashed by tanh into the action box ``[low, high]``.
 
@@ -104,6 +115,11 @@ class SquashedGaussianActor(nn.Module):
         # Change of variables a = scale * tanh(u) + bias: log pi(a) = log N(u) - sum log(scale * (1 - tanh(u)^2)).
         log_pi = normal.log_prob(pre_tanh) - torch.log(self.action_scale * (1.0 - squashed.pow(2)) + 1e-6)
         return squashed * self.action_scale + self.action_bias, log_pi.sum(-1)
+
+    def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Log-density ``[B]`` of given ``actions`` (e.g. the dataset's, for a behaviour model); see
+        :func:`squashed_gaussian_log_prob`."""
+        return squashed_gaussian_log_prob(*self(obs), actions, self.action_scale, self.action_bias)
 
     def deterministic(self, obs: Tensor) -> Tensor:
         """The squashed mean action ``[B, act_dim]``."""

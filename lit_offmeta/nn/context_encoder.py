@@ -85,6 +85,19 @@ def kl_to_standard_normal(mu: Tensor, var: Tensor) -> Tensor:
     return 0.5 * (var + mu.square() - 1.0 - var.log()).sum(-1)
 
 
+def transition_features(context: dict[str, Tensor], use_next_obs: bool, owner: str = "context encoder") -> Tensor:
+    """``concat(obs, action, reward[, next_obs])`` per transition, ``[..., N, in_dim]``, from a transition dict with
+    leading dims ``[..., N]``; a ``ValueError`` naming ``owner`` and the missing keys otherwise."""
+    keys = ["obs", "actions", "rewards"] + (["next_obs"] if use_next_obs else [])
+    missing = [k for k in keys if k not in context]
+    if missing:
+        raise ValueError(f"{owner}: context lacks key(s) {missing}; it needs {keys}")
+    parts = [context["obs"], context["actions"].to(context["obs"].dtype), context["rewards"].unsqueeze(-1)]
+    if use_next_obs:
+        parts.append(context["next_obs"])
+    return torch.cat(parts, dim=-1)
+
+
 class ContextEncoder(nn.Module):
     """Maps context transitions to PEARL's Gaussian posterior over the task latent.
 
@@ -126,14 +139,7 @@ class ContextEncoder(nn.Module):
 
     def features(self, context: dict[str, Tensor]) -> Tensor:
         """Per-transition features ``[..., N, in_dim]`` from a transition dict with leading dims ``[..., N]``."""
-        keys = ["obs", "actions", "rewards"] + (["next_obs"] if self.use_next_obs else [])
-        missing = [k for k in keys if k not in context]
-        if missing:
-            raise ValueError(f"ContextEncoder: context lacks key(s) {missing}; it needs {keys}")
-        parts = [context["obs"], context["actions"].to(context["obs"].dtype), context["rewards"].unsqueeze(-1)]
-        if self.use_next_obs:
-            parts.append(context["next_obs"])
-        return torch.cat(parts, dim=-1)
+        return transition_features(context, self.use_next_obs, type(self).__name__)
 
     def factors(self, context: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-transition Gaussian factors ``(mu_n, var_n)``, each ``[..., N, latent]``."""
@@ -144,3 +150,34 @@ class ContextEncoder(nn.Module):
     def forward(self, context: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, var)``, each ``[..., latent]``, for a context with leading dims ``[..., N]``."""
         return product_of_gaussians(*self.factors(context))
+
+
+class DeterministicContextEncoder(nn.Module):
+    """A deterministic, permutation-invariant task embedding: an MLP per transition, averaged over the context.
+
+    FOCAL (Li et al. 2021, arXiv:2010.01112, Sec. 4) embeds each transition ``q_n = E(c_n)`` and represents the task
+    by their mean; its distance-metric loss acts on the per-transition embeddings (:meth:`embed`).
+
+    Args:
+        obs_dim, action_dim: sizes of the transitions.
+        latent_dim: size of the embedding.
+        hidden: MLP widths.
+        use_next_obs: include ``next_obs`` in each transition's features (needed when the dynamics vary).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, latent_dim: int = 20, hidden: Sequence[int] = (200, 200, 200),
+                 use_next_obs: bool = True) -> None:
+        super().__init__()
+        for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("latent_dim", latent_dim)):
+            if int(value) < 1:
+                raise ValueError(f"DeterministicContextEncoder: {name} must be >= 1, got {value}")
+        self.latent_dim, self.use_next_obs = int(latent_dim), bool(use_next_obs)
+        self.net = mlp(obs_dim + action_dim + 1 + (obs_dim if use_next_obs else 0), list(hidden), latent_dim)
+
+    def embed(self, context: dict[str, Tensor]) -> Tensor:
+        """Per-transition embeddings ``[..., N, latent]``."""
+        return self.net(transition_features(context, self.use_next_obs, type(self).__name__))
+
+    def forward(self, context: dict[str, Tensor]) -> Tensor:
+        """The task embedding ``[..., latent]``: the mean of the per-transition embeddings."""
+        return self.embed(context).mean(-2)
