@@ -24,15 +24,15 @@ Prints ``name: value unit`` lines, then a markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+
+from lit_offmeta.benchmark import instantiate, mean_se
 
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = {
@@ -46,12 +46,6 @@ ALGORITHMS = {
     "No WT (equal params)": "configs/macaw/ablations/no_wt_equal_params_{family}.yaml",
 }
 DEFAULT_ALGORITHMS = ["MACAW", "Meta-BC", "MT-AWR+FT", "Offline PEARL"]
-
-
-def _instantiate(spec: dict, **overrides):
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{**spec.get("init_args", {}), **overrides})
 
 
 def _yaml_value(text: str):
@@ -95,8 +89,8 @@ def run_one(name: str, config: Path, data_dir: str, seed: int, batches: int, eva
 
     cfg = yaml.safe_load(config.read_text())
     pl.seed_everything(seed, verbose=False)
-    model = _instantiate(cfg["model"], **(model_overrides or {}))
-    dm = _instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed, **(data_overrides or {}))
+    model = instantiate(cfg["model"], **(model_overrides or {}))
+    dm = instantiate(cfg["data"], data_dir=data_dir, batches_per_epoch=batches, seed=seed, **(data_overrides or {}))
     curve: dict[int, dict] = {}
     eval_s = [0.0]
 
@@ -117,12 +111,6 @@ def run_one(name: str, config: Path, data_dir: str, seed: int, batches: int, eva
     final = evaluate(model, dm, eval_seed)
     curve[batches] = {k: final[k] for k in ("return", "score")}
     return {"algorithm": name, "seed": seed, "batches": batches, "train_s": train_s, **final, "curve": curve}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
-    return float(values.mean()), se
 
 
 def table(results: list[dict]) -> str:

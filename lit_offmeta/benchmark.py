@@ -141,7 +141,8 @@ def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None) -
     return suite
 
 
-def _instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
+def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
+    """The object a config block ``{class_path, init_args}`` describes, with ``overrides`` replacing init args."""
     module_name, _, class_name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**{**spec.get("init_args", {}), **overrides})
@@ -178,10 +179,10 @@ def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
     torch.set_num_threads(1)
     config = yaml.safe_load(suite.config_path(cell.method, cell.family).read_text())
     pl.seed_everything(cell.seed, verbose=False)
-    model = _instantiate(config["model"])
+    model = instantiate(config["model"])
     data_overrides = {**suite.settings[cell.setting], "data_dir": str(suite.families[cell.family]["data"]),
                       "batches_per_epoch": suite.meta_updates, "seed": cell.seed}
-    datamodule = _instantiate(config["data"], **data_overrides)
+    datamodule = instantiate(config["data"], **data_overrides)
     learning: dict[str, dict[str, float]] = {}
     eval_seconds = [0.0]
 
