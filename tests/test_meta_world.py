@@ -150,3 +150,14 @@ def test_tiny_preset_collects_lifetimes_that_load_and_improve(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.support["obs"].shape == (1, 16, 39)
+
+
+def test_default_placements_are_valid_and_an_invalid_one_is_refused_not_looped_on():
+    family = get_family("metaworld_ml1_reach")
+    for task in family.default_tasks():  # every placement resets (an invalid one would loop in metaworld)
+        vec = np.asarray(task["rand_vec"])
+        assert np.linalg.norm(vec[:2] - vec[3:5]) >= 0.15  # reach-v3's own constraint: goal away from the object
+    task = family.default_tasks()[0]
+    invalid = {**task, "rand_vec": [0.0, 0.7, 0.02, 0.0, 0.8, 0.1]}  # goal 0.1 from the object
+    with pytest.raises(ValueError, match="placement that reach-v3 rejects"):
+        family.make_env(invalid).reset(seed=0)

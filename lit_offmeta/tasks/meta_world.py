@@ -2,9 +2,9 @@
 
 * ``metaworld_ml1_reach``, ``metaworld_ml1_push``, ``metaworld_ml1_pick_place``: ML1, one environment's parametric
   variations. 100 tasks, each a fixed object and goal placement (``rand_vec``): 50 training and 50 held-out
-  variations (the ``"ml1"`` split). Placements are drawn uniformly from the environment's random-reset space, as
-  metaworld's ``ML1`` does, but from our own seeded generator (``ML1`` draws from numpy's global generator and
-  hands its tasks out as pickles).
+  variations (the ``"ml1"`` split). Placements are drawn as metaworld's ``ML1`` draws them (environment resets,
+  which reject invalid placements), but from the environment's own generator with our seed (``ML1`` draws from
+  numpy's global generator and hands its tasks out as pickles).
 * ``metaworld_ml45``: ML45, 50 tasks, one per environment: metaworld's 45 training environments then its 5
   held-out ones (the ``"paper"`` split). As in MACAW (arXiv:2008.06043, App. C.3) each task randomises its
   placement continuously: every episode draws a new one from the environment's seeded generator.
@@ -107,11 +107,23 @@ class MetaWorldML1(MetaWorldFamily):
     default_split: ClassVar[str] = "ml1"
 
     def sample_tasks(self, n: int, seed: int) -> list[Task]:
+        """``n`` distinct placements, drawn as metaworld's ML1 draws them: resets of the environment with its
+        placement unfrozen, each kept after the environment's own rejection of invalid ones (e.g. reach-v3 redraws
+        a goal within 0.15 of the object), from the environment's generator seeded with ``seed``."""
         if n < 1:
             raise ValueError(f"{self.name}: n must be >= 1, got {n}")
-        low, high = reset_space(self.env_name)
-        rng = np.random.default_rng(seed)
-        return [{"env_name": self.env_name, "rand_vec": rng.uniform(low, high).tolist()} for _ in range(n)]
+        env = require_metaworld().ALL_V3_ENVIRONMENTS[self.env_name]()
+        env._set_task_called, env._freeze_rand_vec, env.seeded_rand_vec = True, False, True
+        env._set_task_inner()
+        env.seed(seed)
+        placements: list[list[float]] = []
+        while len(placements) < n:
+            env.reset()
+            placement = np.asarray(env._last_rand_vec, dtype=np.float64).tolist()
+            if placement not in placements:
+                placements.append(placement)
+        env.close()
+        return [{"env_name": self.env_name, "rand_vec": placement} for placement in placements]
 
     def validate_task(self, task: Task) -> Task:
         task = require_keys(self.name, task, ["env_name", "rand_vec"])
@@ -204,6 +216,27 @@ class MetaWorldTaskEnv(gym.Env):
         else:
             env._freeze_rand_vec = False
             env.seeded_rand_vec = True  # placements from env.np_random, which reset(seed=) seeds
+        # metaworld redraws a placement its reset_model rejects (e.g. a goal too close to the object); a frozen one
+        # would be redrawn for ever, so a second draw within one reset_model is an invalid placement: refuse it
+        draw = env._get_state_rand_vec
+        self._draws = 0
+
+        def counted_draw():
+            self._draws += 1
+            if env._freeze_rand_vec and self._draws > 1:
+                raise ValueError(f"{self.family.name}: rand_vec {self.task['rand_vec']} is a placement that "
+                                 f"{self.task['env_name']} rejects (it violates the environment's own placement "
+                                 "constraints); use placements from the family's sample_tasks/default_tasks")
+            return draw()
+
+        reset_model = env.reset_model
+
+        def counted_reset_model():  # metaworld's reset runs reset_model twice; each may draw once
+            self._draws = 0
+            return reset_model()
+
+        env._get_state_rand_vec = counted_draw
+        env.reset_model = counted_reset_model
         self._env = env
         self.observation_space = self.family.observation_space
         self.action_space = self.family.action_space
