@@ -32,7 +32,6 @@ import importlib
 import json
 import math
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from lit_offmeta.callbacks import AdaptationEvaluator, normalised_score
+from lit_offmeta.data.storage import write_json_atomic
 from lit_offmeta.figures import plt, save_figure
 
 SUITE_KEYS = {"name", "description", "methods", "families", "settings", "seeds", "meta_updates", "curve_at",
@@ -208,17 +208,7 @@ def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
 
 def write_result(out: Path, cell: Cell, result: dict[str, Any]) -> Path:
     """Write ``result`` to the cell's file atomically (temporary name, then rename)."""
-    path = out / cell.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(result, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(out / cell.path, result, indent=1)
 
 
 def _run_and_write(suite: Suite, cell: Cell, out: Path) -> Cell:

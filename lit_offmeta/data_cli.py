@@ -12,14 +12,13 @@ and draws each task's return along its lifetime (MACAW's Figs. 8-9), by default 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lit_offmeta.data.stats import TaskStats, dataset_stats, families_in, format_table
+from lit_offmeta.data.storage import write_json_atomic
 from lit_offmeta.figures import plt, save_figure
 
 CURVES_NAME = "behaviour_curves.png"
@@ -52,18 +51,6 @@ def plot_behaviour_curves(family: str, stats: list[TaskStats], path: str | os.Pa
     return save_figure(fig, path, dpi=120)
 
 
-def _write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def stats_main(args: argparse.Namespace) -> None:
     root = Path(args.dir)
     families = [args.family] if args.family else families_in(root)
@@ -81,7 +68,7 @@ def stats_main(args: argparse.Namespace) -> None:
             print(f"behaviour curves: {path}")
         print()
     if args.json:
-        _write_json(Path(args.json), report)
+        write_json_atomic(args.json, report, indent=1)
         print(f"statistics: {args.json}")
 
 

@@ -136,6 +136,7 @@ def test_rollout_reads_success_from_info():
     result = rollout(Still(), family, family.default_tasks()[:2])
     assert result.success is not None and result.success.shape == (2, 1)
     assert result.returns.shape == (2, 1)
+    assert not result.success.any()  # an arm that never moves does not reach a goal placed away from it
 
 
 def test_tiny_preset_collects_lifetimes_that_load_and_improve(tmp_path):

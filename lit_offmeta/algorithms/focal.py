@@ -251,10 +251,9 @@ class FocalRolloutPolicy(nn.Module):
         super().__init__()
         self.actor = actor
         self.register_buffer("z", z.detach().clone())
-        self.num_envs = 1
 
     def reset(self, num_envs: int) -> None:
-        self.num_envs = int(num_envs)
+        """Nothing to reset: every environment acts with the same offline embedding."""
 
     @torch.no_grad()
     def forward(self, obs: Tensor) -> Tensor:

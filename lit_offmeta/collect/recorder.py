@@ -200,7 +200,7 @@ def _record_snapshot(envs: dict[int, object], snapshots: Snapshots, k: int, quot
     # row's position (BLAS blocking), never on the other rows' values, so each task gets bit-identical actions
     # whichever tasks share the call: in this process, on another rank, or once the others have finished.
     layout = {task: row for row, task in enumerate(sorted(snapshots.features))}
-    width = len(snapshots.agent_input(state[next(iter(state))][0], next(iter(state)))) if state else 0
+    width = len(snapshots.keep) + len(next(iter(snapshots.features.values())))
     inputs = np.zeros((len(layout), width), dtype=np.float32)
     noise = np.zeros((len(layout), action_dim))
     while state:

@@ -9,9 +9,7 @@ of each family's collection so that a rerun cannot silently mix data from differ
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,17 +94,6 @@ def _read_manifest(out: Path) -> dict[str, Any]:
     return manifest
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def collect_arguments(config: CollectConfig, seed: int) -> str | None:
     """The ``lit-offmeta collect`` arguments (all but ``--out``) that reproduce ``config`` and ``seed``: the
     preset, a ``--set`` for each setting that differs from it, the seed. ``None`` if a value cannot be written
@@ -154,7 +141,7 @@ def prepare_output(out: Path, config: CollectConfig, seed: int) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     manifest[config.family] = {**settings, "arguments": collect_arguments(config, seed)}
-    _write_json_atomic(out / MANIFEST_NAME, manifest)
+    storage.write_json_atomic(out / MANIFEST_NAME, manifest, indent=2, sort_keys=True)
 
 
 def dataset_metadata(config: CollectConfig, seed: int, task_index: int, episodes: list[Episode]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import re
 import shlex
 import shutil
 import socket
+import tempfile
 import threading
 import uuid
 import warnings
@@ -317,6 +318,22 @@ def _publish(built: Path, final: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(built, final)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, **dump_kwargs: Any) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (a temporary file in the same folder, then a rename), creating
+    the folder; a failed write leaves nothing behind. ``dump_kwargs`` go to ``json.dump`` (e.g. ``indent``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, **dump_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def owner_tag() -> str:
