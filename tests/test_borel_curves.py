@@ -13,7 +13,7 @@ def _version(root, name: str, vae_steps: int | None, points: dict[str, dict[int,
     folder = root / "lightning_logs" / name
     folder.mkdir(parents=True)
     if vae_steps is not None:
-        hparams = {"vae_steps": vae_steps, "rl_algorithm": "sac"} | hparams
+        hparams = {"vae_steps": vae_steps} | hparams
         (folder / "hparams.yaml").write_text(yaml.safe_dump(hparams))
     writer = SummaryWriter(str(folder))
     for tag, values in points.items():
@@ -23,18 +23,14 @@ def _version(root, name: str, vae_steps: int | None, points: dict[str, dict[int,
 
 
 def test_steps_become_rl_updates_and_resumed_versions_merge(tmp_path):
-    # An evaluation after u RL updates is logged at batch vae_steps + u - 1 (Lightning counts batches from 0).
-    _version(tmp_path, "version_0", 300, {"rollout/success_ep2": {799: 0.25, 1299: 0.5}, "rollout/other": {799: 9.0}})
+    # An evaluation after u RL updates is logged at batch vae_steps + u - 1 (Lightning counts batches from 0); those of
+    # the VAE stage are left out.
+    _version(tmp_path, "version_0", 300, {"rollout/success_ep2": {299: 0.0, 799: 0.25, 1299: 0.5},
+                                          "rollout/other": {799: 9.0}})
     # Resumed from 1000 updates: the re-evaluation at 1500 replaces nothing, the one at 1000 wins over version_0's.
     _version(tmp_path, "version_1", 300, {"rollout/success_ep2": {1299: 0.75, 1799: 1.0}})
     got = curves.load_curves(tmp_path, ("rollout/success_ep2", "rollout/success_ep1"))
     assert got == {"rollout/success_ep2": {500: 0.25, 1000: 0.75, 1500: 1.0}, "rollout/success_ep1": {}}
-
-
-def test_a_run_that_reused_a_vae_counts_rl_updates_from_its_first_batch(tmp_path):
-    # vae_from: the run starts in the RL stage, so its batch b is RL update b + 1 whatever vae_steps says
-    _version(tmp_path, "version_0", 300, {"rollout/success_ep2": {499: 0.25, 999: 0.5}}, vae_from="other.ckpt")
-    assert curves.load_curves(tmp_path, ("rollout/success_ep2",)) == {"rollout/success_ep2": {500: 0.25, 1000: 0.5}}
 
 
 def test_versions_sort_numerically(tmp_path):
@@ -72,16 +68,3 @@ def test_cli_prints_a_table_and_writes_the_plot(tmp_path, capsys):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left behind
     with pytest.raises(SystemExit):
         curves.main([str(tmp_path / "s0"), "--labels", "a", "b"])
-
-
-def test_moving_averages_get_their_own_episode_2_columns(tmp_path, capsys):
-    _version(tmp_path, "version_0", 10, {"rollout/success_ep2": {14: 0.5, 19: 0.6},
-                                        "rollout_ema0.999/success_ep2": {14: 0.7, 19: 0.8},
-                                        "rollout_ema0.999/return_trial": {14: 3.0}})
-    got = curves.load_curves(tmp_path, ("rollout/success_ep2",))
-    assert got == {"rollout/success_ep2": {5: 0.5, 10: pytest.approx(0.6)},
-                   "rollout_ema0.999/success_ep2": {5: pytest.approx(0.7), 10: pytest.approx(0.8)}}
-    curves.main([str(tmp_path)])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-1] == "ema0.999/success_ep2"
-    assert lines[-1].split() == ["10", "-", "0.600", "-", "0.800"]

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from lit_offmeta.algorithms.borel.dqn import HyperStateDQN, cql_discrete_penalty, dqn_target
-from lit_offmeta.algorithms.borel.sac import TanhGaussianActor, cql_uniform_penalty
+from lit_offmeta.algorithms.borel.sac import cql_uniform_penalty
 from lit_offmeta.algorithms.borel.vae import (
     BeliefVAE,
     elbo_loss,
     gaussian_kl,
-    goal_arc_bin,
     kl_to_previous,
     posterior_entropy,
+    task_bin,
+    task_parameters,
 )
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.nn.grid import GridCellOneHot, grid_cell_one_hot
@@ -137,25 +138,41 @@ def test_mse_decoder_nll_is_squared_error_for_every_belief_and_transition():
     assert nll[t, j, b].item() == pytest.approx((pred.item() - 1.0) ** 2, rel=1e-5)
 
 
-def test_goal_arc_decoder_decodes_the_bin_of_the_trials_goal_angle_once_per_belief():
-    """decoder="goal_arc" (PointRobot): one categorical over equal bins of the semicircle, every belief decoding the
-    bin of its trial's goal, -log softmax(logits)[bin], summed over the trial's beliefs, mean over trials."""
-    # 20 bins of 9 degrees, angles well inside their bins (never on an edge, where rounding decides); the ends,
-    # 180 degrees with a float32 sine of pi (slightly negative) included, and points below the axis stay in the
-    # end bins
-    degrees = [0.0, 4.5, 13.5, 94.5, 175.5, 180.0]
-    points = [[math.cos(math.radians(d)), math.sin(math.radians(d))] for d in degrees]
-    points += [[1.0, -0.1], [-1.0, -0.1]]
-    assert goal_arc_bin(np.array(points), 20).tolist() == [0, 0, 1, 10, 19, 19, 0, 19]
-    assert goal_arc_bin(torch.tensor(points, dtype=torch.float32), 20).tolist() == [0, 0, 1, 10, 19, 19, 0, 19]
-    vae = BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=20, hidden_dim=16, kl_weight=0.0)
+def test_task_parameters_are_the_tasks_one_number_or_goal_angle_and_refuse_what_bins_cannot_tell_apart():
+    assert task_parameters([{"velocity": 0.5}, {"velocity": 2.0}]).tolist() == [0.5, 2.0]
+    angles = task_parameters([{"goal": [1.0, 0.0]}, {"goal": [0.0, 2.0]}, {"goal": [-1.0, 0.0]}])
+    np.testing.assert_allclose(angles, [0.0, math.pi / 2, math.pi])
+    assert task_parameters([{"direction": 1}, {"direction": -1}]).tolist() == [1.0, -1.0]
+    with pytest.raises(ValueError, match="one number or one 2-D goal"):
+        task_parameters([{"body_mass_scale": [1.0, 2.0, 3.0]}])
+    with pytest.raises(ValueError, match="one number or one 2-D goal"):
+        task_parameters([{"velocity": 1.0, "goal": [0.0, 1.0]}])
+    with pytest.raises(ValueError, match="share one parameter value"):
+        task_parameters([{"goal": [1, 1]}, {"goal": [2, 2]}])  # two grid cells on one ray
+    # bins of [low, high]: values mid-bin, the ends, and past the ends
+    assert task_bin(np.array([0.0, 0.05, 0.15, 0.55, 0.95, 1.0, -0.3, 1.3]), 0.0, 1.0, 10).tolist() == [
+        0, 0, 1, 5, 9, 9, 0, 9]
+
+
+def test_task_bins_decoder_decodes_the_bin_of_the_trials_task_once_per_belief():
+    """decoder="task_bins": one categorical over equal bins of the task parameter's range over the family's tasks
+    (PointRobot: the goal angle), every belief decoding the bin of its trial's task, -log softmax(logits)[bin],
+    summed over the trial's beliefs, mean over trials."""
+    vae = BeliefVAE("point_robot_sparse", decoder="task_bins", task_bins=20, hidden_dim=16, kl_weight=0.0)
     assert vae.goal_classes == 20
     goals = [t["goal"] for t in vae.family.default_tasks()]
-    angles = [math.degrees(math.atan2(y, x)) for x, y in goals]
-    clear = [i for i, a in enumerate(angles) if 1e-6 < (a / 9) % 1 < 1 - 1e-6]  # off the edges: no rounding call
-    assert len(clear) == len(goals)  # the family's goals are random angles, none on an edge
-    by_hand = [int(a // 9) for a in angles]
+    angles = np.array([math.atan2(y, x) for x, y in goals])
+    low, high = angles.min(), angles.max()
+    assert vae.bin_range == pytest.approx((low, high))
+    scaled = (angles - low) / (high - low) * 20
+    inner = (angles > low) & (angles < high)
+    assert all(1e-6 < x % 1 < 1 - 1e-6 for x in scaled[inner])  # random angles, none on an edge: no rounding call
+    by_hand = [0 if a == low else 19 if a == high else int(x) for a, x in zip(angles, scaled)]
     assert vae.goal_class.tolist() == by_hand
+    velocities = BeliefVAE("cheetah_vel", decoder="task_bins", task_bins=4, hidden_dim=8)
+    v = np.array([t["velocity"] for t in velocities.family.default_tasks()])
+    assert velocities.bin_range == (v.min(), v.max())
+    assert np.bincount(velocities.goal_class.numpy()).tolist() == [10, 10, 10, 10]  # 40 velocities, evenly spaced
     logit = torch.arange(20, dtype=torch.float32) / 7
     with torch.no_grad():
         for p in vae.decoder.parameters():
@@ -189,10 +206,12 @@ def test_vae_validates_arguments():
         BeliefVAE("grid_navi", cell_targets="some")
     with pytest.raises(ValueError, match="cell_targets='all' needs"):
         BeliefVAE("point_robot_sparse", cell_targets="all")
-    with pytest.raises(ValueError, match="'goal_arc' needs a point_robot family"):
-        BeliefVAE("grid_navi", decoder="goal_arc")
-    with pytest.raises(ValueError, match="goal_bins must be >= 2"):
-        BeliefVAE("point_robot_sparse", decoder="goal_arc", goal_bins=1)
+    with pytest.raises(ValueError, match="share one parameter value"):
+        BeliefVAE("grid_navi", decoder="task_bins")
+    with pytest.raises(ValueError, match="one number or one 2-D goal"):
+        BeliefVAE("walker_params", decoder="task_bins")
+    with pytest.raises(ValueError, match="task_bins must be >= 2"):
+        BeliefVAE("point_robot_sparse", decoder="task_bins", task_bins=1)
     with pytest.raises(ValueError, match="goal_classes needs"):
         _ = BeliefVAE("point_robot_sparse").goal_classes
 
@@ -345,22 +364,6 @@ def test_cql_uniform_penalty_by_hand():
     assert val.item() == pytest.approx(math.log(16.0) - math.log(2.0) - 1.0)
 
 
-def test_tanh_gaussian_log_prob_matches_torch_transformed_distribution():
-    torch.manual_seed(0)
-    actor = TanhGaussianActor(3, 2, (8,))
-    obs = torch.randn(4, 3)
-    torch.manual_seed(1)
-    action, log_prob = actor(obs)
-    mean, log_std = actor.net(obs).chunk(2, -1)
-    dist = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mean, log_std.clamp(-20, 2).exp()),
-        [torch.distributions.TanhTransform(cache_size=1)],
-    )
-    ref = dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
-    assert torch.allclose(log_prob, ref, atol=1e-3)
-    assert action.abs().max() < 1
-
-
 def test_sac_update_steps_critics_then_actor_and_moves_targets_by_tau():
     from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 
@@ -385,36 +388,16 @@ def test_sac_update_steps_critics_then_actor_and_moves_targets_by_tau():
     assert all(p.requires_grad for p in sac.critics.parameters())  # re-enabled after the actor step
 
 
-def test_sac_act_with_samples_takes_the_critics_best_of_the_mean_and_the_draws_by_hand():
-    """``HyperStateSAC.act(samples=k)``: the candidates are tanh(mean) and tanh(mean + std * eps) for the generator's
-    draws eps; the action returned is the candidate with the largest min(Q1, Q2), per state."""
-    from torch import nn
-
+def test_sac_acts_with_the_squashed_mean_or_a_policy_draw():
     from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 
     torch.manual_seed(0)
     sac = HyperStateSAC(3, 2, hidden=(8,))
-
-    class Linear(nn.Module):  # Q(s, a) = w . a: the critics prefer actions along w
-        def __init__(self, w):
-            super().__init__()
-            self.w = torch.tensor(w)
-
-        def forward(self, x):
-            return (x[..., 3:] * self.w).sum(-1, keepdim=True)
-
-    sac.critics = nn.ModuleList([Linear([1.0, 0.0]), Linear([0.0, 1.0])])  # min(a_x, a_y)
     states = torch.randn(4, 3)
-    k = 16
-    got = sac.act(states, samples=k, generator=torch.Generator().manual_seed(5))
-    mean, log_std = sac.actor.net(states).chunk(2, -1)
-    eps = torch.randn(4, k, 2, generator=torch.Generator().manual_seed(5))
-    candidates = torch.tanh(torch.cat([mean[:, None], mean[:, None] + log_std.exp()[:, None] * eps], 1))
-    q = torch.minimum(candidates[..., 0], candidates[..., 1])
-    expected = candidates[torch.arange(4), q.argmax(1)]
-    torch.testing.assert_close(got, expected)
-    assert (torch.minimum(got[:, 0], got[:, 1]) >= torch.minimum(*torch.tanh(mean).unbind(-1))).all()  # never worse
-    torch.testing.assert_close(sac.act(states), torch.tanh(mean))  # samples=0: the mean, as before
-    torch.testing.assert_close(sac.act(states, samples=0), torch.tanh(mean))
-    with pytest.raises(ValueError, match="samples must be >= 0"):
-        sac.act(states, samples=-1)
+    mean, _ = sac.actor(states)
+    torch.testing.assert_close(sac.act(states), torch.tanh(mean))  # the evaluation protocol: the mean action
+    torch.manual_seed(1)
+    drawn = sac.act(states, deterministic=False)
+    torch.manual_seed(1)
+    torch.testing.assert_close(drawn, sac.actor.sample(states)[0])
+    assert drawn.abs().max() < 1 and not torch.allclose(drawn, torch.tanh(mean))

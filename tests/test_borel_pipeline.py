@@ -11,18 +11,15 @@ import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from lit_offmeta.algorithms.borel.hyperstates import (
-    HyperStateTransitions,
-    relabel_states,
-    relabelled_row_trials,
-    reward_memory,
-)
-from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states, relabelled_row_trials
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
+from lit_offmeta.callbacks import AdaptationEvaluator
 from lit_offmeta.data.scripted import scripted_trials
 from lit_offmeta.datamodules.trajectory import TrialDataModule
 from lit_offmeta.nn.belief import BeliefEncoder
 from lit_offmeta.policy import RolloutPolicy
+from lit_offmeta.rollout import rollout
 from lit_offmeta.tasks import get_family
 
 GRID_VAE = {"action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16}
@@ -111,84 +108,11 @@ def test_episode_time_counts_steps_within_episodes_and_matches_the_online_policy
         BeliefPolicy(encoder, Recorder(), discrete_actions=True, horizon=0)
 
 
-def test_reward_memory_against_a_hand_computation():
-    """Row t: (1, s'_j) of the latest valid rewarded step j < t, zeros before any; padding never counts."""
-    next_obs = torch.tensor([[[1.0, 2.0], [5.0, 5.0]], [[3.0, 4.0], [6.0, 6.0]], [[7.0, 8.0], [9.0, 9.0]]])  # [3, 2, 2]
-    rewards = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    valid = torch.tensor([[True, True], [True, True], [True, False]])  # trial 1's last step is padding
-    memory = reward_memory(next_obs, rewards, valid)
-    expected = torch.tensor([
-        [[0, 0, 0], [0, 0, 0]],  # before any step
-        [[0, 0, 0], [1, 5, 5]],  # trial 1 rewarded at step 0
-        [[1, 3, 4], [1, 5, 5]],  # trial 0 rewarded at step 1; trial 1 keeps step 0's state
-        [[1, 3, 4], [1, 5, 5]],  # trial 1's rewarded step 2 is padding
-    ], dtype=torch.float32)
-    assert torch.equal(memory, expected)
-
-
-def test_reward_memory_relabelling_equals_the_online_policy_and_survives_episode_ends():
-    """The memory in the hyper-states is the one the online policy builds along the same trials (point robot,
-    with the episode time as in the config), and it is reset only at a trial's start."""
-    family = get_family("point_robot_sparse")
-    trials = scripted_trials(family, [0, 3], trials_per_task=2, episodes_per_trial=2, seed=1, eps_final=0.0)
-    assert (trials.rewards > 0).any()
-    torch.manual_seed(0)
-    enc = BeliefEncoder(family.obs_dim, family.action_dim, False, 8, 4, 4, hidden_dim=16, latent_dim=3)
-    h, n = family.horizon, trials.num_trials
-    plain = relabel_states(enc, trials, episode_time=True)
-    hyper = relabel_states(enc, trials, episode_time=True, reward_memory_input=True)
-    d = family.obs_dim + 6
-    assert hyper.obs.shape[1] == d + 1 + family.obs_dim + 1
-    assert torch.equal(hyper.obs[:, :d], plain.obs[:, :d]) and torch.equal(hyper.obs[:, -1], plain.obs[:, -1])
-    memory = hyper.obs.reshape(2 * h, n, -1)[:, :, d:-1]
-    rewards, nxt = torch.as_tensor(trials.flat("rewards")), torch.as_tensor(trials.flat("next_obs"))
-    for i in range(n):  # a plain loop over each trial
-        found, where = 0.0, torch.zeros(family.obs_dim)
-        for t in range(2 * h):
-            assert memory[t, i].tolist() == pytest.approx([found, *where.tolist()])
-            if rewards[i, t] > 0:
-                found, where = 1.0, nxt[i, t].float()
-    # the successor's memory is the next hyper-state's, across the episode boundary too
-    nxt_memory = hyper.next_obs.reshape(2 * h, n, -1)[:, :, d:-1]
-    assert torch.equal(nxt_memory[:-1], memory[1:])
-
-    seen = []
-
-    class Recorder(torch.nn.Module):
-        def act(self, hyper_obs, deterministic=True):
-            seen.append(hyper_obs.clone())
-            return torch.zeros(hyper_obs.shape[0], family.action_dim)
-
-    policy = BeliefPolicy(enc, Recorder(), discrete_actions=False, horizon=h, reward_memory=True)
-    for _ in range(2):  # a second trial after reset() starts from an empty memory again
-        seen.clear()
-        policy.reset(n)
-        obs, act = trials.flat("obs"), trials.flat("actions")
-        for t in range(2 * h):
-            policy.act(obs[:, t])
-            policy.observe(obs[:, t], act[:, t], trials.flat("rewards")[:, t], trials.flat("next_obs")[:, t],
-                           np.full(n, (t + 1) % h == 0))
-        assert torch.allclose(torch.stack(seen), hyper.obs.reshape(2 * h, n, -1), atol=1e-6)
-
-
-def test_pipeline_with_reward_memory_sizes_the_agent_and_rejects_dense_families():
-    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, episode_time=True,
-                           rl_reward_memory=True)
-    assert model.agent.cfg.input_dim == 2 + 2 * 5 + 3 + 1
-    family = get_family("point_robot_sparse")
-    for policy in (model.adapt(), model.thompson_policy()):
-        assert policy.reward_memory
-        result = evaluate_trials(policy, family, family.default_tasks()[:2], episodes=2, seed=0)
-        assert result.returns.shape == (2, 2)
-    with pytest.raises(ValueError, match="rl_reward_memory needs a sparse-reward family"):
-        OfflineVariBAD("point_robot", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl_reward_memory=True)
-
-
 def test_pipeline_with_episode_time_sizes_the_agent_and_evaluates():
     model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, episode_time=True)
     assert model.agent.cfg.input_dim == 2 + 2 * 5 + 1
     family = get_family("grid_navi")
-    result = evaluate_trials(model.adapt(), family, family.default_tasks()[:2], episodes=2, seed=0)
+    result = rollout(model.adapt(), family, family.default_tasks()[:2], episodes=2, seed=0)
     assert result.returns.shape == (2, 2)
     assert model.thompson_policy().horizon == family.horizon
 
@@ -199,7 +123,7 @@ def test_evaluation_starts_every_episode_from_the_start_state():
         family = get_family(name)
         model = OfflineVariBAD(name, vae_steps=1, rl_steps=0, vae={"hidden_dim": 8})
         tasks = family.default_tasks()[:3]
-        result = evaluate_trials(model.adapt(), family, tasks, episodes=2, seed=5, record=True)
+        result = rollout(model.adapt(), family, tasks, episodes=2, seed=5, record=True)
         for task_eps in result.episodes:
             for ep in task_eps:
                 assert ep["observations"][0].tolist() == start
@@ -325,8 +249,8 @@ def test_relabelled_rl_data_replays_in_the_target_tasks_env_and_is_independent_o
         OfflineVariBAD("grid_navi", rl_data="mixed")
 
 
-@pytest.mark.parametrize(("rl_data", "grid_size"), [("own", 0), ("relabelled", 0), ("relabelled", 5)])
-def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data, grid_size):
+@pytest.mark.parametrize(("rl_data", "one_hot"), [("own", False), ("relabelled", False), ("relabelled", True)])
+def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_data, one_hot):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
     model = OfflineVariBAD(
@@ -334,21 +258,26 @@ def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_da
         vae_steps=3,
         rl_steps=3,
         vae=GRID_VAE,
-        rl={"hidden": (8,), "grid_size": grid_size},
-        rl_tasks_per_batch=2,
-        rl_batch_per_task=4,
+        rl={"hidden": (8,), "state_one_hot": one_hot, "tasks_per_batch": 2, "batch_per_task": 4},
         hyperstate_cache=str(tmp_path / "h.pt"),
         rl_data=rl_data,
         rl_trials_per_task=5,
     )
+    evaluator = AdaptationEvaluator(every_n_epochs=1, episodes=4, curve_steps=[], random_episodes=1)
     trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp_path)
+                      enable_model_summary=False, default_root_dir=tmp_path, callbacks=[evaluator])
     trainer.fit(model, dm)
-    assert int(model.updates) == 6
+    assert int(model.updates) == 6  # 4 + 2 batches: the module stops itself mid-epoch, and is evaluated there
     # the RL data: the training tasks' 2 logged trials each, or 5 relabelled trials per task; 60 steps per trial
     assert len(model.hyperstates) == len(dm.split.train) * (2 if rl_data == "own" else 5) * 60
     assert (tmp_path / "h.pt").is_file()
-    assert "rollout/success_ep2plus" in trainer.callback_metrics
+    # the shared evaluator: one 4-episode trial per held-out goal (the default split's 4), each episode's mean logged
+    assert evaluator.num_evaluations == 2 and [r["task_id"] for r in evaluator.last_evaluation["tasks"]] == list(
+        dm.test_task_ids) and len(dm.test_task_ids) == 4
+    assert {f"rollout/{k}_ep{e}" for k in ("return", "success") for e in (1, 2, 3, 4)} <= set(trainer.callback_metrics)
+    rows = evaluator.last_evaluation["tasks"]
+    assert float(trainer.callback_metrics["rollout/success_ep2"]) == pytest.approx(
+        np.mean([r["episode_success"][1] for r in rows]))
     assert not any(p.requires_grad for p in model.vae.parameters())  # the encoder is frozen for RL
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     loaded = OfflineVariBAD.load_from_checkpoint(tmp_path / "m.ckpt")
@@ -356,9 +285,14 @@ def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_da
     assert torch.equal(loaded.logvar_confident, model.logvar_confident)
     for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
-    result = evaluate_trials(loaded.adapt(), loaded.family, loaded.family.default_tasks()[:2], episodes=4)
+    result = rollout(loaded.adapt(), loaded.family, loaded.family.default_tasks()[:2], episodes=4)
     assert result.returns.shape == (2, 4)
-    assert set(summarise(result)) >= {"return_ep1", "success_ep4", "success_ep2plus", "return_trial"}
+    # `test`: the VAE's loss on each held-out goal's logged trials, and the same evaluator, here on Thompson sampling
+    loaded.hparams.evaluation_policy = "thompson"
+    assert isinstance(loaded.adapt(), ThompsonPolicy)
+    trainer.test(loaded, dm)
+    assert {"test/vae/loss", "rollout/success_ep2"} <= set(trainer.callback_metrics)
+    assert evaluator.last_evaluation["settings"]["stage"] == "test"
 
 
 def test_cosine_lr_decay_anneals_from_the_initial_rate_and_survives_a_state_dict_round_trip():
@@ -375,8 +309,8 @@ def test_cosine_lr_decay_anneals_from_the_initial_rate_and_survives_a_state_dict
 def test_pipeline_rl_lr_decay_ends_at_zero_and_leaves_the_vae_rate_alone(tmp_path):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
-    model = OfflineVariBAD("grid_navi", vae_steps=2, rl_steps=4, vae=GRID_VAE, rl={"hidden": (8,), "lr": 0.01},
-                           rl_tasks_per_batch=2, rl_batch_per_task=4, rl_lr_decay=True)
+    model = OfflineVariBAD("grid_navi", vae_steps=2, rl_steps=4, vae=GRID_VAE,
+                           rl={"hidden": (8,), "lr": 0.01, "tasks_per_batch": 2, "batch_per_task": 4, "lr_decay": True})
     rates = []
     original = model.agent.update
 
@@ -396,8 +330,8 @@ def test_pipeline_rl_lr_decay_ends_at_zero_and_leaves_the_vae_rate_alone(tmp_pat
 def test_pipeline_vae_lr_decay_anneals_the_vae_rate_over_its_stage(tmp_path):
     dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4)
-    model = OfflineVariBAD("grid_navi", vae_steps=4, rl_steps=1, vae={**GRID_VAE, "lr": 0.01}, rl={"hidden": (8,)},
-                           rl_tasks_per_batch=2, rl_batch_per_task=4, vae_lr_decay=True)
+    model = OfflineVariBAD("grid_navi", vae_steps=4, rl_steps=1, vae={**GRID_VAE, "lr": 0.01, "lr_decay": True},
+                           rl={"hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4})
     rates = []
     original = model.vae.compute_loss
 
@@ -415,9 +349,19 @@ def test_pipeline_vae_lr_decay_anneals_the_vae_rate_over_its_stage(tmp_path):
 
 def test_pipeline_validates_arguments():
     with pytest.raises(ValueError, match="DQN needs discrete"):
-        OfflineVariBAD("point_robot_sparse", rl_algorithm="dqn")
+        OfflineVariBAD("point_robot_sparse", rl={"algorithm": "dqn"})
     with pytest.raises(ValueError, match="SAC needs continuous"):
-        OfflineVariBAD("grid_navi", rl_algorithm="sac")
+        OfflineVariBAD("grid_navi", rl={"algorithm": "sac"})
+    with pytest.raises(ValueError, match="double_q and state_one_hot are DQN settings"):
+        OfflineVariBAD("point_robot_sparse", rl={"double_q": True})
+    with pytest.raises(ValueError, match="actor_lr and alpha are SAC settings"):
+        OfflineVariBAD("grid_navi", vae=GRID_VAE, rl={"alpha": 0.1})
+    with pytest.raises(ValueError, match=r"rl: unknown key\(s\) \['grid_size'\]"):
+        OfflineVariBAD("grid_navi", vae=GRID_VAE, rl={"grid_size": 5})
+    with pytest.raises(ValueError, match="evaluation_policy"):
+        OfflineVariBAD("grid_navi", vae=GRID_VAE, evaluation_policy="greedy")
+    with pytest.raises(ValueError, match="belief_input='decoded' needs"):
+        OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, belief_input="decoded")
     with pytest.raises(ValueError, match="vae_steps"):
         OfflineVariBAD("grid_navi", vae_steps=0)
 
@@ -430,6 +374,8 @@ def test_every_borel_config_builds_its_model_and_datamodule(config):
     model = OfflineVariBAD(**cfg["model"]["init_args"])
     dm = TrialDataModule(**cfg["data"]["init_args"])
     assert model.family.name == dm.family.name
+    (evaluator,) = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("AdaptationEvaluator")]
+    assert evaluator["init_args"]["episodes"] == dm.episodes_per_trial  # one whole trial per evaluated task
     assert cfg["trainer"]["max_steps"] == -1  # the module stops itself; optimizer-step counts differ by stage
 
 
@@ -445,11 +391,11 @@ def test_distinct_cells_counts_the_cells_entered_per_episode():
 
 
 def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
-    """rl_belief_input="decoded": the hyper-state holds p(goal at cell) at the belief mean instead of (mu, logvar),
+    """belief_input="decoded": the hyper-state holds p(goal at cell) at the belief mean instead of (mu, logvar),
     the same in the relabelled data and in the online policy along the same trial."""
     torch.manual_seed(0)
     model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae={**GRID_VAE, "decoder": "cells"},
-                           episode_time=True, rl_belief_input="decoded")
+                           episode_time=True, belief_input="decoded")
     assert model.agent.cfg.input_dim == 2 + 25 + 1
     hyper = model.build_hyperstates(grid_trials)
     latent = relabel_states(model.vae.encoder, grid_trials, episode_time=True)
@@ -478,22 +424,22 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
     thompson = model.thompson_policy()
     thompson.agent = Recorder()
     seen.clear()
-    evaluate_trials(thompson, model.family, model.family.default_tasks()[:3], episodes=2)
+    rollout(thompson, model.family, model.family.default_tasks()[:3], episodes=2)
     maps = torch.stack(seen)[..., 2:27]  # [steps, 3, 25]
     assert ((maps == 0) | (maps == 1)).all() and (maps.sum(-1) == 1).all()
     with pytest.raises(ValueError, match="decoder='cells'"):
-        OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, rl_belief_input="decoded")
+        OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, belief_input="decoded")
 
 
-def test_decoded_goal_arc_belief_input_is_the_bin_map_offline_and_online():
-    """PointRobot with decoder="goal_arc" and rl_belief_input="decoded": the hyper-state holds p(goal in bin) at the
-    belief mean (goal_bins numbers summing to 1), the same in the relabelled data and in the online policy; its
+def test_decoded_task_bins_belief_input_is_the_bin_map_offline_and_online():
+    """PointRobot with decoder="task_bins" and belief_input="decoded": the hyper-state holds p(goal in bin) at the
+    belief mean (task_bins numbers summing to 1), the same in the relabelled data and in the online policy; its
     Thompson comparison samples one bin per episode."""
     family = get_family("point_robot_sparse")
     trials = scripted_trials(family, [0, 3], trials_per_task=2, episodes_per_trial=2, seed=1, eps_final=0.0)
     torch.manual_seed(0)
-    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl_belief_input="decoded",
-                           vae={"decoder": "goal_arc", "goal_bins": 12, "hidden_dim": 16, "kl_weight": 0.0})
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, belief_input="decoded",
+                           vae={"decoder": "task_bins", "task_bins": 12, "hidden_dim": 16, "kl_weight": 0.0})
     assert model.agent.cfg.input_dim == 2 + 12
     hyper = model.build_hyperstates(trials)
     latent = relabel_states(model.vae.encoder, trials)
@@ -519,12 +465,12 @@ def test_decoded_goal_arc_belief_input_is_the_bin_map_offline_and_online():
     thompson = model.thompson_policy()
     thompson.agent = Recorder()
     seen.clear()
-    evaluate_trials(thompson, family, family.default_tasks()[:3], episodes=2)
+    rollout(thompson, family, family.default_tasks()[:3], episodes=2)
     maps = torch.stack(seen)[..., 2:]  # [steps, 3, 12]
     assert ((maps == 0) | (maps == 1)).all() and (maps.sum(-1) == 1).all()
     assert (maps[:h] == maps[0]).all() and (maps[h:] == maps[h]).all()  # one sample per episode
-    with pytest.raises(ValueError, match="or 'goal_arc'"):
-        OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, rl_belief_input="decoded")
+    with pytest.raises(ValueError, match="or 'task_bins'"):
+        OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, belief_input="decoded")
 
 
 def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_path):
@@ -535,7 +481,7 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
 
     torch.manual_seed(0)
     model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0,
-                           vae={"decoder": "goal_arc", "goal_bins": 9, "hidden_dim": 8, "kl_weight": 0.0})
+                           vae={"decoder": "task_bins", "task_bins": 9, "hidden_dim": 8, "kl_weight": 0.0})
     family = model.family
     path = np.stack([np.linspace(0, 1.0, family.horizon + 1), np.zeros(family.horizon + 1)], -1).astype(np.float32)
     episode = {"observations": path, "actions": np.tile([1.0, 0.0], (family.horizon, 1)).astype(np.float32),
@@ -545,8 +491,12 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
     goals = np.array([family.default_tasks()[i]["goal"] for i in train])
     ruled_out = (np.linalg.norm(goals[:, None] - path[None, 1:], axis=-1) <= GOAL_RADIUS).any(1)
     assert ruled_out.any() and not ruled_out.all()
-    angles = np.degrees(np.arctan2(goals[:, 1], goals[:, 0]))
-    by_hand = np.bincount((angles[~ruled_out] // 20).astype(int), minlength=9) / (~ruled_out).sum()
+    every = np.array([t["goal"] for t in family.default_tasks()], dtype=np.float64)
+    all_angles = np.arctan2(every[:, 1], every[:, 0])  # the bins span the family's goal angles
+    low, high = all_angles.min(), all_angles.max()
+    angles = np.arctan2(goals[:, 1], goals[:, 0])
+    bins = np.minimum(((angles - low) / (high - low) * 9).astype(int), 8)
+    by_hand = np.bincount(bins[~ruled_out], minlength=9) / (~ruled_out).sum()
     beliefs = arc_beliefs(model, episode)
     np.testing.assert_allclose(beliefs["exact"], by_hand, atol=1e-9)
     mu = plots_belief_after(model, episode)
@@ -556,7 +506,7 @@ def test_arc_belief_figure_and_its_exact_posterior_over_the_training_goals(tmp_p
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     with pytest.raises(ValueError, match="1 goals for 2 episodes"):
         plot_arc_belief(model, [episode, episode], [[1.0, 0.0]], tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="'goal_arc' decoder"):
+    with pytest.raises(ValueError, match="'task_bins' decoder"):
         arc_beliefs(OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}), episode)
 
 
@@ -573,7 +523,7 @@ def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
     torch.manual_seed(0)
     model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8})
     tasks = model.family.default_tasks()[80:83]
-    result = evaluate_trials(model.adapt(), model.family, tasks, episodes=2, record=True)
+    result = rollout(model.adapt(), model.family, tasks, episodes=2, record=True)
     out = plot_point_paths(result, [t["goal"] for t in tasks], GOAL_RADIUS, tmp_path / "fig" / "paths.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     with pytest.raises(ValueError, match="2 goals for 3 recorded trials"):
@@ -612,8 +562,8 @@ def test_a_run_resumed_from_an_epoch_end_checkpoint_equals_the_uninterrupted_run
         dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
                              steps_per_epoch=2, seed=3)
         model = OfflineVariBAD("point_robot_sparse", vae_steps=4, rl_steps=6, vae={"hidden_dim": 8, "latent_dim": 2},
-                               rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=0,
-                               rl_trials_per_task=2, rl_reward_memory=True, seed=5)
+                               rl={"hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4},
+                               rl_data="relabelled", rl_trials_per_task=2, seed=5)
         torch.manual_seed(1)  # the run's stream, as seed_everything before fit
         Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                 enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks)).fit(
@@ -632,69 +582,8 @@ def test_a_run_resumed_from_an_epoch_end_checkpoint_equals_the_uninterrupted_run
         assert torch.equal(a, b), name
 
 
-def test_rl_eval_ema_averages_every_rl_update_and_leaves_the_run_unchanged(tmp_path):
-    # Two decays on 5 SAC updates: each average must be the hand EMA of the agent's weights after each update
-    # (the first update's weights, then d * ema + (1 - d) * w), training must be bit-identical to a run without
-    # averages (they draw no random numbers), and every evaluation must also roll out each average.
-    decays = (0.5, 0.9)
-
-    def run(rl_eval_ema):
-        torch.manual_seed(0)
-        dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
-                             steps_per_epoch=3, seed=3)
-        model = OfflineVariBAD("point_robot_sparse", vae_steps=2, rl_steps=5, vae={"hidden_dim": 8, "latent_dim": 2},
-                               rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=3,
-                               rl_trials_per_task=2, rl_eval_ema=rl_eval_ema, seed=5)
-        snapshots = []
-        original = model.agent.update
-
-        def record(*args):
-            out = original(*args)
-            snapshots.append({k: v.clone() for k, v in model.agent.state_dict().items()})
-            return out
-
-        model.agent.update = record
-        logged = []
-        model.log_dict = lambda metrics, **kw: logged.append(dict(metrics))
-        Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, default_root_dir=tmp_path).fit(model, dm)
-        return model, snapshots, logged
-
-    plain, plain_snapshots, _ = run(())
-    model, snapshots, logged = run(decays)
-    assert len(snapshots) == 5
-    for a, b in zip(plain_snapshots, snapshots):
-        assert all(torch.equal(a[k], b[k]) for k in a)
-    for decay in decays:
-        average = model.rl_agent(decay).state_dict()
-        for name in ("actor.net.0.weight", "critics.1.2.bias"):
-            expected = snapshots[0][name]
-            for snap in snapshots[1:]:
-                expected = decay * expected + (1 - decay) * snap[name]
-            torch.testing.assert_close(average[name], expected)
-    assert model.rl_agent(None) is model.agent
-    rollouts = [m for m in logged if any(k.startswith("rollout") for k in m)]
-    prefixes = sorted({k.split("/")[0] for m in rollouts for k in m})
-    assert prefixes == ["rollout", "rollout_ema0.5", "rollout_ema0.9"]
-    assert len(rollouts) == 3 * 2  # evaluations after 3 and 5 RL updates, the iterate and two averages each
-    policy = model.belief_policy(0.9)
-    assert policy.agent is model.agent_ema[1].module
-    with pytest.raises(ValueError, match="no moving average with decay 0.99"):
-        model.rl_agent(0.99)
-    # the averages are part of the checkpoint
-    loaded = OfflineVariBAD(**model.hparams)
-    loaded.load_state_dict(model.state_dict())
-    torch.testing.assert_close(loaded.rl_agent(0.5).state_dict(), model.rl_agent(0.5).state_dict())
-
-
-@pytest.mark.parametrize("bad", [(1.0,), (0.0,), (0.9, 0.9)])
-def test_rl_eval_ema_rejects_bad_decays(bad):
-    with pytest.raises(ValueError, match="rl_eval_ema must hold distinct decays in"):
-        OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl_eval_ema=bad)
-
-
-def test_point_robot_arc_belief_config_builds_the_goal_arc_pipeline():
-    """configs/borel/point_robot_sparse_arc_belief.yaml: the point_robot_sparse config with the goal_arc belief
+def test_point_robot_arc_belief_config_builds_the_task_bins_pipeline():
+    """configs/borel/point_robot_sparse_arc_belief.yaml: the point_robot_sparse config with the task_bins belief
     (max encoder, linear decoder over 20 bins) and an agent that reads the 20 bin probabilities."""
     root = Path(__file__).resolve().parents[1]
     arc = yaml.safe_load((root / "configs/borel/point_robot_sparse_arc_belief.yaml").read_text())
@@ -702,83 +591,8 @@ def test_point_robot_arc_belief_config_builds_the_goal_arc_pipeline():
     assert arc["data"] == base["data"] and arc["model"]["init_args"]["rl"] == base["model"]["init_args"]["rl"]
     args = {**arc["model"]["init_args"], "vae_steps": 1, "rl_steps": 0}
     model = OfflineVariBAD(**args)
-    assert model.vae.decoder_kind == "goal_arc" and model.vae.encoder.aggregator == "max"
+    assert model.vae.decoder_kind == "task_bins" and model.vae.encoder.aggregator == "max"
     assert model.vae.goal_classes == 20 and model.agent.cfg.input_dim == 2 + 20
-    assert model.belief_policy().action_samples == 32  # the critics pick among the mean and 32 draws
-
-
-def test_rl_search_walks_are_added_whole_to_the_rl_trials():
-    """``rl_search_walks_per_task``: that many search walks per training task follow the relabelled trials, each a
-    whole trial of its own task (the walks' own tests are in tests/test_data_search_walks.py)."""
-    from lit_offmeta.data.search_walks import search_walk_trials
-
-    family = get_family("point_robot_sparse")
-    logged = scripted_trials(family, [0, 3, 9], trials_per_task=4, episodes_per_trial=2, seed=0)
-    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
-                           rl_data="relabelled", rl_trials_per_task=5, rl_search_walks_per_task=2, seed=4)
-    rl = model.rl_trials(logged)
-    assert rl.num_trials == 3 * (5 + 2)
-    walks, _ = search_walk_trials(family, logged, np.repeat([0, 3, 9], 2), np.random.default_rng([4, 2]))
-    np.testing.assert_array_equal(rl.next_obs[15:], walks.next_obs)
-    np.testing.assert_array_equal(rl.task_index[15:], [0, 0, 3, 3, 9, 9])
-    plain = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
-                           rl_data="relabelled", rl_trials_per_task=5, seed=4).rl_trials(logged)
-    np.testing.assert_array_equal(rl.next_obs[:15], plain.next_obs)  # the relabelled trials are unchanged
-    with pytest.raises(ValueError, match="rl_search_walks_per_task must be >= 0"):
-        OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, rl_search_walks_per_task=-1)
-
-
-def test_vae_from_reuses_a_checkpoints_vae_and_starts_in_the_rl_stage(tmp_path):
-    kw = {"vae_steps": 3, "rl_steps": 2, "vae": {"hidden_dim": 8, "latent_dim": 2}, "rl": {"hidden": (8,)},
-          "rl_tasks_per_batch": 2, "rl_batch_per_task": 4, "rl_trials_per_task": 2}
-
-    def fit(model):
-        dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
-                             steps_per_epoch=2, seed=3)
-        trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, default_root_dir=tmp_path)
-        trainer.fit(model, dm)
-        return trainer
-
-    torch.manual_seed(0)
-    first = OfflineVariBAD("point_robot_sparse", **kw)
-    fit(first).save_checkpoint(tmp_path / "first.ckpt")
-    torch.manual_seed(1)  # another initialisation: the VAE must come from the checkpoint, not from the seed
-    second = OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "first.ckpt"), **kw)
-    assert second.in_rl_stage and int(second.updates) == 3
-    before = {k: v.clone() for k, v in second.vae.state_dict().items()}
-    for k, v in first.vae.state_dict().items():
-        assert torch.equal(before[k], v), k
-    fit(second)
-    assert int(second.updates) == 5  # only the 2 RL updates ran
-    assert all(torch.equal(before[k], v) for k, v in second.vae.state_dict().items())  # frozen for RL
-    with pytest.raises(ValueError, match="is not a file"):
-        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "missing.ckpt"), **kw)
-    with pytest.raises(ValueError, match="does not fit this run's vae settings"):
-        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "first.ckpt"),
-                       **{**kw, "vae": {"hidden_dim": 16, "latent_dim": 2}})
-    torch.save({"state_dict": {"agent.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="holds no pipeline VAE"):
-        OfflineVariBAD("point_robot_sparse", vae_from=str(tmp_path / "other.ckpt"), **kw)
-
-
-def test_rl_action_samples_reach_the_evaluated_policy_repeat_exactly_and_are_refused_for_dqn():
-    family = get_family("point_robot_sparse")
-    model = OfflineVariBAD("point_robot_sparse", vae_steps=1, rl_steps=0, vae={"hidden_dim": 8}, rl={"hidden": (8,)},
-                           rl_action_samples=8, seed=3)
-    tasks = family.default_tasks()[:3]
-    policy = model.belief_policy()
-    assert policy.action_samples == 8 and model.belief_policy(action_samples=0).action_samples == 0
-    first = evaluate_trials(policy, family, tasks, 2, seed=0, record=True)
-    again = evaluate_trials(model.belief_policy(), family, tasks, 2, seed=0, record=True)
-    for a, b in zip(first.episodes, again.episodes):  # the draws restart from the seed at every reset
-        np.testing.assert_array_equal(a[1]["actions"], b[1]["actions"])
-    plain = evaluate_trials(model.belief_policy(action_samples=0), family, tasks, 2, seed=0, record=True)
-    assert not np.array_equal(first.episodes[0][0]["actions"], plain.episodes[0][0]["actions"])
-    with pytest.raises(ValueError, match="rl_action_samples must be >= 0, and 0 for a discrete family"):
-        OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, rl_action_samples=4)
-    with pytest.raises(ValueError, match="action_samples must be >= 0"):
-        BeliefPolicy(model.vae.encoder, model.agent, False, action_samples=-2)
 
 
 def test_exact_task_posterior_keeps_the_tasks_whose_rewards_agree_with_every_step():

@@ -99,5 +99,3 @@ def test_datamodule_adds_stitched_trials_for_every_training_task():
     np.testing.assert_array_equal(np.bincount(dm.train_trials.task_index[n:]), np.full(21, 3))
     with pytest.raises(ValueError, match="stitched_trials_per_task"):
         TrialDataModule("grid_navi", stitched_trials_per_task=-1)
-    with pytest.raises(ValueError, match="stitch_novelty"):
-        TrialDataModule("grid_navi", stitch_novelty=-0.1)

@@ -18,9 +18,11 @@ from test_macaw_synthetic import make_buffers, sample_task_batch  # noqa: E402
 from test_meta import _meta_grads, _setup  # noqa: E402
 
 from lit_offmeta.algorithms import MACAW  # noqa: E402
-from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials  # noqa: E402
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD  # noqa: E402
+from lit_offmeta.callbacks import AdaptationEvaluator  # noqa: E402
 from lit_offmeta.datamodules.trajectory import TrialDataModule  # noqa: E402
-from lit_offmeta.nn import NetConfig
+from lit_offmeta.nn import NetConfig  # noqa: E402
+from lit_offmeta.rollout import rollout  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SMALL = dict(net=NetConfig(width=16, depth=2, latent_size=4))
@@ -88,15 +90,17 @@ def test_macaw_fits_on_the_gpu_and_its_adapted_policy_runs_there(tmp_path):
 def _fit_on_gpu_and_evaluate(model: OfflineVariBAD, dm: TrialDataModule, tmp_path: Path, policies) -> None:
     """Fit on the GPU (3 VAE + 3 RL updates, one evaluation during fit), then roll out each of ``policies(model)``
     there for two held-out tasks."""
+    evaluator = AdaptationEvaluator(every_n_epochs=1, episodes=2, curve_steps=[], random_episodes=1)
     trainer = Trainer(accelerator="gpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                      callbacks=[evaluator])
     trainer.fit(model, dm)
     assert int(model.updates) == 6 and trainer.strategy.root_device.type == "cuda"
-    assert "rollout/success_ep2plus" in trainer.callback_metrics  # evaluated on the GPU during fit
+    assert "rollout/success_ep2" in trainer.callback_metrics  # evaluated on the GPU during fit
     model.cuda()  # Lightning hands the module back on the CPU after fit
     for policy in policies(model):
         assert policy.device.type == "cuda"
-        result = evaluate_trials(policy, model.family, model.family.default_tasks()[:2], episodes=2)
+        result = rollout(policy, model.family, model.family.default_tasks()[:2], episodes=2)
         assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
 
 
@@ -106,9 +110,9 @@ def test_borel_pipeline_trains_and_evaluates_on_the_gpu(tmp_path, rl):
     vae = {"action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16} if rl == "dqn" else {"hidden_dim": 16}
     dm = TrialDataModule(family, scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          steps_per_epoch=4, **({} if rl == "dqn" else {"episodes_per_trial": 2}))
-    model = OfflineVariBAD(family, vae_steps=3, rl_steps=3, vae=vae, rl_algorithm=rl, rl={"hidden": (8,)},
-                           rl_tasks_per_batch=2, rl_batch_per_task=4, rl_data="relabelled", rl_trials_per_task=2,
-                           eval_episodes=2)
+    model = OfflineVariBAD(family, vae_steps=3, rl_steps=3, vae=vae,
+                           rl={"algorithm": rl, "hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4},
+                           rl_data="relabelled", rl_trials_per_task=2)
     _fit_on_gpu_and_evaluate(model, dm, tmp_path, lambda m: [m.adapt() if rl == "dqn" else m.thompson_policy()])
 
 
@@ -120,26 +124,20 @@ def test_borel_grid_config_options_train_and_evaluate_on_the_gpu(tmp_path):
                          mix_prob=1.0, shared_paths=True, stitched_trials_per_task=2, steps_per_epoch=4)
     vae = {"decoder": "cells", "cell_targets": "goal", "aggregator": "max", "state_one_hot": True,
            "action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16, "latent_dim": 4, "kl_weight": 0.0}
-    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae=vae, rl_algorithm="dqn",
-                           rl={"hidden": (8,), "double_q": True, "grid_size": 5}, rl_tasks_per_batch=2,
-                           rl_batch_per_task=4, rl_data="relabelled", rl_trials_per_task=2, rl_belief_input="decoded",
-                           episode_time=True, vae_lr_decay=True, rl_lr_decay=True, eval_episodes=2)
+    model = OfflineVariBAD("grid_navi", vae_steps=3, rl_steps=3, vae={**vae, "lr_decay": True},
+                           rl={"algorithm": "dqn", "hidden": (8,), "double_q": True, "state_one_hot": True,
+                               "tasks_per_batch": 2, "batch_per_task": 4, "lr_decay": True},
+                           rl_data="relabelled", rl_trials_per_task=2, belief_input="decoded", episode_time=True)
     _fit_on_gpu_and_evaluate(model, dm, tmp_path, lambda m: [m.adapt(), m.thompson_policy()])
 
 
-def test_borel_point_robot_reward_memory_trains_and_evaluates_on_the_gpu(tmp_path):
-    """The PointRobot options (reward memory, shared paths, both learning-rate decays) on a GPU at
-    toy sizes: the memory is computed by relabelling on the GPU and updated online by both policies there."""
+def test_borel_point_robot_options_train_and_evaluate_on_the_gpu(tmp_path):
+    """The PointRobot options (shared paths, both learning-rate decays) on a GPU at toy sizes, evaluated there by
+    both policies."""
     dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
                          episodes_per_trial=2, mix_prob=1.0, shared_paths=True, steps_per_epoch=4)
-    model = OfflineVariBAD("point_robot_sparse", vae_steps=3, rl_steps=3, vae={"hidden_dim": 16}, rl_algorithm="sac",
-                           rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, rl_data="relabelled",
-                           rl_trials_per_task=2, rl_reward_memory=True, vae_lr_decay=True, rl_lr_decay=True,
-                           eval_episodes=2)
-
-    def memory_policies(m: OfflineVariBAD) -> list:
-        policies = [m.adapt(), m.thompson_policy()]
-        assert all(policy.reward_memory for policy in policies)
-        return policies
-
-    _fit_on_gpu_and_evaluate(model, dm, tmp_path, memory_policies)
+    model = OfflineVariBAD("point_robot_sparse", vae_steps=3, rl_steps=3, vae={"hidden_dim": 16, "lr_decay": True},
+                           rl={"algorithm": "sac", "hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4,
+                               "lr_decay": True},
+                           rl_data="relabelled", rl_trials_per_task=2)
+    _fit_on_gpu_and_evaluate(model, dm, tmp_path, lambda m: [m.adapt(), m.thompson_policy()])

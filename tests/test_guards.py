@@ -131,7 +131,7 @@ def test_borel_stops_on_a_nan_trial_batch_in_the_vae_stage(tmp_path):
     dm = TrialDataModule("point_robot_sparse", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=1,
                          steps_per_epoch=3, seed=3)
     model = OfflineVariBAD("point_robot_sparse", vae_steps=4, rl_steps=2, vae={"hidden_dim": 8, "latent_dim": 2},
-                           rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=0,
+                           rl={"hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4},
                            rl_trials_per_task=2, seed=5)
     message = _fit_until_it_stops(model, dm, tmp_path, at_step=1)
     assert message.startswith("OfflineVariBAD: non-finite") and "global step 1 (batch of task ids [" in message

@@ -46,9 +46,9 @@ def test_training_puts_the_key_losses_in_the_progress_bar(name, tmp_path):
 ])
 def test_offline_varibad_shows_the_vae_loss_then_the_rl_losses(family, algorithm, rl_losses, tmp_path):
     dm = TrialDataModule(family, scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2, steps_per_epoch=4)
-    model = OfflineVariBAD(family, vae_steps=2, rl_steps=2, rl_algorithm=algorithm,
+    model = OfflineVariBAD(family, vae_steps=2, rl_steps=2,
                            vae={"action_embed_dim": 0, "reward_embed_dim": 8, "hidden_dim": 16},
-                           rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=0)
+                           rl={"algorithm": algorithm, "hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4})
     trainer = _trainer(tmp_path, max_epochs=-1)
     trainer.fit(model, dm)
     assert {"train/vae/loss", *rl_losses} <= set(trainer.progress_bar_metrics), sorted(trainer.progress_bar_metrics)

@@ -81,7 +81,7 @@ def test_borel_resumes_exactly_in_the_vae_stage_and_in_the_rl_stage(tmp_path):
 
     def make_model():
         return OfflineVariBAD("point_robot_sparse", vae_steps=3, rl_steps=4, vae={"hidden_dim": 8, "latent_dim": 2},
-                              rl={"hidden": (8,)}, rl_tasks_per_batch=2, rl_batch_per_task=4, eval_every=0,
+                              rl={"hidden": (8,), "tasks_per_batch": 2, "batch_per_task": 4},
                               rl_trials_per_task=2, seed=5)
 
     _check_every_resume(tmp_path, make_model, make_data, 7,

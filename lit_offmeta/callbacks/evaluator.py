@@ -163,6 +163,8 @@ class AdaptationEvaluator(Callback):
 
     * ``rollout/return_mean``, ``rollout/score_mean`` (normalised: 0 random, 1 best dataset trajectory),
       ``rollout/success_rate`` where the family defines success;
+    * with ``episodes > 1`` (one trial of several episodes), ``rollout/return_ep{e}`` and ``rollout/success_ep{e}``:
+      the mean over tasks of the trial's ``e``-th episode, where a belief-based policy should improve;
     * ``rollout/task_{id}/return`` and ``rollout/task_{id}/score`` per task;
     * ``rollout/curve/return_steps_{k}`` and ``rollout/curve/score_steps_{k}`` for each ``k`` in
       ``curve_steps``; the curve is also drawn to ``adaptation.png`` (scores) and ``adaptation_returns.png`` in
@@ -328,7 +330,8 @@ class AdaptationEvaluator(Callback):
     def _due(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking or trainer.fast_dev_run or self.every_n_epochs == 0:
             return False
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        # a module that ends training itself (trainer.should_stop) is evaluated at its last epoch too
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or trainer.should_stop
 
     def _task_ids(self, datamodule: Any) -> list[int]:
         if self.tasks == "test":
@@ -405,6 +408,7 @@ class AdaptationEvaluator(Callback):
                 "task": tasks[i],
                 "return": float(returns[i]),
                 "episode_returns": main.returns[i].tolist(),
+                "episode_success": None if main.success is None else main.success[i].astype(float).tolist(),
                 "random_return": float(random[i]),
                 "best_behaviour_return": float(best[i]),
                 "score": float(scores[i]),
@@ -465,6 +469,12 @@ class AdaptationEvaluator(Callback):
         summary = {"return_mean": mean([r["return"] for r in rows]), "score_mean": mean([r["score"] for r in rows])}
         if rows[0]["success"] is not None:
             summary["success_rate"] = mean([r["success"] for r in rows])
+        episodes = len(rows[0]["episode_returns"])
+        if episodes > 1:  # a trial of several episodes: what each episode of it achieves (Bayes-adaptive methods)
+            for e in range(episodes):
+                summary[f"return_ep{e + 1}"] = mean([r["episode_returns"][e] for r in rows])
+                if rows[0]["episode_success"] is not None:
+                    summary[f"success_ep{e + 1}"] = mean([r["episode_success"][e] for r in rows])
         curve = {}
         if with_curve:
             for k in self.curve_steps:

@@ -22,6 +22,7 @@ from lit_offmeta.data.scripted import scripted_trials
 from lit_offmeta.data.stitching import stitch_trials
 from lit_offmeta.data.storage import load_task_buffers
 from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
+from lit_offmeta.datamodules.offline_meta import ReturnRange
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily, TaskSplit
 
@@ -65,7 +66,6 @@ class TrialDataModule(LightningDataModule):
             unvisited states, i.e. search paths no single-task behaviour agent logs; discrete-state families with
             deterministic dynamics only). They join ``train_trials``, so the VAE batches and the pipeline's RL
             stage both draw them. 0 (default): the logged trials only, BOReL's protocol.
-        stitch_novelty: the stitched walks' probability of stepping only to states their trial has not visited.
         scripted_trials_per_task: with ``data_dir=None``, trials per task of the scripted behaviour
             (:func:`lit_offmeta.data.scripted.scripted_trials`, an epsilon-greedy agent whose
             epsilon decays from 1 to 0.1 over its lifetime).
@@ -92,7 +92,6 @@ class TrialDataModule(LightningDataModule):
         mix_prob: float = 0.5,
         shared_paths: bool = False,
         stitched_trials_per_task: int = 0,
-        stitch_novelty: float = 0.9,
         scripted_trials_per_task: int = 200,
         steps_per_epoch: int = 1000,
         seed: int = 0,
@@ -108,8 +107,6 @@ class TrialDataModule(LightningDataModule):
                 raise ValueError(f"TrialDataModule: {name} must be >= 1, got {value}")
         if stitched_trials_per_task < 0:
             raise ValueError(f"TrialDataModule: stitched_trials_per_task must be >= 0, got {stitched_trials_per_task}")
-        if not 0.0 <= stitch_novelty <= 1.0:
-            raise ValueError(f"TrialDataModule: stitch_novelty must be in [0, 1], got {stitch_novelty}")
         if not 0.0 <= mix_prob <= 1.0:
             raise ValueError(f"TrialDataModule: mix_prob must be in [0, 1], got {mix_prob}")
         if shared_paths and not (reward_relabelling and mix_prob == 1.0):
@@ -132,11 +129,11 @@ class TrialDataModule(LightningDataModule):
         self.mix_prob = mix_prob
         self.shared_paths = shared_paths
         self.stitched_trials_per_task = stitched_trials_per_task
-        self.stitch_novelty = stitch_novelty
         self.scripted_trials_per_task = scripted_trials_per_task
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.train_trials: TrialArrays | None = None
+        self._logged: dict[int, TrialArrays] = {}  # each task's logged trials, for its behaviour returns
         self._dataset: _TrialBatches | None = None
         self._resume_key = 0  # key of the first training batch (set from a checkpoint on resume)
 
@@ -160,6 +157,33 @@ class TrialDataModule(LightningDataModule):
         tasks = self.family.default_tasks()
         return [tasks[i] for i in self.test_indices]
 
+    # --- what lit_offmeta.callbacks.AdaptationEvaluator reads -----------------------------------------------------
+    @property
+    def train_task_ids(self) -> tuple[int, ...]:
+        return tuple(self.split.train)
+
+    @property
+    def test_task_ids(self) -> tuple[int, ...]:
+        """The evaluated tasks: the split's held-out ones (``split="all"``: every task again, in fresh trials)."""
+        return tuple(self.test_indices)
+
+    def task(self, task_id: int) -> dict:
+        return dict(self.family.default_tasks()[task_id])
+
+    def adaptation_batch(self, task_id: int, size: int = 256, window: str | None = None,
+                         seed: int = 0) -> dict[str, torch.Tensor]:
+        """Empty: a belief-based policy adapts online, inside its evaluation trial, from the trial's first step; it
+        is given no offline data of the evaluated task."""
+        return {}
+
+    def behaviour_return_range(self, task_id: int) -> ReturnRange:
+        """Worst, mean and best episode return in the task's logged trials (the normalised score's 1 is the best)."""
+        if task_id not in self._logged:
+            self._logged[task_id] = self.load_trials([task_id])
+        trials = self._logged[task_id]
+        returns = (trials.rewards * trials.valid).sum(-1).reshape(-1)  # [N * E] episode returns
+        return ReturnRange(float(returns.min()), float(returns.mean()), float(returns.max()))
+
     def prepare_data(self) -> None:
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(
@@ -170,10 +194,12 @@ class TrialDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_trials is None:
             trials = self.load_trials(self.split.train)
+            for t in self.split.train:
+                self._logged[int(t)] = trials.select(np.flatnonzero(trials.task_index == t))
             if self.stitched_trials_per_task > 0:
                 targets = np.repeat(np.asarray(self.split.train), self.stitched_trials_per_task)
                 rng = np.random.default_rng([self.seed, 1])  # its own stream: the batch stream stays as without
-                stitched = stitch_trials(self.family, trials, targets, rng, self.stitch_novelty)
+                stitched = stitch_trials(self.family, trials, targets, rng)
                 trials = TrialArrays.concatenate([trials, stitched])
             self.train_trials = trials
 
@@ -217,6 +243,17 @@ class TrialDataModule(LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_key = int(state_dict["next_train_batch"])
+
+    def test_dataloader(self) -> DataLoader:
+        """One batch per evaluated task: its first ``trials_per_task`` logged trials, as logged (no relabelling), for
+        the belief's loss on them (``OfflineVariBAD.test_step``); the online evaluation itself is the evaluator's."""
+        batches = []
+        for task_id in self.test_task_ids:
+            if task_id not in self._logged:
+                self._logged[task_id] = self.load_trials([task_id])
+            trials = self._logged[task_id]
+            batches.append(trials_to_batch(trials.select(np.arange(min(self.trials_per_task, trials.num_trials)))))
+        return DataLoader(batches, batch_size=None)  # the batches as they are, one per task
 
     def train_dataloader(self) -> DataLoader:
         if self._dataset is None:

@@ -4,10 +4,12 @@ its TensorBoard logs: a table, and optionally a plot comparing runs.
     python -m lit_offmeta.algorithms.borel.curves runs/seed0 runs/seed1 --plot docs/figures/curves.png
 
 Why RL updates: Lightning's logged step counts batches, VAE stage included, and the checkpoint names count optimizer
-steps (SAC takes two per update), so neither says how far the RL stage got. Each evaluation is logged at batch
-``vae_steps + rl_updates - 1`` (read from the run's ``hparams.yaml``), or at ``rl_updates - 1`` in a run that
-reused a trained VAE (``vae_from``: it runs no VAE batches). A resumed run writes a new
-``lightning_logs/version_*`` folder; the folders are merged in order, a later one's value winning at the same step.
+steps (SAC takes two per update), so neither says how far the RL stage got. The
+:class:`~lit_offmeta.callbacks.AdaptationEvaluator` logs each evaluation at an epoch's end, at batch ``vae_steps +
+rl_updates - 1`` (counted from 0; ``vae_steps`` read from the run's ``hparams.yaml``); evaluations still in the VAE
+stage are left out.
+A resumed run writes a new ``lightning_logs/version_*`` folder; the folders are merged in order, a later one's value
+winning at the same step.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lit_offmeta.figures import plt, save_figure
 
-TAGS = ("rollout/success_ep1", "rollout/success_ep2", "rollout/return_trial")
-EMA_TAG = re.compile(r"rollout_ema[^/]+/success_ep2")  # the episode-2 success of each rl_eval_ema average
+TAGS = ("rollout/success_ep1", "rollout/success_ep2", "rollout/return_mean")
 
 
 def _versions(run_dir: Path) -> list[Path]:
@@ -43,12 +44,12 @@ def _vae_steps(folder: Path) -> int:
     hparams = yaml.safe_load(path.read_text()) or {}
     if "vae_steps" not in hparams:
         raise ValueError(f"{path}: no vae_steps; is this an OfflineVariBAD run?")
-    return 0 if hparams.get("vae_from") else int(hparams["vae_steps"])
+    return int(hparams["vae_steps"])
 
 
 def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[int, float]]:
-    """``{tag: {rl_updates: value}}`` for the evaluations logged under ``run_dir`` (every version merged): ``tags``,
-    and the episode-2 success of every moving average the run logged."""
+    """``{tag: {rl_updates: value}}`` for the evaluations of the RL stage logged under ``run_dir`` (every version
+    merged)."""
     run_dir = Path(run_dir)
     folders = _versions(run_dir)
     if not folders:
@@ -59,12 +60,10 @@ def load_curves(run_dir: str | Path, tags: tuple[str, ...] = TAGS) -> dict[str, 
         for events in sorted(folder.glob("events.out.tfevents.*")):
             acc = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep every point
             acc.Reload()
-            logged = set(acc.Tags()["scalars"])
-            for tag in sorted(t for t in logged if EMA_TAG.fullmatch(t)):
-                curves.setdefault(tag, {})
-            for tag in set(curves) & logged:
+            for tag in set(curves) & set(acc.Tags()["scalars"]):
                 for event in acc.Scalars(tag):
-                    curves[tag][event.step + 1 - vae_steps] = float(event.value)
+                    if event.step + 1 > vae_steps:
+                        curves[tag][event.step + 1 - vae_steps] = float(event.value)
     return {tag: dict(sorted(points.items())) for tag, points in curves.items()}
 
 

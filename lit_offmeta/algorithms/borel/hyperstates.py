@@ -14,11 +14,6 @@ With ``episode_time`` the hyper-state also holds the step within the episode as 
 episode-boundary information, docs/REFERENCE.md, "Environments"): without it the same ``(s, b)`` is followed by a
 jump back to the start state at some visits and not at others, and a searching agent cannot tell how many steps
 it has left. It is ``0`` at every episode start, so a successor across an episode boundary gets ``0`` too.
-
-With ``reward_memory_input`` the hyper-state also holds ``(found, s')``: whether a step of the trial so far was rewarded
-(``r > 0``, a sparse family's goal), and the successor state of the latest such step (zeros before one). It is
-a function of the same history as the belief, reset with it at the trial's start only, and exact: the GRU belief
-can forget a goal touched for one step (docs/BOREL.md); the memory cannot.
 """
 
 from __future__ import annotations
@@ -49,36 +44,16 @@ def hyper_state(
     logvar: torch.Tensor,
     time: torch.Tensor | None = None,
     belief_input: BeliefInput | None = None,
-    memory: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``s^+ = (s, mu, logvar)`` concatenated along the last axis, then the reward ``memory`` ``[..., 1 + obs_dim]``
-    (:func:`reward_memory`) and ``t / H`` ``[...]`` last, each when given.
+    """``s^+ = (s, mu, logvar)`` concatenated along the last axis, then ``t / H`` ``[...]`` when given.
 
     ``belief_input(mu, logvar)``, when given, replaces ``(mu, logvar)`` by another representation of the same belief
     (e.g. the decoded goal map, :meth:`~lit_offmeta.algorithms.borel.vae.BeliefVAE.goal_probabilities`)."""
     belief = [mu, logvar] if belief_input is None else [belief_input(mu, logvar)]
     parts = [obs.float(), *belief]
-    if memory is not None:
-        parts.append(memory.float())
     if time is not None:
         parts.append(time.float().unsqueeze(-1))
     return torch.cat(parts, dim=-1)
-
-
-def reward_memory(next_obs: torch.Tensor, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """The reward memory before every step of time-major trials: ``[L + 1, B, 1 + obs_dim]``.
-
-    Row ``t`` is ``(1, s'_j)`` for the latest valid step ``j < t`` with ``r_j > 0`` (``s'_j = next_obs[j]``), and
-    zeros when no earlier step was rewarded; row ``L`` follows the trial's last step. ``next_obs [L, B, obs_dim]``,
-    ``rewards [L, B]``, ``valid [L, B]`` (padding steps never count)."""
-    length = next_obs.shape[0]
-    rewarded = (rewards > 0) & valid.bool()
-    steps = torch.arange(length, device=next_obs.device)[:, None].expand_as(rewarded)
-    latest = torch.where(rewarded, steps, -1).cummax(dim=0).values  # [L, B]: latest rewarded step <= t, or -1
-    found = latest >= 0
-    where = torch.gather(next_obs.float(), 0, latest.clamp(min=0)[..., None].expand(-1, -1, next_obs.shape[-1]))
-    after = torch.cat([found[..., None].float(), where * found[..., None]], dim=-1)  # memory after step t
-    return torch.cat([torch.zeros_like(after[:1]), after])
 
 
 @dataclass
@@ -86,7 +61,7 @@ class HyperStateTransitions:
     """Hyper-state transitions of the whole dataset.
 
     Attributes:
-        obs: ``[M, obs_dim + 2 * latent_dim (+ 1 + obs_dim with the reward memory) (+ 1 with the episode time)]``,
+        obs: ``[M, obs_dim + 2 * latent_dim (+ 1 with the episode time)]``,
             ``s^+_t``.
         actions: ``[M, act_dim]`` float or ``[M]`` int64.
         rewards: ``[M]`` float32, the logged (environment) rewards.
@@ -151,7 +126,6 @@ def relabel_states(
     batch_size: int = RELABEL_BATCH,
     episode_time: bool = False,
     belief_input: BeliefInput | None = None,
-    reward_memory_input: bool = False,
 ) -> HyperStateTransitions:
     """Run the frozen ``encoder`` over every trial and build hyper-state transitions.
 
@@ -161,7 +135,6 @@ def relabel_states(
         batch_size: trials encoded at once.
         episode_time: append the step within the episode, ``t / H``, to every hyper-state.
         belief_input: the belief's representation in the hyper-state (see :func:`hyper_state`).
-        reward_memory_input: append the :func:`reward_memory` of the same rewards the encoder reads.
 
     Returns:
         One hyper-state transition per valid step of every trial.
@@ -201,10 +174,8 @@ def relabel_states(
             next_start[e * h : (e + 1) * h] = obs[(e + 1) * h]
         successor = torch.where(tm(cross)[..., None], next_start, next_obs)
         times = [tm(time_t), tm(time_tp1)] if episode_time else [None, None]
-        memory = reward_memory(next_obs, tm("rewards"), tm("valid")) if reward_memory_input else None
-        memories = [memory[:-1], memory[1:]] if memory is not None else [None, None]
-        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0], belief_input, memories[0])  # [L, B, .]
-        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1], belief_input, memories[1])
+        hyper_t = hyper_state(obs, mu[:-1], logvar[:-1], times[0], belief_input)  # [L, B, .]
+        hyper_tp1 = hyper_state(successor, mu[1:], logvar[1:], times[1], belief_input)
         mask = tm(valid)  # [L, B]
         parts["obs"].append(hyper_t[mask])
         parts["next_obs"].append(hyper_tp1[mask])

@@ -7,7 +7,7 @@ tasks with the Bayes-adaptive policy and with the Thompson-sampling comparison, 
 return as JSON, and writes ``borel_grid_visits.png`` (the policy's trials) and ``borel_grid_belief.png`` (the
 decoded belief along a hand-made row-by-row search of the first task's grid, see :func:`search_episode`); for
 sparse PointRobot ``borel_point_paths.png`` (every task's path in each episode of its trial, see
-:func:`plot_point_paths`) and, with the ``goal_arc`` decoder, ``borel_point_arc_belief.png`` (the belief over the
+:func:`plot_point_paths`) and, with the ``task_bins`` decoder, ``borel_point_arc_belief.png`` (the belief over the
 goal arc before and after a first episode that finds its goal and one that misses it, learned and exact, see
 :func:`plot_arc_belief`).
 """
@@ -22,11 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, evaluate_trials, summarise
+from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD
 from lit_offmeta.data.relabel import TrialArrays, trials_from_episodes, trials_to_batch
 from lit_offmeta.figures import plt, save_figure
-from lit_offmeta.rollout import RolloutResult
+from lit_offmeta.rollout import RolloutResult, rollout
 from lit_offmeta.tasks.point_robot import GOAL_RADIUS
+
+
+def trial_summary(result: RolloutResult) -> dict[str, float]:
+    """Mean return and success over tasks of each episode of a trial (``return_ep1``, ``success_ep1``, ...)."""
+    out = {}
+    for e in range(result.returns.shape[1]):
+        out[f"return_ep{e + 1}"] = float(np.mean(result.returns[:, e]))
+        if result.success is not None:
+            out[f"success_ep{e + 1}"] = float(np.mean(result.success[:, e]))
+    return out
 
 
 def visit_counts(result: RolloutResult, grid_size: int = 5) -> np.ndarray:
@@ -161,18 +171,18 @@ def exact_task_posterior(family, tasks: list[dict], batch: dict[str, torch.Tenso
 
 @torch.no_grad()
 def arc_beliefs(model, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """For a ``goal_arc`` model: ``p(goal in bin)`` at the trial's start (the prior) and after ``episode`` (a
-    recorded sparse-PointRobot episode), learned and exact (uniform over the training goals whose rewards agree
+    """For a ``task_bins`` model: ``p(task in bin)`` at the trial's start (the prior) and after ``episode`` (a
+    recorded episode), learned and exact (uniform over the training goals whose rewards agree
     with every step, :func:`exact_task_posterior`), each ``[bins]``."""
     vae, family = model.vae, model.family
-    if vae.decoder_kind != "goal_arc":
-        raise ValueError(f"arc_beliefs needs a model with the 'goal_arc' decoder, got {vae.decoder_kind!r}")
+    if vae.decoder_kind != "task_bins":
+        raise ValueError(f"arc_beliefs needs a model with the 'task_bins' decoder, got {vae.decoder_kind!r}")
     prior = vae.goal_map(vae.encoder.belief(vae.encoder.initial_state(1, model.device))[0])[0]
     learned = vae.goal_map(belief_after(vae.encoder, family, [episode]).to(model.device))[0]
     train = list(family.split().train)
     batch = episodes_batch(family, [episode])
     posterior = exact_task_posterior(family, [family.default_tasks()[i] for i in train], batch)[-1, 0]
-    exact = np.bincount(vae.goal_class[torch.as_tensor(train)].cpu().numpy(), posterior, vae.cfg.goal_bins)
+    exact = np.bincount(vae.goal_class[torch.as_tensor(train)].cpu().numpy(), posterior, vae.cfg.task_bins)
     return {"prior": prior.cpu().numpy(), "learned": learned.cpu().numpy(), "exact": exact}
 
 
@@ -198,14 +208,15 @@ def plot_arc_belief(model, episodes: Sequence[dict[str, np.ndarray]], goals: Seq
         top.set_aspect("equal")
         beliefs = arc_beliefs(model, episode)
         bins = len(beliefs["prior"])
-        centres = (np.arange(bins) + 0.5) * 180 / bins
-        width = 180 / bins
+        low, high = np.degrees(model.vae.bin_range)
+        width = (high - low) / bins
+        centres = low + (np.arange(bins) + 0.5) * width
         bottom.bar(centres - width / 4, beliefs["learned"], width / 2, color="tab:blue", label="learned, after ep. 1")
         bottom.bar(centres + width / 4, beliefs["exact"], width / 2, color="tab:orange", label="exact, after ep. 1")
-        bottom.step(np.append(centres - width / 2, 180), np.append(beliefs["prior"], beliefs["prior"][-1]),
+        bottom.step(np.append(centres - width / 2, high), np.append(beliefs["prior"], beliefs["prior"][-1]),
                     where="post", color="black", lw=1, label="learned prior")
         bottom.axvline(np.degrees(np.arctan2(goal[1], goal[0])), color="tab:red", ls="--", lw=1, label="true goal")
-        bottom.set_xlim(0, 180)
+        bottom.set_xlim(low, high)
         bottom.set_xlabel("goal angle (degrees)")
         bottom.set_ylabel("p(goal in bin)")
         bottom.legend(fontsize=7)
@@ -258,9 +269,10 @@ def main(argv: list[str] | None = None) -> None:
         index = [int(i) for i in args.tasks.split(",")]
     tasks = [all_tasks[i] for i in index]
     args.episodes = args.episodes or getattr(family, "episodes_per_trial", 2)
-    bayes = evaluate_trials(model.adapt(), family, tasks, args.episodes, seed=args.seed, record=True)
-    thompson = evaluate_trials(model.thompson_policy(args.seed), family, tasks, args.episodes, seed=args.seed)
-    report = {"tasks": index, "bayes_adaptive": summarise(bayes), "thompson": summarise(thompson)}
+    model.eval()
+    bayes = rollout(model.belief_policy(), family, tasks, episodes=args.episodes, seed=args.seed, record=True)
+    thompson = rollout(model.thompson_policy(args.seed), family, tasks, episodes=args.episodes, seed=args.seed)
+    report = {"tasks": index, "bayes_adaptive": trial_summary(bayes), "thompson": trial_summary(thompson)}
     if family.name == "grid_navi":
         report["bayes_adaptive_distinct_cells_per_episode"] = distinct_cells(bayes)
     print(json.dumps(report, indent=1))
@@ -272,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     elif family.name == "point_robot_sparse":
         goals = [t["goal"] for t in tasks]
         print(plot_point_paths(bayes, goals, GOAL_RADIUS, Path(args.out) / "borel_point_paths.png"))
-        if model.vae.decoder_kind == "goal_arc":  # the first trial whose episode 1 finds its goal, and one that misses
+        if model.vae.decoder_kind == "task_bins":  # the first trial whose episode 1 finds its goal, and one that misses
             found = bayes.success[:, 0].astype(bool)
             picks = [int(np.flatnonzero(found == f)[0]) for f in (True, False) if (found == f).any()]
             print(plot_arc_belief(model, [bayes.episodes[i][0] for i in picks], [goals[i] for i in picks],

@@ -10,7 +10,7 @@ per episode it samples a task latent from the current belief and acts as if that
 belief, ``(s, z, logvar_confident)``, where ``logvar_confident`` is the mean log-variance the encoder reaches at
 the end of training trials (a belief that has identified its task). It still updates the belief every step,
 so the next episode's sample uses all evidence so far. An agent that reads a decoded goal map instead of
-``(mu, logvar)`` (GridNavi's ``rl_belief_input: decoded``) gets the map's own posterior sample: one goal cell drawn
+``(mu, logvar)`` (GridNavi's ``belief_input: decoded``) gets the map's own posterior sample: one goal cell drawn
 from the map, shown as the confident map that puts all mass on it. (With ``kl_weight`` 0 the latent's variance
 collapses, so a latent sample would just be the mean; the uncertainty lives in the decoded map.)
 """
@@ -40,12 +40,6 @@ class BeliefPolicy:
             the count restarts at every ``dones``.
         belief_input: the belief's representation in the hyper-state, as in ``relabel_states`` (``None``:
             ``(mu, logvar)``).
-        reward_memory: the agent also sees the trial's reward memory ``(found, s')`` (``relabel_states``'s
-            ``reward_memory_input``), updated in :meth:`observe` and cleared only by :meth:`reset`.
-        action_samples: a continuous agent picks, of its mean action and this many draws from its policy, the one
-            its critics value most (:meth:`~lit_offmeta.algorithms.borel.sac.HyperStateSAC.act`); the draws come
-            from a generator seeded with ``seed`` at every :meth:`reset`, so a trial's evaluation repeats exactly.
-        seed: see ``action_samples``.
     """
 
     def __init__(
@@ -56,24 +50,15 @@ class BeliefPolicy:
         deterministic: bool = True,
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
-        reward_memory: bool = False,
-        action_samples: int = 0,
-        seed: int = 0,
     ):
         if horizon is not None and horizon < 1:
             raise ValueError(f"BeliefPolicy: horizon must be >= 1 or None, got {horizon}")
-        if action_samples < 0 or (action_samples and discrete_actions):
-            raise ValueError(f"BeliefPolicy: action_samples must be >= 0, and 0 for discrete actions (a DQN acts by "
-                             f"the argmax of its Q-values already), got {action_samples}")
-        self.action_samples, self.seed = action_samples, seed
-        self.action_generator = torch.Generator()
         self.encoder = encoder.eval()
         self.agent = agent.eval()
         self.discrete_actions = discrete_actions
         self.deterministic = deterministic
         self.horizon = horizon
         self.belief_input = belief_input
-        self.reward_memory = reward_memory
         # The belief lives where the encoder does (a GPU after training there); environments speak numpy.
         self.device = next(encoder.parameters()).device
         self.h: torch.Tensor | None = None
@@ -87,15 +72,6 @@ class BeliefPolicy:
         self.h = self.encoder.initial_state(num_envs, self.device)
         self.mu, self.logvar = self.encoder.belief(self.h)
         self.t = torch.zeros(num_envs, device=self.device)
-        self.memory = None  # the reward memory, sized at the first observation
-        self.action_generator.manual_seed(self.seed)
-
-    def _memory(self, obs: torch.Tensor) -> torch.Tensor | None:
-        if not self.reward_memory:
-            return None
-        if self.memory is None:
-            self.memory = obs.new_zeros(obs.shape[0], 1 + obs.shape[-1])
-        return self.memory
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu, self.logvar
@@ -106,14 +82,8 @@ class BeliefPolicy:
             raise RuntimeError(f"{type(self).__name__}.act called before reset(num_envs)")
         mu, logvar = self._latent()
         time = self.t / self.horizon if self.horizon else None
-        obs_t = self._tensor(obs, torch.float32)
-        hyper = hyper_state(obs_t, mu, logvar, time, self.belief_input, self._memory(obs_t))
-        if self.action_samples:
-            actions = self.agent.act(hyper, deterministic=self.deterministic, samples=self.action_samples,
-                                     generator=self.action_generator)
-        else:
-            actions = self.agent.act(hyper, deterministic=self.deterministic)
-        actions = actions.cpu().numpy()
+        hyper = hyper_state(self._tensor(obs, torch.float32), mu, logvar, time, self.belief_input)
+        actions = self.agent.act(hyper, deterministic=self.deterministic).cpu().numpy()
         return actions.astype(np.int64) if self.discrete_actions else actions.astype(np.float32)
 
     @torch.no_grad()
@@ -135,11 +105,6 @@ class BeliefPolicy:
             self.h, a, self._tensor(next_obs, torch.float32), self._tensor(rewards, torch.float32)
         )
         self.mu, self.logvar = self.encoder.belief(self.h)
-        if self.reward_memory:  # the same rule as hyperstates.reward_memory: the latest rewarded successor state
-            next_t = self._tensor(next_obs, torch.float32)
-            memory = self._memory(next_t)
-            found = self._tensor(rewards, torch.float32)[:, None] > 0
-            self.memory = torch.where(found, torch.cat([torch.ones_like(memory[:, :1]), next_t], dim=-1), memory)
         self.t = torch.where(self._tensor(dones, torch.bool), 0.0, self.t + 1)
 
 
@@ -151,8 +116,7 @@ class ThompsonPolicy(BeliefPolicy):
     """Posterior sampling: one belief sample per episode, acted on as if it were a confident belief.
 
     Args:
-        encoder, agent, discrete_actions, deterministic, horizon, belief_input, reward_memory: as
-            :class:`BeliefPolicy`.
+        encoder, agent, discrete_actions, deterministic, horizon, belief_input: as :class:`BeliefPolicy`.
         logvar_confident: ``[latent_dim]`` log-variance fed with the sample.
         seed: seed of the latent samples.
         goal_map: ``mu [N, latent] -> [N, cells]``, the decoded goal map the agent reads (it replaces
@@ -171,11 +135,10 @@ class ThompsonPolicy(BeliefPolicy):
         horizon: int | None = None,
         belief_input: BeliefInput | None = None,
         goal_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        reward_memory: bool = False,
     ):
         if goal_map is not None:
             belief_input = _sampled_map  # the sampled one-hot map IS the agent's belief input
-        super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input, reward_memory)
+        super().__init__(encoder, agent, discrete_actions, deterministic, horizon, belief_input)
         self.goal_map = goal_map
         self.logvar_confident = logvar_confident.detach().float().to(self.device)
         self.generator = torch.Generator().manual_seed(seed)  # a CPU stream: the same samples on any device

@@ -1,8 +1,10 @@
 """SAC on hyper-states (BOReL step 4, continuous actions): twin critics, soft targets, optional CQL penalty.
 
-Actions live in ``[-1, 1]^act_dim`` (a tanh-squashed Gaussian), which is the action space of every continuous
-family here. Reference defaults (docs/REFERENCE.md, "RL on hyper-states"): PointRobot sparse ``[128, 128]``,
-fixed alpha 0.01, gamma 0.9; Cheetah-Vel ``[256, 256]``, alpha 0.2, gamma 0.99; Adam 3e-4.
+The project's one SAC (:mod:`lit_offmeta.algorithms.sac`: its losses, squashed-Gaussian actor and twin critic) on
+the box ``[-1, 1]^act_dim``, the action space of every continuous family here; this module adds the fixed
+temperature, the CQL penalty and the update order. Reference defaults (docs/REFERENCE.md, "RL on hyper-states"):
+PointRobot sparse ``[128, 128]``, fixed alpha 0.01, gamma 0.9; Cheetah-Vel ``[256, 256]``, alpha 0.2, gamma 0.99; Adam
+3e-4.
 """
 
 from __future__ import annotations
@@ -13,17 +15,12 @@ from types import SimpleNamespace
 
 import torch
 from lightning.pytorch import LightningModule
-from torch import nn
-from torch.nn import functional as F
 
 from lit_offmeta.algorithms.guards import TrainingGuards
+from lit_offmeta.algorithms.sac import SquashedGaussianActor, TwinCritic, soft_td_target
 from lit_offmeta.algorithms.sac import actor_loss as sac_actor_loss
 from lit_offmeta.algorithms.sac import critic_loss as twin_critic_loss
-from lit_offmeta.algorithms.sac import soft_td_target
-from lit_offmeta.nn.mlp import mlp
 from lit_offmeta.nn.polyak import polyak_update
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 # --- pure losses -------------------------------------------------------------------------------------------------
@@ -39,25 +36,6 @@ def cql_uniform_penalty(q_random: torch.Tensor, q_data: torch.Tensor, action_dim
     k = q_random.shape[0]
     log_density = -action_dim * math.log(2.0)
     return (torch.logsumexp(q_random - log_density, dim=0) - math.log(k) - q_data).mean()
-
-
-class TanhGaussianActor(nn.Module):
-    """``a = tanh(u)``, ``u ~ N(mean(s), std(s))``, with the tanh change of variables in the log-density."""
-
-    def __init__(self, input_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.net = mlp(input_dim, hidden, 2 * action_dim)
-
-    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Actions ``[B, d]`` and their log-probabilities ``[B]``."""
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-        action = torch.tanh(u)
-        gauss = torch.distributions.Normal(mean, log_std.exp(), validate_args=False).log_prob(u).sum(-1)
-        # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
-        log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return action, gauss - log_det
 
 
 class HyperStateSAC(TrainingGuards, LightningModule):
@@ -110,25 +88,22 @@ class HyperStateSAC(TrainingGuards, LightningModule):
             cql_samples=cql_samples,
         )
         self.automatic_optimization = False
-        self.actor = TanhGaussianActor(input_dim, action_dim, hidden)
-        self.critics = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])
-        self.critics_target = nn.ModuleList([mlp(input_dim + action_dim, hidden, 1) for _ in range(2)])
+        box = torch.ones(action_dim)
+        self.actor = SquashedGaussianActor(input_dim, action_dim, hidden, -box, box)
+        self.critics = TwinCritic(input_dim, action_dim, hidden)
+        self.critics_target = TwinCritic(input_dim, action_dim, hidden)
         self.critics_target.load_state_dict(self.critics.state_dict())
         self.critics_target.requires_grad_(False)
-
-    @staticmethod
-    def _q(net: nn.Module, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return net(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
     def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.cfg
         obs, actions = batch["obs"], batch["actions"]
         with torch.no_grad():
-            next_a, next_log_pi = self.actor(batch["next_obs"])
-            q1_t, q2_t = (self._q(net, batch["next_obs"], next_a) for net in self.critics_target)
-            # the project's one SAC target; terminals are true ends only (a goal reached is not one)
+            next_a, next_log_pi = self.actor.sample(batch["next_obs"])
+            q1_t, q2_t = self.critics_target(batch["next_obs"], next_a)
+            # terminals are true ends only (a goal reached is not one)
             target = soft_td_target(batch["rewards"], batch["terminals"], q1_t, q2_t, next_log_pi, hp.alpha, hp.gamma)
-        q_data = [self._q(net, obs, actions) for net in self.critics]
+        q_data = self.critics(obs, actions)
         loss = twin_critic_loss(*q_data, target)
         metrics = {"loss_critic": loss.detach(), "q_mean": q_data[0].mean().detach()}
         if hp.cql_alpha > 0:
@@ -136,16 +111,16 @@ class HyperStateSAC(TrainingGuards, LightningModule):
             rand = torch.rand(k, b, hp.action_dim, device=obs.device) * 2 - 1
             obs_k = obs.unsqueeze(0).expand(k, -1, -1)
             penalty = sum(
-                cql_uniform_penalty(self._q(net, obs_k, rand), q, hp.action_dim)
-                for net, q in zip(self.critics, q_data)
+                cql_uniform_penalty(q_random, q, hp.action_dim)
+                for q_random, q in zip(self.critics(obs_k, rand), q_data)
             )
             loss = loss + hp.cql_alpha * penalty
             metrics["cql_penalty"] = penalty.detach()
         return loss, metrics
 
     def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        action, log_pi = self.actor(batch["obs"])
-        q1, q2 = (self._q(net, batch["obs"], action) for net in self.critics)
+        action, log_pi = self.actor.sample(batch["obs"])
+        q1, q2 = self.critics(batch["obs"], action)
         loss = sac_actor_loss(log_pi, q1, q2, self.cfg.alpha)
         return loss, {"loss_actor": loss.detach(), "entropy": -log_pi.mean().detach()}
 
@@ -171,33 +146,10 @@ class HyperStateSAC(TrainingGuards, LightningModule):
         return {**metrics, **metrics_a}
 
     @torch.no_grad()
-    def act(self, hyper_obs: torch.Tensor, deterministic: bool = True, samples: int = 0,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions ``[N, d]`` in ``[-1, 1]`` (the tanh of the mean when deterministic).
-
-        ``samples > 0`` (deterministic only): of the actor's mean action and ``samples`` draws from its Gaussian
-        (:meth:`scored_actions`), the one the critics value most. Where the Q-function has several good actions
-        (search left or right along a goal arc), the Gaussian's mean can fall between them onto one the critics rank
-        lowest (docs/BOREL.md)."""
-        if samples < 0:
-            raise ValueError(f"HyperStateSAC.act: samples must be >= 0, got {samples}")
-        if samples == 0 or not deterministic:
-            return self.actor(hyper_obs, deterministic=deterministic)[0]
-        candidates, q = self.scored_actions(hyper_obs, samples, generator)
-        return candidates[torch.arange(len(candidates), device=q.device), q.argmax(dim=1)]
-
-    @torch.no_grad()
-    def scored_actions(self, hyper_obs: torch.Tensor, samples: int,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate actions ``[N, 1 + samples, d]``, the actor's mean action first and then ``samples`` draws from
-        its Gaussian (``generator``'s stream, drawn on the CPU), and their value ``[N, 1 + samples]`` under the
-        critics (the smaller of the two Q-values)."""
-        mean, log_std = self.actor.net(hyper_obs).chunk(2, dim=-1)
-        std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-        noise = torch.randn(mean.shape[0], samples, mean.shape[1], generator=generator).to(mean.device)
-        candidates = torch.tanh(torch.cat([mean[:, None], mean[:, None] + std[:, None] * noise], dim=1))
-        states = hyper_obs[:, None].expand(-1, samples + 1, -1)
-        return candidates, torch.minimum(*(self._q(net, states, candidates) for net in self.critics))
+    def act(self, hyper_obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions ``[N, d]`` in ``[-1, 1]``: the squashed mean when ``deterministic`` (the evaluation protocol), else
+        a draw from the policy."""
+        return self.actor.deterministic(hyper_obs) if deterministic else self.actor.sample(hyper_obs)[0]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         metrics = self.update(batch, self.optimizers(), self.manual_backward)

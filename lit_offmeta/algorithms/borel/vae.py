@@ -29,21 +29,41 @@ from lit_offmeta.nn.belief import BeliefEncoder, CellRewardDecoder, MLPRewardDec
 from lit_offmeta.tasks import get_family
 from lit_offmeta.tasks.base import TaskFamily
 
-DecoderKind = Literal["auto", "cells", "next_obs", "transition", "goal_arc"]
+DecoderKind = Literal["auto", "cells", "next_obs", "transition", "task_bins"]
 
 
-def goal_arc_bin(points: np.ndarray | torch.Tensor, bins: int) -> np.ndarray:
-    """Index of the bin of the upper semicircle ``[0, pi]`` (``bins`` equal bins of angle) of each point ``[N, 2]``.
+def task_parameters(tasks: list[dict]) -> np.ndarray:
+    """The one number each task is known by, ``[T]`` float64: a task's single scalar (Cheetah-Vel's velocity, Ant-Dir's
+    angle, Cheetah-Dir's direction), or the angle ``atan2(y, x)`` of its single 2-D goal (PointRobot and Ant's goals
+    on a semicircle). The ``"task_bins"`` decoder's targets are bins of it.
 
-    The one binning of the ``"goal_arc"`` decoder: the VAE's targets (the goals' classes) and every reading of a
-    decoded belief at arc points go through it, so the two never disagree on a label, whatever float rounding
-    puts a point on either side of a bin edge. The angle is taken in float64 of ``(x, |y|)``: a float32
-    ``sin(pi)`` is slightly negative and would otherwise put 180 degrees at -180. Angles past the ends (points
-    below the x-axis) fall in the end bins.
+    Raises:
+        ValueError: a task with several fields or a field that is neither a number nor a 2-D point (Walker-Params'
+            body parameters, Meta-World's placements), or two distinct tasks with the same parameter (a grid's
+            cells on one ray): bins of this number could not tell them apart.
     """
-    xy = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
-    angles = np.arctan2(np.abs(xy[..., 1]), xy[..., 0])
-    return np.clip(np.floor(angles / np.pi * bins), 0, bins - 1).astype(np.int64)
+    values = []
+    for task in tasks:
+        fields = [np.asarray(v, dtype=np.float64) for v in task.values()] if isinstance(task, dict) else []
+        if len(fields) != 1 or fields[0].shape not in ((), (2,)):
+            raise ValueError(f"task_bins: a task must be one number or one 2-D goal, got {task!r}; use another "
+                             "decoder for this family")
+        value = fields[0]
+        values.append(float(value) if value.shape == () else float(np.arctan2(value[1], value[0])))
+    values = np.asarray(values, dtype=np.float64)
+    distinct_tasks = len({tuple(np.ravel(np.asarray(list(t.values())[0], np.float64))) for t in tasks})
+    if len(np.unique(values)) < distinct_tasks:
+        raise ValueError("task_bins: two different tasks share one parameter value (e.g. grid cells on one ray from "
+                         "the origin), so bins of it cannot tell them apart; use decoder='cells' for a grid")
+    return values
+
+
+def task_bin(values: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
+    """The bin ``[N]`` of each value among ``bins`` equal bins of ``[low, high]`` (in float64; values past the ends fall
+    in the end bins). The one binning of the ``"task_bins"`` decoder: its targets and every reading of a decoded
+    belief go through it, so the two never disagree on a label."""
+    scaled = (np.asarray(values, dtype=np.float64) - low) / max(high - low, np.finfo(np.float64).tiny) * bins
+    return np.clip(np.floor(scaled), 0, bins - 1).astype(np.int64)
 
 
 # --- pure losses ---------------------------------------------------------------------------------------------
@@ -116,9 +136,10 @@ class BeliefVAE(TrainingGuards, LightningModule):
         family: task family name; sets input sizes, and ``decoder="auto"``.
         decoder: ``"cells"`` (Bernoulli multi-head over grid cells, latent only; GridNavi),
             ``"next_obs"`` (MSE on ``(z, s_{t+1})``; PointRobot), ``"transition"`` (MSE on
-            ``(z, s_{t+1}, s_t, a_t)``; MuJoCo), ``"goal_arc"`` (PointRobot: one categorical over ``goal_bins``
-            equal bins of the goal's angle on the upper semicircle, latent only; each belief decodes the bin of the
-            trial's goal, ``-log p(goal bin | z_t)``, the continuous-goal analogue of ``cell_targets="goal"``) or
+            ``(z, s_{t+1}, s_t, a_t)``; MuJoCo), ``"task_bins"`` (one categorical over ``task_bins`` equal bins of
+            the task's parameter, :func:`task_parameters`: PointRobot's goal angle, Cheetah-Vel's velocity, Ant-Dir's
+            direction; latent only; each belief decodes the bin of the trial's task, ``-log p(bin | z_t)``: VariBAD's
+            task decoder with the task discretised, the continuous analogue of ``cell_targets="goal"``) or
             ``"auto"`` (by family).
         state_embed_dim, action_embed_dim, reward_embed_dim: encoder embeddings (0 drops an input).
         hidden_dim: GRU size.
@@ -139,7 +160,8 @@ class BeliefVAE(TrainingGuards, LightningModule):
             the softmax, a map that sums to 1.
         state_one_hot: grid families: the encoder embeds the one-hot of the cell entered, not its coordinates
             (``BeliefEncoder(grid_size=...)``).
-        goal_bins: ``"goal_arc"`` decoder: number of bins of the semicircle (20: 9 degrees, under the goal radius).
+        task_bins: ``"task_bins"`` decoder: number of bins (20 over PointRobot's arc: 9 degrees, under the goal
+            radius).
         aggregator: the encoder's summary of the history, ``"gru"`` (reference), ``"max"`` (running max of
             per-transition features) or ``"sum"`` (running sum of per-transition evidence), see
             :class:`~lit_offmeta.nn.belief.BeliefEncoder`.
@@ -167,7 +189,7 @@ class BeliefVAE(TrainingGuards, LightningModule):
         cell_targets: Literal["visited", "all", "both", "goal"] = "visited",
         state_one_hot: bool = False,
         aggregator: Literal["gru", "max", "sum"] = "gru",
-        goal_bins: int = 20,
+        task_bins: int = 20,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -187,21 +209,18 @@ class BeliefVAE(TrainingGuards, LightningModule):
             cell_targets=cell_targets,
             state_one_hot=state_one_hot,
             aggregator=aggregator,
-            goal_bins=goal_bins,
+            task_bins=task_bins,
         )
         fam: TaskFamily = get_family(family)
         self.family = fam
         if decoder == "auto":
             decoder = "cells" if fam.name == "grid_navi" else "next_obs" if "point_robot" in fam.name else "transition"
-        if decoder not in ("cells", "next_obs", "transition", "goal_arc"):
+        if decoder not in ("cells", "next_obs", "transition", "task_bins"):
             raise ValueError(
-                f"BeliefVAE: decoder must be 'auto', 'cells', 'next_obs', 'transition' or 'goal_arc', got {decoder!r}"
+                f"BeliefVAE: decoder must be 'auto', 'cells', 'next_obs', 'transition' or 'task_bins', got {decoder!r}"
             )
-        if decoder == "goal_arc" and "point_robot" not in fam.name:
-            raise ValueError(f"BeliefVAE: decoder='goal_arc' needs a point_robot family (goals on the upper "
-                             f"semicircle), got {fam.name!r}")
-        if decoder == "goal_arc" and goal_bins < 2:
-            raise ValueError(f"BeliefVAE: goal_bins must be >= 2, got {goal_bins}")
+        if decoder == "task_bins" and task_bins < 2:
+            raise ValueError(f"BeliefVAE: task_bins must be >= 2, got {task_bins}")
         if decoder == "cells" and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: decoder='cells' needs a grid family (grid_navi), got {fam.name!r}")
         if cell_targets not in ("visited", "all", "both", "goal"):
@@ -241,10 +260,12 @@ class BeliefVAE(TrainingGuards, LightningModule):
                 raise ValueError("BeliefVAE: cell_targets='goal' needs every task to pay in exactly one cell")
             # [tasks]: the class each task's goal decodes to (cell_targets="goal")
             self.register_buffer("goal_class", self.cell_goal.argmax(-1), persistent=False)
-        elif decoder == "goal_arc":
-            self.decoder = CellRewardDecoder(latent_dim, goal_bins, decoder_hidden)  # one logit per bin
-            goals = np.array([task["goal"] for task in fam.default_tasks()], dtype=np.float64)
-            self.register_buffer("goal_class", torch.as_tensor(goal_arc_bin(goals, goal_bins)), persistent=False)
+        elif decoder == "task_bins":
+            self.decoder = CellRewardDecoder(latent_dim, task_bins, decoder_hidden)  # one logit per bin
+            values = task_parameters(fam.default_tasks())
+            self.bin_range = (float(values.min()), float(values.max()))
+            classes = task_bin(values, *self.bin_range, task_bins)
+            self.register_buffer("goal_class", torch.as_tensor(classes), persistent=False)
         else:
             act_in = 0 if fam.discrete_actions else self.action_dim
             in_dim = self.obs_dim if decoder == "next_obs" else 2 * self.obs_dim + act_in
@@ -281,7 +302,7 @@ class BeliefVAE(TrainingGuards, LightningModule):
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
         kl = kl_to_previous(mu, logvar)
-        if self.cfg.cell_targets == "goal" or self.decoder_kind == "goal_arc":
+        if self.cfg.cell_targets == "goal" or self.decoder_kind == "task_bins":
             nll = self.goal_nll(z, batch["task_index"])[:, None]  # [L + 1, 1, B]: one target per belief
             return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
         if self.cfg.cell_targets == "visited":
@@ -301,26 +322,26 @@ class BeliefVAE(TrainingGuards, LightningModule):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").permute(0, 2, 1)
 
     def goal_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        """``cell_targets="goal"`` or ``decoder="goal_arc"``: ``-log softmax(logits(z_t))[goal class of the task]``
-        (its cell, or its bin of the arc) -> ``[L+1, B]``."""
+        """``cell_targets="goal"`` or ``decoder="task_bins"``: ``-log softmax(logits(z_t))[class of the task]`` (its
+        goal cell, or the bin of its parameter) -> ``[L+1, B]``."""
         logits = self.decoder(z)  # [L + 1, B, C]
         goal = self.goal_class[task_index.long()]  # [B]
         return -torch.log_softmax(logits, -1).gather(-1, goal[None, :, None].expand(len(z), -1, 1))[..., 0]
 
     @property
     def goal_classes(self) -> int:
-        """Size of :meth:`goal_map`: the grid's cells or the arc's bins."""
+        """Size of :meth:`goal_map`: the grid's cells or the task parameter's bins."""
         if self.decoder_kind == "cells":
             return self.grid_size**2
-        if self.decoder_kind == "goal_arc":
-            return self.cfg.goal_bins
-        raise ValueError(f"goal_classes needs decoder='cells' or 'goal_arc', got {self.decoder_kind!r}")
+        if self.decoder_kind == "task_bins":
+            return self.cfg.task_bins
+        raise ValueError(f"goal_classes needs decoder='cells' or 'task_bins', got {self.decoder_kind!r}")
 
     @torch.no_grad()
     def goal_map(self, mu: torch.Tensor) -> torch.Tensor:
-        """The decoded belief over goals at the belief mean, flat, ``[..., goal_classes]``: :meth:`goal_probabilities`
-        per cell (``"cells"``), or ``p(goal in bin k)`` per bin of the arc (``"goal_arc"``, sums to 1)."""
-        if self.decoder_kind == "goal_arc":
+        """The decoded belief over tasks at the belief mean, flat, ``[..., goal_classes]``: :meth:`goal_probabilities`
+        per cell (``"cells"``), or ``p(task in bin k)`` per bin (``"task_bins"``, sums to 1)."""
+        if self.decoder_kind == "task_bins":
             return torch.softmax(self.decoder(mu), -1)
         return self.goal_probabilities(mu).flatten(-2)
 
