@@ -13,11 +13,16 @@ A suite (YAML) names:
   tasks are also evaluated: the learning curve);
 * ``evaluation``: ``episodes`` per held-out task, ``batch_size`` of the adaptation data, ``steps`` (null: each
   method's own test-time default) and ``adaptation_steps`` (the adaptation curve: held-out return after each
-  number of test-time steps).
+  number of test-time steps); optionally ``step_size_grid`` (test-time step sizes to validate, below) and
+  ``validation_tasks`` (how many training tasks validate them, default 5).
 
 Every cell (method, family, setting, seed) trains the method from its config for ``meta_updates`` batches on the
 family's data and evaluates it with the project's :class:`~lit_offmeta.callbacks.AdaptationEvaluator`; its result
-is one JSON file under ``OUT/cells/``, written atomically, so a rerun skips finished cells (a killed run resumes).
+is one JSON file under ``OUT/cells/``. With ``step_size_grid``, a method that names its test-time step sizes
+(``TEST_TIME_STEP_SIZES``: MACAW's Adam steps after the learned one, multi-task AWR's fine-tuning rates) first adapts
+to ``validation_tasks`` TRAINING tasks with each size for the curve's largest number of steps, and keeps the size of
+the best return there (:func:`select_step_size`): a step size validated on the training tasks, never on the held-out
+ones. The JSON, written atomically, so a rerun skips finished cells (a killed run resumes).
 Cells run in ``--workers`` processes (one torch thread each), or as a job array on a cluster through submitit
 (``--submitit LOG_DIR [--submitit_set slurm_partition=cpu]``; ``pip install 'lit-offmeta[cluster]'``).
 ``OUT/report.md`` then tables held-out return and normalised score (0: a uniformly random policy, 1: the best
@@ -51,7 +56,7 @@ from lit_offmeta.figures import plt, save_figure
 
 SUITE_KEYS = {"name", "description", "methods", "families", "settings", "seeds", "meta_updates", "curve_at",
               "evaluation"}
-EVALUATION_KEYS = {"episodes", "batch_size", "steps", "adaptation_steps"}
+EVALUATION_KEYS = {"episodes", "batch_size", "steps", "adaptation_steps", "step_size_grid", "validation_tasks"}
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,36 @@ def evaluate(model: Any, datamodule: Any, evaluation: dict[str, Any], curve: boo
     return out
 
 
+def select_step_size(model: Any, datamodule: Any, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """Set ``model``'s test-time step sizes (the hyperparameters named in ``TEST_TIME_STEP_SIZES``) to the value of
+    ``evaluation["step_size_grid"]`` whose adaptation, for the largest number of ``adaptation_steps``, returns most on
+    the first ``validation_tasks`` training tasks. ``None`` (nothing changed) without a grid or for a method with no
+    test-time step sizes (a context-based method); else the grid, each size's validation return and the choice."""
+    grid = [float(v) for v in evaluation.get("step_size_grid") or []]
+    names = getattr(model, "TEST_TIME_STEP_SIZES", ())
+    if not grid or not names:
+        return None
+    steps = max(int(k) for k in evaluation.get("adaptation_steps") or [1])
+    tasks = list(datamodule.train_task_ids)[: int(evaluation.get("validation_tasks", 5))]
+    evaluator = AdaptationEvaluator(batch_size=int(evaluation.get("batch_size", 256)), steps=steps,
+                                    episodes=int(evaluation.get("episodes", 3)), seed=0, random_episodes=1,
+                                    curve_steps=[], plot=False, report=False)
+    was_training = model.training
+    model.eval()
+    returns = {}
+    for size in grid:
+        for name in names:
+            model.hparams[name] = size
+        rows = evaluator.evaluate_tasks(model, datamodule, tasks, with_curve=False)
+        returns[size] = float(np.mean([rows[t]["return"] for t in tasks]))
+    model.train(was_training)
+    chosen = max(grid, key=lambda size: returns[size])  # the first of equals: the grid's order breaks ties
+    for name in names:
+        model.hparams[name] = chosen
+    return {"names": list(names), "grid": grid, "steps": steps, "tasks": tasks,
+            "validation_return": {str(k): v for k, v in returns.items()}, "chosen": chosen}
+
+
 def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
     """Train and evaluate one cell; the result dict that :func:`write_result` stores."""
     torch.set_num_threads(1)
@@ -200,10 +235,12 @@ def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     train_seconds = time.perf_counter() - started - eval_seconds[0]
+    step_size = select_step_size(model, datamodule, suite.evaluation)
     final = evaluate(model, datamodule, suite.evaluation, curve=True)
     learning[str(suite.meta_updates)] = {k: final[k] for k in ("return", "score")}
     return {"method": cell.method, "family": cell.family, "setting": cell.setting, "seed": cell.seed,
-            "meta_updates": suite.meta_updates, "train_seconds": train_seconds, **final, "learning": learning}
+            "meta_updates": suite.meta_updates, "train_seconds": train_seconds, **final, "learning": learning,
+            **({"step_size": step_size} if step_size else {})}
 
 
 def write_result(out: Path, cell: Cell, result: dict[str, Any]) -> Path:

@@ -127,3 +127,19 @@ def test_cells_go_through_submitit_in_its_local_mode(tmp_path, data_dir):
     a, b = (json.loads((tmp_path / run / cell).read_text()) for run in ("local", "cluster"))
     assert a["per_task_return"] == b["per_task_return"]
     assert any((tmp_path / "logs").iterdir())  # submitit's job logs
+
+
+def test_step_sizes_are_validated_on_training_tasks_only(tmp_path, data_dir):
+    """``step_size_grid``: MACAW's test-time Adam steps take the size whose adaptation returns most on the TRAINING
+    tasks (here 0 and 1; the held-out task 2 is never used to choose); meta-BC has no such steps and is left alone."""
+    suite = load_suite(_suite_file(tmp_path, data_dir, seeds=[0], evaluation={
+        "episodes": 1, "batch_size": 32, "adaptation_steps": [0, 1, 3], "step_size_grid": [1e-5, 1e-2],
+        "validation_tasks": 5}))
+    macaw = benchmark.run_cell(suite, Cell("MACAW", "point_robot", "two_train_goals", 0))
+    chosen = macaw["step_size"]
+    assert chosen["names"] == ["extra_step_lr"] and chosen["tasks"] == [0, 1] and chosen["steps"] == 3
+    assert set(chosen["validation_return"]) == {"1e-05", "0.01"}
+    best = max(chosen["grid"], key=lambda size: chosen["validation_return"][str(size)])
+    assert chosen["chosen"] == best
+    meta_bc = benchmark.run_cell(suite, Cell("Meta-BC", "point_robot", "two_train_goals", 0))
+    assert "step_size" not in meta_bc

@@ -81,6 +81,10 @@ class MACAW(GradientMetaModule):
         policy = model.adapt(context)  # plain nn.Sequential: obs [N, 20] -> mean action [N, 6]
     """
 
+    TEST_TIME_STEP_SIZES = ("extra_step_lr",)
+    """The hyperparameters that set the size of its test-time steps (``lit-offmeta benchmark``'s
+    ``step_size_grid`` validates them on training tasks)."""
+
     def __init__(
         self,
         obs_dim: int,

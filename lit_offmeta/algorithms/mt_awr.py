@@ -64,6 +64,10 @@ class MultiTaskAWR(GradientMetaModule):
         policy = model.adapt(context)  # 20 Adam steps; nn.Sequential: obs [N, 2] -> mean action [N, 2]
     """
 
+    TEST_TIME_STEP_SIZES = ("finetune_lr_value", "finetune_lr_policy")
+    """The hyperparameters that set the size of its test-time steps (``lit-offmeta benchmark``'s
+    ``step_size_grid`` validates them on training tasks)."""
+
     def __init__(
         self,
         obs_dim: int,

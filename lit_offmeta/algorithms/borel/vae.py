@@ -16,6 +16,7 @@ docs/REFERENCE.md, "VAE"). No state decoder: the families here differ in rewards
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Literal
 
@@ -49,7 +50,9 @@ def task_parameters(tasks: list[dict]) -> np.ndarray:
             raise ValueError(f"task_bins: a task must be one number or one 2-D goal, got {task!r}; use another "
                              "decoder for this family")
         value = fields[0]
-        values.append(float(value) if value.shape == () else float(np.arctan2(value[1], value[0])))
+        # math.atan2 (the C library's, one value at a time), not numpy's vectorised arctan2, whose AVX-512 and AVX2
+        # paths can differ in the last bit
+        values.append(float(value) if value.shape == () else math.atan2(value[1], value[0]))
     values = np.asarray(values, dtype=np.float64)
     distinct_tasks = len({tuple(np.ravel(np.asarray(list(t.values())[0], np.float64))) for t in tasks})
     if len(np.unique(values)) < distinct_tasks:
