@@ -288,11 +288,16 @@ def test_pipeline_runs_both_stages_logs_rollouts_and_checkpoints(tmp_path, rl_da
     result = rollout(loaded.adapt(), loaded.family, loaded.family.default_tasks()[:2], episodes=4)
     assert result.returns.shape == (2, 4)
     # `test`: the VAE's loss on each held-out goal's logged trials, and the same evaluator, here on Thompson sampling
-    loaded.hparams.evaluation_policy = "thompson"
-    assert isinstance(loaded.adapt(), ThompsonPolicy)
+    assert isinstance(loaded.adapt(policy="thompson"), ThompsonPolicy) and type(loaded.adapt()) is BeliefPolicy
+    evaluator.adapt_kwargs = {"policy": "thompson"}
     trainer.test(loaded, dm)
     assert {"test/vae/loss", "rollout/success_ep2"} <= set(trainer.callback_metrics)
     assert evaluator.last_evaluation["settings"]["stage"] == "test"
+    rows = evaluator.last_evaluation["tasks"]
+    for r in rows:  # each task gets its own Thompson policy (its own sample stream) in the evaluator
+        one = rollout(loaded.thompson_policy(loaded.hparams.seed), loaded.family, [r["task"]], episodes=4,
+                      seed=r["task_id"])
+        np.testing.assert_allclose(r["episode_returns"], one.returns[0])
 
 
 def test_cosine_lr_decay_anneals_from_the_initial_rate_and_survives_a_state_dict_round_trip():
@@ -358,8 +363,8 @@ def test_pipeline_validates_arguments():
         OfflineVariBAD("grid_navi", vae=GRID_VAE, rl={"alpha": 0.1})
     with pytest.raises(ValueError, match=r"rl: unknown key\(s\) \['grid_size'\]"):
         OfflineVariBAD("grid_navi", vae=GRID_VAE, rl={"grid_size": 5})
-    with pytest.raises(ValueError, match="evaluation_policy"):
-        OfflineVariBAD("grid_navi", vae=GRID_VAE, evaluation_policy="greedy")
+    with pytest.raises(ValueError, match="policy must be 'belief' or 'thompson'"):
+        OfflineVariBAD("grid_navi", vae=GRID_VAE).adapt(policy="greedy")
     with pytest.raises(ValueError, match="belief_input='decoded' needs"):
         OfflineVariBAD("point_robot_sparse", vae={"hidden_dim": 8}, belief_input="decoded")
     with pytest.raises(ValueError, match="vae_steps"):

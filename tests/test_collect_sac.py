@@ -98,6 +98,15 @@ def test_sac_config_rejects_bad_values():
         SACConfig(hidden=[])
 
 
+def test_trials_from_sac_need_recording_apart_from_learning():
+    """Only the snapshot recorder writes multi-episode trials; a preset that records while it learns refuses them
+    instead of writing episodes without trial structure."""
+    with pytest.raises(ValueError, match="episodes_per_trial=2 with the sac agent needs recording apart"):
+        get_preset("cheetah_vel", "tiny").replace(episodes_per_trial=2)
+    trials = get_preset("cheetah_vel", "medium").replace(episodes_per_trial=2)
+    assert trials.episodes_per_trial == 2 and trials.learn_steps_per_task > 0
+
+
 def test_task_features_and_replay_ring_buffer():
     np.testing.assert_array_equal(task_features({"velocity": 1.5}), [1.5])
     np.testing.assert_array_equal(task_features({"goal": [1, 2], "a": 3}), [3.0, 1.0, 2.0])  # sorted keys

@@ -99,8 +99,10 @@ def adapt_and_rollout(
     steps: int | None,
     episodes: int = 1,
     seed: int | Sequence[int] = 0,
+    adapt_kwargs: dict[str, Any] | None = None,
 ):
-    """Adapt ``module`` once per task on its context, then roll all adapted policies out together.
+    """Adapt ``module`` once per task on its context (``adapt(context, steps=steps, **adapt_kwargs)``), then roll all
+    adapted policies out together.
 
     Adaptation runs with gradients enabled and outside inference mode: Lightning's validation and test loops
     run under ``torch.inference_mode``, in which gradient-based ``adapt`` could not differentiate.
@@ -109,7 +111,7 @@ def adapt_and_rollout(
         The :class:`~lit_offmeta.rollout.RolloutResult` (one row per task).
     """
     with torch.inference_mode(False), torch.enable_grad():
-        policies = [module.adapt(context, steps=steps) for context in contexts]
+        policies = [module.adapt(context, steps=steps, **(adapt_kwargs or {})) for context in contexts]
     return rollout(PerTaskPolicy(policies, family.action_space), family, tasks, episodes=episodes, seed=seed)
 
 
@@ -121,13 +123,14 @@ def adapt_and_rollout_or_nan(
     steps: int | None,
     episodes: int,
     seeds: Sequence[int],
+    adapt_kwargs: dict[str, Any] | None = None,
 ) -> RolloutResult:
     """:func:`adapt_and_rollout`, but a task whose adapted policy emits NaN/inf actions gets NaN returns.
 
     A diverged adaptation is a result to report (NaN, with a warning), not a reason to abort training.
     """
     try:
-        return adapt_and_rollout(module, family, tasks, contexts, steps, episodes, list(seeds))
+        return adapt_and_rollout(module, family, tasks, contexts, steps, episodes, list(seeds), adapt_kwargs)
     except NonFiniteActionError:
         pass
     returns = np.full((len(tasks), episodes), np.nan)
@@ -136,7 +139,8 @@ def adapt_and_rollout_or_nan(
     diverged = []
     for i in range(len(tasks)):
         try:
-            one = adapt_and_rollout(module, family, [tasks[i]], [contexts[i]], steps, episodes, [seeds[i]])
+            one = adapt_and_rollout(module, family, [tasks[i]], [contexts[i]], steps, episodes, [seeds[i]],
+                                    adapt_kwargs)
         except NonFiniteActionError:
             diverged.append(i)
             continue
@@ -197,6 +201,10 @@ class AdaptationEvaluator(Callback):
             always at ``validate``/``test``), since it costs one adaptation and rollout per point.
         random_episodes: episodes of the random policy per task for the normalised score's 0.
         seed: seeds adaptation batches (``seed + task_id``), rollouts and the random baseline.
+        adapt_kwargs: further keyword arguments of the module's ``adapt`` (e.g. ``{policy: thompson}`` for
+            :class:`~lit_offmeta.algorithms.borel.pipeline.OfflineVariBAD`'s posterior-sampling comparison). A
+            callback setting, not the module's, so ``test --ckpt_path`` can change it: LightningCLI restores a
+            checkpoint's module hyperparameters over the command line.
         plot: draw ``adaptation.png``.
         report: write ``metrics.json`` and ``report.md`` at the end of ``test``.
 
@@ -220,6 +228,7 @@ class AdaptationEvaluator(Callback):
         curve_every_n_evaluations: int = 1,
         random_episodes: int = 10,
         seed: int = 0,
+        adapt_kwargs: dict[str, Any] | None = None,
         plot: bool = True,
         report: bool = True,
     ) -> None:
@@ -253,6 +262,7 @@ class AdaptationEvaluator(Callback):
         self.curve_every_n_evaluations = curve_every_n_evaluations
         self.random_episodes = random_episodes
         self.seed = seed
+        self.adapt_kwargs = dict(adapt_kwargs or {})
         self.plot = plot
         self.report = report
         # resumable state (state_dict)
@@ -387,7 +397,8 @@ class AdaptationEvaluator(Callback):
         random = np.array([self.random_returns[t] for t in task_ids])
         best = np.array([best_behaviour_return(datamodule, t) for t in task_ids])
         seeds = [self.seed + t for t in task_ids]  # per task, so DDP shards see the same environments
-        main = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds)
+        main = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, self.steps, self.episodes, seeds,
+                                        self.adapt_kwargs)
         advance(len(tasks) * self.episodes)
         returns = main.task_returns()
         scores = normalised_score(returns, random, best)
@@ -398,7 +409,8 @@ class AdaptationEvaluator(Callback):
                 if self.steps is not None and k == self.steps:
                     curve[k] = returns  # the headline run is this curve point
                 else:
-                    curve[k] = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, k, self.episodes, seeds)
+                    curve[k] = adapt_and_rollout_or_nan(pl_module, family, tasks, contexts, k, self.episodes, seeds,
+                                                        self.adapt_kwargs)
                     curve[k] = curve[k].task_returns()
                     advance(len(tasks) * self.episodes)
         out = {}
@@ -445,6 +457,7 @@ class AdaptationEvaluator(Callback):
             "stage": stage, "checkpoint": checkpoint, **progress,
             "adaptation_batch_size": self.batch_size, "window": self.window, "adaptation_steps": self.steps,
             "episodes_per_task": self.episodes, "random_episodes": self.random_episodes, "seed": self.seed,
+            "adapt_kwargs": dict(self.adapt_kwargs),
             "num_tasks": len(task_ids),
         }
         self._log(pl_module, evaluation, per_task)

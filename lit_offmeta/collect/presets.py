@@ -91,6 +91,14 @@ class CollectConfig:
                     f"collect config: learning apart from recording needs learn_steps_per_task > 0 and "
                     f"num_snapshots >= 2, got {self.learn_steps_per_task} and {self.num_snapshots}"
                 )
+            if self.episodes_per_trial > 1 and self.learn_steps_per_task == 0:
+                # while it learns, each environment slot's episodes come from a policy that changes every step,
+                # so only the snapshot recorder writes trials (consecutive episodes of one snapshot)
+                raise ValueError(
+                    f"collect config: episodes_per_trial={self.episodes_per_trial} with the sac agent needs recording "
+                    f"apart from learning (learn_steps_per_task > 0, num_snapshots >= 2), as the medium and paper "
+                    f"presets do; preset {self.preset!r} records while it learns"
+                )
         elif self.episodes_per_task < 1:
             raise ValueError(
                 f"collect config: agent {self.agent!r} needs episodes_per_task >= 1, got {self.episodes_per_task}"

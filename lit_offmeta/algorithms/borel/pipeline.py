@@ -12,8 +12,8 @@ Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; docs/REF
 3. ``rl_steps`` updates of DQN (discrete) or SAC (continuous) on hyper-states (:class:`RLConfig`);
 4. online evaluation by the project's :class:`~lit_offmeta.callbacks.AdaptationEvaluator`, like every other method:
    :meth:`OfflineVariBAD.adapt` is the Bayes-adaptive :class:`~lit_offmeta.algorithms.borel.policy.BeliefPolicy`
-   (or Thompson sampling, ``evaluation_policy``), whose belief is updated after every step of a multi-episode
-   trial; the evaluator logs the mean return and success of each episode of the trial.
+   (or Thompson sampling, with the evaluator's ``adapt_kwargs: {policy: thompson}``), whose belief is updated after
+   every step of a multi-episode trial; the evaluator logs the mean return and success of each episode of the trial.
 
 Training stops by itself after ``vae_steps + rl_steps`` updates (``trainer.max_steps`` counts optimizer steps,
 which differ between the stages, so leave it at -1).
@@ -63,9 +63,6 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
             (which cells or ranges of the task parameter are still worth searching).
         episode_time: the RL agent also sees the step within the episode, ``t / H`` (see
             :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`); the evaluation policy counts it.
-        evaluation_policy: what :meth:`adapt` returns for the evaluator: ``"belief"``, the Bayes-adaptive policy;
-            ``"thompson"``, posterior sampling with the same encoder and agent (the slides' comparison). Set it at
-            test time to compare both on one checkpoint (``lit-offmeta test ... --model.evaluation_policy thompson``).
         hyperstate_cache: if set, the hyper-state transitions are also written there (atomic ``.pt``).
         seed: seeds RL batch sampling and the relabelled RL trials.
 
@@ -87,7 +84,6 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         rl_trials_per_task: int = 400,
         belief_input: Literal["latent", "decoded"] = "latent",
         episode_time: bool = False,
-        evaluation_policy: Literal["belief", "thompson"] = "belief",
         hyperstate_cache: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -101,9 +97,6 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
             raise ValueError(f"OfflineVariBAD: rl_trials_per_task must be >= 1, got {rl_trials_per_task}")
         if belief_input not in ("latent", "decoded"):
             raise ValueError(f"OfflineVariBAD: belief_input must be 'latent' or 'decoded', got {belief_input!r}")
-        if evaluation_policy not in ("belief", "thompson"):
-            raise ValueError(f"OfflineVariBAD: evaluation_policy must be 'belief' or 'thompson', got "
-                             f"{evaluation_policy!r}")
         vae, rl = self.vae_config.as_dict(), self.rl_config.as_dict()  # plain data in checkpoints
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -233,12 +226,15 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         return [self.vae.configure_optimizers(), *agent_opts]
 
     # --- evaluation ------------------------------------------------------------------------------------------
-    def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None) -> BeliefPolicy:
-        """The evaluated policy (``evaluation_policy``). BOReL adapts ONLINE, by its belief, from the start of each
-        trial; offline ``context`` and ``steps`` are accepted for the shared evaluator's contract and not used."""
-        if self.hparams.evaluation_policy == "thompson":
-            return self.thompson_policy(self.hparams.seed)
-        return self.belief_policy()
+    def adapt(self, context: dict[str, torch.Tensor] | None = None, steps: int | None = None,
+              policy: Literal["belief", "thompson"] = "belief") -> BeliefPolicy:
+        """The evaluated policy: ``"belief"``, the Bayes-adaptive one; ``"thompson"``, posterior sampling with the
+        same encoder and agent (the slides' comparison; ``AdaptationEvaluator(adapt_kwargs={"policy": "thompson"})``).
+        BOReL adapts ONLINE, by its belief, from the start of each trial; offline ``context`` and ``steps`` are
+        accepted for the shared evaluator's contract and not used."""
+        if policy not in ("belief", "thompson"):
+            raise ValueError(f"OfflineVariBAD.adapt: policy must be 'belief' or 'thompson', got {policy!r}")
+        return self.thompson_policy(self.hparams.seed) if policy == "thompson" else self.belief_policy()
 
     def setup(self, stage: str) -> None:
         if stage == "predict":  # before Lightning asks the TrialDataModule for a predict loader it lacks
