@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(ROOT / "configs" / "macaw").rglob("*.yaml"), *(ROOT / "configs" / "baselines").rglob("*.yaml"),
-                  *(ROOT / "configs" / "focal").rglob("*.yaml")])
+                  *(ROOT / "configs" / "focal").rglob("*.yaml"), *(ROOT / "configs" / "corro").rglob("*.yaml"),
+                  *(ROOT / "configs" / "unicorn").rglob("*.yaml")])
 
 
 def _missing(spec: dict) -> list[str]:
