@@ -33,6 +33,7 @@ trajectory in the task's data), mean +- standard error over seeds, and ``OUT/<fa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import math
@@ -144,6 +145,14 @@ def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None) -
                 raise ValueError(f"--suite: {path}: method {method!r} has no config "
                                  f"{suite.config_path(method, family)} for family {family!r}")
     return suite
+
+
+def only_methods(suite: Suite, names: list[str]) -> Suite:
+    """The suite restricted to the methods ``names`` (refusing a name the suite does not have)."""
+    unknown = [name for name in names if name not in suite.methods]
+    if unknown:
+        raise ValueError(f"--methods: {unknown} not in the suite's methods {sorted(suite.methods)}")
+    return dataclasses.replace(suite, methods={name: suite.methods[name] for name in names})
 
 
 def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
@@ -382,6 +391,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--suite", required=True, help="a suite YAML file (configs/benchmarks/)")
     parser.add_argument("--out", required=True, help="output folder: cells/, report.md and plots; reused to resume")
     parser.add_argument("--workers", type=int, default=1, help="cells run in this many processes")
+    parser.add_argument("--methods", nargs="+", metavar="NAME",
+                        help="run (and report) only these of the suite's methods; a later run without it adds the rest")
     parser.add_argument("--no_progress", action="store_true")
     parser.add_argument("--submitit", metavar="LOG_DIR", help="send the cells to a cluster through submitit (one "
                         "job array; logs in LOG_DIR) instead of local processes")
@@ -392,6 +403,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     try:
         suite = load_suite(args.suite)
+        if args.methods:
+            suite = only_methods(suite, args.methods)
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         executor = None

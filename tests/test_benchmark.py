@@ -143,3 +143,11 @@ def test_step_sizes_are_validated_on_training_tasks_only(tmp_path, data_dir):
     assert chosen["chosen"] == best
     meta_bc = benchmark.run_cell(suite, Cell("Meta-BC", "point_robot", "two_train_goals", 0))
     assert "step_size" not in meta_bc
+
+
+def test_methods_restricts_the_cells_and_names_unknown_ones(tmp_path, data_dir):
+    suite = load_suite(_suite_file(tmp_path, data_dir))
+    only = benchmark.only_methods(suite, ["Meta-BC"])
+    assert {cell.method for cell in only.cells()} == {"Meta-BC"} and len(only.cells()) == 2
+    with pytest.raises(ValueError, match=r"--methods: \['PEARL'\] not in the suite's methods"):
+        benchmark.only_methods(suite, ["PEARL"])
