@@ -313,9 +313,15 @@ def run_suite(suite: Suite, out: str | os.PathLike, workers: int = 1, progress: 
                     bar.update(1)
     finally:
         bar.close()
-    results = [json.loads((out / c.path).read_text()) for c in suite.cells()]
+    results = finished_results(suite, out)
     write_report(suite, results, out)
     return results
+
+
+def finished_results(suite: Suite, out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The results of the suite's cells already written under ``out`` (a running or stopped suite's so far)."""
+    out = Path(out)
+    return [json.loads((out / c.path).read_text()) for c in suite.cells() if (out / c.path).is_file()]
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -330,8 +336,12 @@ def summary_table(suite: Suite, results: list[dict[str, Any]], family: str, sett
     lines = ["| method | held-out return | normalised score | seeds | train s / seed |", "|---|---|---|---|---|"]
     for method in suite.methods:
         rows = [r for r in results if (r["method"], r["family"], r["setting"]) == (method, family, setting)]
+        if not rows:  # not run yet (a partial report)
+            continue
         (ret, ret_se), (score, score_se) = mean_se([r["return"] for r in rows]), mean_se([r["score"] for r in rows])
-        lines.append(f"| {method} | {ret:.2f} ± {ret_se:.2f} | {score:.3f} ± {score_se:.3f} | {len(rows)} "
+        ret_text = f"{ret:.2f} ± {ret_se:.2f}" if len(rows) > 1 else f"{ret:.2f}"  # one seed: no standard error
+        score_text = f"{score:.3f} ± {score_se:.3f}" if len(rows) > 1 else f"{score:.3f}"
+        lines.append(f"| {method} | {ret_text} | {score_text} | {len(rows)} "
                      f"| {np.mean([r['train_seconds'] for r in rows]):.0f} |")
     return "\n".join(lines)
 
@@ -393,6 +403,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=1, help="cells run in this many processes")
     parser.add_argument("--methods", nargs="+", metavar="NAME",
                         help="run (and report) only these of the suite's methods; a later run without it adds the rest")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: write report.md and the plots from the cells already in --out")
     parser.add_argument("--no_progress", action="store_true")
     parser.add_argument("--submitit", metavar="LOG_DIR", help="send the cells to a cluster through submitit (one "
                         "job array; logs in LOG_DIR) instead of local processes")
@@ -418,5 +430,11 @@ def main(argv: list[str]) -> None:
             executor = submitit_executor(args.submitit, args.submitit_cluster, parameters)
     except ValueError as err:
         parser.error(str(err))
-    run_suite(suite, args.out, workers=args.workers, progress=not args.no_progress, executor=executor)
+    if args.report_only:
+        results = finished_results(suite, args.out)
+        if not results:
+            parser.error(f"--report_only: no finished cell of suite {suite.name!r} under {args.out}")
+        write_report(suite, results, Path(args.out))
+    else:
+        run_suite(suite, args.out, workers=args.workers, progress=not args.no_progress, executor=executor)
     print(f"report: {Path(args.out) / 'report.md'}")

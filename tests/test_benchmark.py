@@ -151,3 +151,21 @@ def test_methods_restricts_the_cells_and_names_unknown_ones(tmp_path, data_dir):
     assert {cell.method for cell in only.cells()} == {"Meta-BC"} and len(only.cells()) == 2
     with pytest.raises(ValueError, match=r"--methods: \['PEARL'\] not in the suite's methods"):
         benchmark.only_methods(suite, ["PEARL"])
+
+
+def test_report_only_writes_the_report_of_the_finished_cells(tmp_path, data_dir, monkeypatch):
+    suite_file = _suite_file(tmp_path, data_dir)
+    suite = load_suite(suite_file)
+    out = tmp_path / "run"
+    cell = Cell("MACAW", "point_robot", "two_train_goals", 0)
+    result = {"method": "MACAW", "family": "point_robot", "setting": "two_train_goals", "seed": 0, "return": -5.0,
+              "score": 0.5, "train_seconds": 1.0, "learning": {"4": {"return": -5.0, "score": 0.5}},
+              "adaptation": {"0": {"return": -9.0, "score": 0.1}, "1": {"return": -5.0, "score": 0.5}}}
+    benchmark.write_result(out, cell, result)
+    monkeypatch.setattr(benchmark, "run_cell", lambda *a: pytest.fail("--report_only must not run a cell"))
+    cli_main(["benchmark", "--suite", str(suite_file), "--out", str(out), "--report_only", "--no_progress"])
+    report = (out / "report.md").read_text()
+    assert "| MACAW | -5.00 | 0.500 | 1 | 1 |" in report and "| Meta-BC |" not in report  # one seed, no s.e.
+    assert benchmark.finished_results(suite, out) == [result]
+    with pytest.raises(SystemExit):
+        cli_main(["benchmark", "--suite", str(suite_file), "--out", str(tmp_path / "empty"), "--report_only"])
