@@ -97,5 +97,11 @@ def test_datamodule_adds_stitched_trials_for_every_training_task():
     assert dm.train_trials.num_trials == n + 3 * 21
     np.testing.assert_array_equal(dm.train_trials.obs[:n], base.train_trials.obs)
     np.testing.assert_array_equal(np.bincount(dm.train_trials.task_index[n:]), np.full(21, 3))
+    # the evaluator's behaviour returns come from each task's LOGGED trials only, never the stitched ones
+    for task in (0, 7):
+        logged = base.train_trials.select(np.flatnonzero(base.train_trials.task_index == task))
+        returns = (logged.rewards * logged.valid).sum(-1).ravel()
+        assert dm.behaviour_return_range(task) == pytest.approx((returns.min(), returns.mean(), returns.max()))
+        np.testing.assert_array_equal(dm.logged_trials(task, limit=2).obs, logged.obs[:2])
     with pytest.raises(ValueError, match="stitched_trials_per_task"):
         TrialDataModule("grid_navi", stitched_trials_per_task=-1)

@@ -133,7 +133,8 @@ class TrialDataModule(LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.train_trials: TrialArrays | None = None
-        self._logged: dict[int, TrialArrays] = {}  # each task's logged trials, for its behaviour returns
+        self._num_logged = 0  # train_trials' first rows are the logged ones (stitched trials follow)
+        self._held_out: dict[int, TrialArrays] = {}  # logged trials of evaluated tasks outside the training split
         self._dataset: _TrialBatches | None = None
         self._resume_key = 0  # key of the first training batch (set from a checkpoint on resume)
 
@@ -176,11 +177,20 @@ class TrialDataModule(LightningDataModule):
         is given no offline data of the evaluated task."""
         return {}
 
+    def logged_trials(self, task_id: int, limit: int | None = None) -> TrialArrays:
+        """The task's logged trials (the first ``limit``): rows of ``train_trials`` for a training task (never the
+        stitched ones), else read once from the data and kept."""
+        if task_id in self.split.train and self.train_trials is not None:
+            rows = np.flatnonzero(self.train_trials.task_index[: self._num_logged] == task_id)
+            return self.train_trials.select(rows[:limit])
+        if task_id not in self._held_out:
+            self._held_out[task_id] = self.load_trials([task_id])
+        trials = self._held_out[task_id]
+        return trials if limit is None else trials.select(np.arange(min(limit, trials.num_trials)))
+
     def behaviour_return_range(self, task_id: int) -> ReturnRange:
         """Worst, mean and best episode return in the task's logged trials (the normalised score's 1 is the best)."""
-        if task_id not in self._logged:
-            self._logged[task_id] = self.load_trials([task_id])
-        trials = self._logged[task_id]
+        trials = self.logged_trials(task_id)
         returns = (trials.rewards * trials.valid).sum(-1).reshape(-1)  # [N * E] episode returns
         return ReturnRange(float(returns.min()), float(returns.mean()), float(returns.max()))
 
@@ -194,8 +204,7 @@ class TrialDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_trials is None:
             trials = self.load_trials(self.split.train)
-            for t in self.split.train:
-                self._logged[int(t)] = trials.select(np.flatnonzero(trials.task_index == t))
+            self._num_logged = trials.num_trials
             if self.stitched_trials_per_task > 0:
                 targets = np.repeat(np.asarray(self.split.train), self.stitched_trials_per_task)
                 rng = np.random.default_rng([self.seed, 1])  # its own stream: the batch stream stays as without
@@ -247,12 +256,7 @@ class TrialDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """One batch per evaluated task: its first ``trials_per_task`` logged trials, as logged (no relabelling), for
         the belief's loss on them (``OfflineVariBAD.test_step``); the online evaluation itself is the evaluator's."""
-        batches = []
-        for task_id in self.test_task_ids:
-            if task_id not in self._logged:
-                self._logged[task_id] = self.load_trials([task_id])
-            trials = self._logged[task_id]
-            batches.append(trials_to_batch(trials.select(np.arange(min(self.trials_per_task, trials.num_trials)))))
+        batches = [trials_to_batch(self.logged_trials(t, self.trials_per_task)) for t in self.test_task_ids]
         return DataLoader(batches, batch_size=None)  # the batches as they are, one per task
 
     def train_dataloader(self) -> DataLoader:
