@@ -11,7 +11,7 @@ import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states, relabelled_row_trials
+from lit_offmeta.algorithms.borel.hyperstates import HyperStateTransitions, relabel_states
 from lit_offmeta.algorithms.borel.pipeline import OfflineVariBAD, cosine_lr_decay_
 from lit_offmeta.algorithms.borel.policy import BeliefPolicy, ThompsonPolicy
 from lit_offmeta.callbacks import AdaptationEvaluator
@@ -535,10 +535,13 @@ def test_point_paths_figure_draws_every_tasks_trial(tmp_path):
         plot_point_paths(result, [t["goal"] for t in tasks[:2]], GOAL_RADIUS, tmp_path / "bad.png")
 
 
-def test_relabelled_row_trials_name_the_trial_of_every_relabelled_row(grid_trials, encoder):
-    """Chunked relabelling (3 chunks of 4 trials): each trial's rows, in order, are its valid steps in time order."""
+def test_chunked_relabelling_keeps_every_trials_valid_steps_in_time_order(grid_trials, encoder):
+    """Chunked relabelling (3 chunks of 4 trials): rows come chunk by chunk, each chunk time-major over its trials'
+    valid steps, so each trial's rows, in order, are its valid steps in time order."""
     hyper = relabel_states(encoder, grid_trials, batch_size=4)
-    rows = relabelled_row_trials(grid_trials, batch_size=4)
+    valid_t = torch.as_tensor(grid_trials.flat("valid"))
+    rows = torch.cat([torch.arange(s, min(s + 4, 9))[None].expand(valid_t.shape[1], -1)[valid_t[s:s + 4].T]
+                      for s in range(0, 9, 4)])
     assert rows.shape == (len(hyper),) and grid_trials.num_trials == 9
     obs, valid = grid_trials.flat("obs"), grid_trials.flat("valid")
     for i in range(grid_trials.num_trials):

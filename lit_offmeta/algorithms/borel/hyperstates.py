@@ -31,8 +31,8 @@ from lit_offmeta.nn.belief import BeliefEncoder
 
 HYPER_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals", "task_index", "episode")
 RELABEL_BATCH = 512
-"""Trials encoded at once by :func:`relabel_states` (its rows come chunk by chunk, see
-:func:`relabelled_row_trials`)."""
+"""Trials encoded at once by :func:`relabel_states` (its rows come chunk by chunk, each chunk time-major over its
+trials' valid steps)."""
 
 
 BeliefInput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -188,14 +188,3 @@ def relabel_states(
             part[-1] = part[-1].cpu()
     encoder.train(was_training)
     return HyperStateTransitions(**{k: torch.cat(v) for k, v in parts.items()})
-
-
-def relabelled_row_trials(trials: TrialArrays, batch_size: int = RELABEL_BATCH) -> torch.Tensor:
-    """The trial index of every row :func:`relabel_states` returns for ``trials`` (same ``batch_size``): chunks of
-    ``batch_size`` trials, each time-major over its valid steps. Lets a caller line rows up with per-trial data."""
-    valid = torch.as_tensor(trials.flat("valid"))  # [N, L]
-    chunks = []
-    for start in range(0, trials.num_trials, batch_size):
-        stop = min(start + batch_size, trials.num_trials)
-        chunks.append(torch.arange(start, stop)[None].expand(valid.shape[1], -1)[valid[start:stop].T])
-    return torch.cat(chunks)
