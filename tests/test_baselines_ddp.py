@@ -7,8 +7,9 @@ batch's tasks; the reference trains one process on the whole batches.
 * Meta-BC (summed outer loss, explicit all-reduce of the meta-gradient, as MACAW) and MT-AWR (mean over
   tasks, Lightning's gradient averaging) are deterministic: parameters and last gradients must match the
   reference.
-* Offline PEARL samples z and actions, so ranks and reference draw different noise; it must run, and DDP must
-  keep both ranks' parameters identical.
+* Offline PEARL, FOCAL, CORRO and UNICORN sample z or actions, so ranks and reference draw different noise; they
+  must run, and DDP must keep both ranks' parameters identical. Their representation losses see only the rank's
+  own tasks (FOCAL's metric pairs, CORRO's negatives, UNICORN's classes within the rank's batch).
 
 Run as a script (``python tests/test_baselines_ddp.py OUT_DIR``) it is one DDP rank.
 """
@@ -48,8 +49,11 @@ def _slice(batch, rows):
     return TaskBatch(cut(batch.support), cut(batch.query), batch.task_ids[rows])
 
 
+STOCHASTIC = ("pearl", "focal", "corro", "unicorn")
+
+
 def _models():
-    from lit_offmeta.algorithms import MetaBC, MultiTaskAWR, OfflinePEARL
+    from lit_offmeta.algorithms import CORRO, FOCAL, UNICORN, MetaBC, MultiTaskAWR, OfflinePEARL
 
     torch.manual_seed(0)
     meta_bc = MetaBC(obs_dim=2, action_dim=2, net=NetConfig(width=16, depth=2, latent_size=4), lr_policy=1e-2,
@@ -59,7 +63,14 @@ def _models():
                           lr_policy=1e-2)
     torch.manual_seed(0)
     pearl = OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16], encoder_hidden=[16])
-    return {"meta_bc": meta_bc, "mt_awr": mt_awr, "pearl": pearl}
+    context = dict(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16], encoder_hidden=[16])
+    torch.manual_seed(0)
+    focal = FOCAL(**context, dml_transitions=4)
+    torch.manual_seed(0)
+    corro = CORRO(**context, relabel_family="point_robot", contrastive_transitions=4)
+    torch.manual_seed(0)
+    unicorn = UNICORN(**context, num_tasks=4)
+    return {"meta_bc": meta_bc, "mt_awr": mt_awr, "pearl": pearl, "focal": focal, "corro": corro, "unicorn": unicorn}
 
 
 def _fit(model, batches, **trainer_kwargs):
@@ -110,7 +121,7 @@ def test_baselines_under_ddp_match_one_process_with_all_tasks(tmp_path):
         ranks = [torch.load(tmp_path / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
         for key, value in ranks[0]["state"].items():  # DDP keeps the replicas identical
             torch.testing.assert_close(ranks[1]["state"][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
-        if name == "pearl":
+        if name in STOCHASTIC:
             moved = sum(not torch.equal(ranks[0]["state"][k], v) for k, v in initial.items())
             assert moved > len(initial) // 2
             continue
