@@ -436,6 +436,52 @@ def test_decoded_belief_input_is_the_goal_map_offline_and_online(grid_trials):
         OfflineVariBAD("grid_navi", vae={**GRID_VAE, "decoder": "next_obs"}, belief_input="decoded")
 
 
+def test_oracle_belief_input_is_the_true_task_offline_and_online(tmp_path, grid_trials):
+    """belief_input="oracle": every hyper-state holds its own task's parameters (a GridNavi goal cell) in place of the
+    belief, the same in the relabelled data, in the online policy, and through the shared evaluator."""
+    torch.manual_seed(0)
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=0, vae=GRID_VAE, episode_time=True,
+                           belief_input="oracle")
+    assert model.agent.cfg.input_dim == 2 + 2 + 1
+    hyper = model.build_hyperstates(grid_trials)
+    latent = relabel_states(model.vae.encoder, grid_trials, episode_time=True)
+    goals = torch.tensor([model.family.default_tasks()[i]["goal"] for i in hyper.task_index.tolist()],
+                         dtype=torch.float32)
+    assert set(hyper.task_index.tolist()) == {0, 4, 11}
+    assert torch.equal(hyper.obs[:, 2:4], goals) and torch.equal(hyper.next_obs[:, 2:4], goals)
+    for key in ("obs", "next_obs"):  # state and episode time as in the belief hyper-states
+        assert torch.equal(getattr(hyper, key)[:, :2], getattr(latent, key)[:, :2])
+        assert torch.equal(getattr(hyper, key)[:, -1], getattr(latent, key)[:, -1])
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def act(self, hyper_obs, deterministic=True):
+            seen.append(hyper_obs.clone())
+            return torch.zeros(hyper_obs.shape[0], dtype=torch.long)
+
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=1, split="all")
+    context = dm.adaptation_batch(11)
+    assert context["task_features"].tolist() == [model.family.default_tasks()[11]["goal"]]
+    policy = model.adapt(context)
+    policy.agent = Recorder()
+    rollout(policy, model.family, [model.family.default_tasks()[11]], episodes=2)
+    assert all(s[:, 2:4].tolist() == [model.family.default_tasks()[11]["goal"]] for s in seen)
+    # through the shared evaluator, which hands each task's policy that task
+    model = OfflineVariBAD("grid_navi", vae_steps=1, rl_steps=40, vae=GRID_VAE, belief_input="oracle",
+                           rl={"hidden": (16,), "tasks_per_batch": 2, "batch_per_task": 16})
+    dm = TrialDataModule("grid_navi", scripted_trials_per_task=2, tasks_per_batch=2, trials_per_task=2,
+                         steps_per_epoch=41)
+    evaluator = AdaptationEvaluator(every_n_epochs=1, episodes=2, curve_steps=[], random_episodes=1)
+    trainer = Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, callbacks=[evaluator])
+    trainer.fit(model, dm)
+    assert {"rollout/return_ep1", "rollout/return_ep2"} <= set(trainer.callback_metrics)
+    with pytest.raises(ValueError, match="told the task"):
+        model.adapt(context, policy="thompson")
+    with pytest.raises(ValueError, match=r"context\['task_features'\]"):
+        model.adapt({})
+
+
 def test_decoded_task_bins_belief_input_is_the_bin_map_offline_and_online():
     """PointRobot with decoder="task_bins" and belief_input="decoded": the hyper-state holds p(goal in bin) at the
     belief mean (task_bins numbers summing to 1), the same in the relabelled data and in the online policy; its

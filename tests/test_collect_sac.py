@@ -25,9 +25,9 @@ from lit_offmeta.collect.episodes import early_late_returns
 from lit_offmeta.collect.presets import CollectConfig, get_preset
 from lit_offmeta.collect.runner import collect
 from lit_offmeta.collect.sac import SAC, SACConfig
-from lit_offmeta.collect.sac_collect import ReplayBuffer, collect_sac, task_features
+from lit_offmeta.collect.sac_collect import ReplayBuffer, collect_sac
 from lit_offmeta.data.storage import list_task_datasets, load_task_buffers
-from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks import get_family, task_features
 
 
 def t(*values):

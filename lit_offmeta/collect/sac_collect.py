@@ -40,27 +40,10 @@ from lit_offmeta.collect.episodes import Episode, EpisodeBuilder
 from lit_offmeta.collect.presets import CollectConfig
 from lit_offmeta.collect.recorder import Snapshots, record_snapshots
 from lit_offmeta.collect.sac import SAC, SACConfig
-from lit_offmeta.tasks import Task, TaskFamily
+from lit_offmeta.tasks import Task, TaskFamily, task_features
 
 SNAPSHOTS_NAME = "behaviour_snapshots.pt"
 """The file, next to a family's datasets, holding the behaviour agent's actor snapshots."""
-
-
-def task_features(task: Task) -> np.ndarray:
-    """The task's numeric parameters as a flat ``float32`` vector (keys in sorted order).
-
-    This is what the agent is conditioned on, e.g. ``[v_goal]`` for Cheetah-Vel or ``[dir]`` for Cheetah-Dir.
-
-    Raises:
-        ValueError: a parameter is not numeric.
-    """
-    values: list[float] = []
-    for key in sorted(task):
-        try:
-            values.extend(np.asarray(task[key], dtype=np.float64).reshape(-1).tolist())
-        except (TypeError, ValueError):
-            raise ValueError(f"task_features: task parameter {key!r}={task[key]!r} is not numeric") from None
-    return np.asarray(values, dtype=np.float32)
 
 
 class ReplayBuffer:

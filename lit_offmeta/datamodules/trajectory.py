@@ -23,7 +23,7 @@ from lit_offmeta.data.stitching import stitch_trials
 from lit_offmeta.data.storage import load_task_buffers
 from lit_offmeta.datamodules.batch_keys import BatchKeySampler, loader_generator, next_train_key
 from lit_offmeta.datamodules.offline_meta import ReturnRange
-from lit_offmeta.tasks import get_family
+from lit_offmeta.tasks import get_family, task_features
 from lit_offmeta.tasks.base import TaskFamily, TaskSplit
 
 
@@ -173,9 +173,11 @@ class TrialDataModule(LightningDataModule):
 
     def adaptation_batch(self, task_id: int, size: int = 256, window: str | None = None,
                          seed: int = 0) -> dict[str, torch.Tensor]:
-        """Empty: a belief-based policy adapts online, inside its evaluation trial, from the trial's first step; it
-        is given no offline data of the evaluated task."""
-        return {}
+        """No offline data: a belief-based policy adapts online, inside its evaluation trial, from the trial's first
+        step. Only the task's true parameters (:func:`~lit_offmeta.tasks.task_features`, ``[1, F]``) are given, which
+        the oracle agent reads (``OfflineVariBAD(belief_input="oracle")``) and the belief and Thompson policies
+        ignore."""
+        return {"task_features": torch.as_tensor(task_features(self.task(task_id)))[None]}
 
     def logged_trials(self, task_id: int, limit: int | None = None) -> TrialArrays:
         """The task's logged trials (the first ``limit``): rows of ``train_trials`` for a training task (never the

@@ -36,7 +36,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from lit_offmeta.tasks.ant import AntDir, AntSemiCircle, AntSemiCircleSparse
-from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit
+from lit_offmeta.tasks.base import Task, TaskFamily, TaskSplit, task_features
 from lit_offmeta.tasks.cheetah import HalfCheetahDir, HalfCheetahVel
 from lit_offmeta.tasks.grid_navi import GridNavi
 from lit_offmeta.tasks.meta_world import (
@@ -121,4 +121,5 @@ __all__ = [
     "Walker2dParams",
     "get_family",
     "make_trial_env",
+    "task_features",
 ]

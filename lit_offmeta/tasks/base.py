@@ -162,6 +162,24 @@ class TaskFamily(ABC):
 # --- helpers shared by the families ------------------------------------------------------------------------
 
 
+def task_features(task: Task) -> np.ndarray:
+    """The task's numeric parameters as a flat ``float32`` vector (keys in sorted order).
+
+    What an agent told the task is conditioned on (the task-conditioned behaviour SAC, BOReL's oracle), e.g.
+    ``[v_goal]`` for Cheetah-Vel or ``[dir]`` for Cheetah-Dir.
+
+    Raises:
+        ValueError: a parameter is not numeric.
+    """
+    values: list[float] = []
+    for key in sorted(task):
+        try:
+            values.extend(np.asarray(task[key], dtype=np.float64).reshape(-1).tolist())
+        except (TypeError, ValueError):
+            raise ValueError(f"task_features: task parameter {key!r}={task[key]!r} is not numeric") from None
+    return np.asarray(values, dtype=np.float32)
+
+
 def require_keys(family: str, task: Any, keys: Sequence[str]) -> dict[str, Any]:
     """Check that ``task`` is a mapping holding exactly ``keys``; raise a ``ValueError`` naming what is wrong.
 

@@ -15,6 +15,9 @@ Stages, in training-update order (Dorfman & Tamar, slides "Our Method"; docs/REF
    (or Thompson sampling, with the evaluator's ``adapt_kwargs: {policy: thompson}``), whose belief is updated after
    every step of a multi-episode trial; the evaluator logs the mean return and success of each episode of the trial.
 
+``belief_input="oracle"`` is the slides' upper bound: the same RL stage and evaluation, with the belief replaced by
+the true task's parameters (:func:`~lit_offmeta.tasks.task_features`) in every hyper-state.
+
 Training stops by itself after ``vae_steps + rl_steps`` updates (``trainer.max_steps`` counts optimizer steps,
 which differ between the stages, so leave it at -1).
 """
@@ -36,6 +39,7 @@ from lit_offmeta.algorithms.borel.sac import HyperStateSAC
 from lit_offmeta.algorithms.borel.vae import BeliefVAE
 from lit_offmeta.algorithms.guards import TrainingGuards
 from lit_offmeta.data.relabel import TrialArrays, mix_trials
+from lit_offmeta.tasks import task_features
 
 _PREDICT_REFUSAL = (
     "OfflineVariBAD adapts online, by its belief during each trial, not to offline data, so `predict` has nothing "
@@ -60,7 +64,9 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         belief_input: how the RL agent sees the belief: ``"latent"``, ``(mu, logvar)``; ``"decoded"``, the frozen
             decoder's map at ``mu`` (:meth:`BeliefVAE.goal_map`: ``p(goal at cell)`` for ``decoder="cells"``,
             ``p(task in bin)`` for ``"task_bins"``), the same belief in the coordinates in which Q-values are simple
-            (which cells or ranges of the task parameter are still worth searching).
+            (which cells or ranges of the task parameter are still worth searching); ``"oracle"``, the true task's
+            parameters instead of a belief (an agent told the task: the upper bound BOReL is compared with; the
+            VAE is not used, so ``vae_steps: 1`` suffices).
         episode_time: the RL agent also sees the step within the episode, ``t / H`` (see
             :func:`~lit_offmeta.algorithms.borel.hyperstates.relabel_states`); the evaluation policy counts it.
         hyperstate_cache: if set, the hyper-state transitions are also written there (atomic ``.pt``).
@@ -82,7 +88,7 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         rl_steps: int = 10000,
         rl_data: Literal["own", "relabelled"] = "own",
         rl_trials_per_task: int = 400,
-        belief_input: Literal["latent", "decoded"] = "latent",
+        belief_input: Literal["latent", "decoded", "oracle"] = "latent",
         episode_time: bool = False,
         hyperstate_cache: str | None = None,
         seed: int = 0,
@@ -95,8 +101,9 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
             raise ValueError(f"OfflineVariBAD: rl_data must be 'own' or 'relabelled', got {rl_data!r}")
         if rl_data == "relabelled" and rl_trials_per_task < 1:
             raise ValueError(f"OfflineVariBAD: rl_trials_per_task must be >= 1, got {rl_trials_per_task}")
-        if belief_input not in ("latent", "decoded"):
-            raise ValueError(f"OfflineVariBAD: belief_input must be 'latent' or 'decoded', got {belief_input!r}")
+        if belief_input not in ("latent", "decoded", "oracle"):
+            raise ValueError(f"OfflineVariBAD: belief_input must be 'latent', 'decoded' or 'oracle', got "
+                             f"{belief_input!r}")
         vae, rl = self.vae_config.as_dict(), self.rl_config.as_dict()  # plain data in checkpoints
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -108,7 +115,13 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
                              f"or 'task_bins', got {self.vae.decoder_kind!r}")
         cfg = self.rl_config
         self.rl_algorithm = cfg.resolve(fam.name, fam.discrete_actions)
-        belief_dim = 2 * self.vae.encoder.latent_dim if belief_input == "latent" else self.vae.goal_classes
+        # every task's parameters, the oracle's belief input (a buffer: it moves with the module to the GPU)
+        self.register_buffer("task_table", torch.as_tensor(np.stack([task_features(t) for t in fam.default_tasks()])),
+                             persistent=False)
+        if belief_input == "latent":
+            belief_dim = 2 * self.vae.encoder.latent_dim
+        else:
+            belief_dim = self.vae.goal_classes if belief_input == "decoded" else self.task_table.shape[1]
         input_dim = fam.obs_dim + belief_dim + int(episode_time)
         if self.rl_algorithm == "dqn":
             grid_size = int(round(float(fam.observation_space.high.max()))) + 1 if cfg.state_one_hot else 0
@@ -156,6 +169,11 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         self.hyperstates = relabel_states(
             self.vae.encoder, trials, episode_time=self.hparams.episode_time, belief_input=self.belief_input()
         )
+        if self.hparams.belief_input == "oracle":  # each row's belief columns: its own task's parameters
+            columns = slice(self.family.obs_dim, self.family.obs_dim + self.task_table.shape[1])
+            features = self.task_table.cpu()[self.hyperstates.task_index]
+            self.hyperstates.obs[:, columns] = features
+            self.hyperstates.next_obs[:, columns] = features
         if self.hparams.belief_input == "latent":
             # The trial's last episode, where the belief has seen the most: its mean log-variance is the "confident"
             # belief that Thompson sampling pairs with its samples (the decoded input does not read logvar).
@@ -167,10 +185,15 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
             self.hyperstates.save(self.hparams.hyperstate_cache)
         return self.hyperstates
 
-    def belief_input(self):
-        """The belief's representation in the hyper-state (``None``: ``(mu, logvar)``), see ``belief_input``."""
+    def belief_input(self, task: torch.Tensor | None = None):
+        """The belief's representation in the hyper-state (``None``: ``(mu, logvar)``), see ``belief_input``. For the
+        oracle: ``task`` ``[F]`` in every row (``None``: zeros, which :meth:`build_hyperstates` fills per row)."""
         if self.hparams.belief_input == "latent":
             return None
+        if self.hparams.belief_input == "oracle":
+            width = self.task_table.shape[1]
+            return lambda mu, logvar: (mu.new_zeros(*mu.shape[:-1], width) if task is None
+                                       else task.to(mu).expand(*mu.shape[:-1], width))
         return lambda mu, logvar: self.vae.goal_map(mu)
 
     def _trials(self) -> TrialArrays:
@@ -231,9 +254,20 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         """The evaluated policy: ``"belief"``, the Bayes-adaptive one; ``"thompson"``, posterior sampling with the
         same encoder and agent (the slides' comparison; ``AdaptationEvaluator(adapt_kwargs={"policy": "thompson"})``).
         BOReL adapts ONLINE, by its belief, from the start of each trial; offline ``context`` and ``steps`` are
-        accepted for the shared evaluator's contract and not used."""
+        accepted for the shared evaluator's contract and not used. The oracle (``belief_input="oracle"``) reads the
+        task's parameters from ``context["task_features"]`` (``TrialDataModule.adaptation_batch`` gives them)."""
         if policy not in ("belief", "thompson"):
             raise ValueError(f"OfflineVariBAD.adapt: policy must be 'belief' or 'thompson', got {policy!r}")
+        if self.hparams.belief_input == "oracle":
+            if policy == "thompson":
+                raise ValueError("OfflineVariBAD.adapt: the oracle is told the task; it has no belief to sample from "
+                                 "(policy='thompson' needs belief_input 'latent' or 'decoded')")
+            features = (context or {}).get("task_features")
+            if features is None or features.numel() != self.task_table.shape[1]:
+                raise ValueError(f"OfflineVariBAD.adapt: the oracle needs context['task_features'], the task's "
+                                 f"{self.task_table.shape[1]} parameters (TrialDataModule.adaptation_batch gives "
+                                 f"them), got {None if features is None else tuple(features.shape)}")
+            return self.belief_policy(features.reshape(-1))
         return self.thompson_policy(self.hparams.seed) if policy == "thompson" else self.belief_policy()
 
     def setup(self, stage: str) -> None:
@@ -244,10 +278,11 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         """Refused (:data:`_PREDICT_REFUSAL` says why and what to use)."""
         raise ValueError(_PREDICT_REFUSAL)
 
-    def belief_policy(self) -> BeliefPolicy:
-        """The Bayes-adaptive policy: the agent on ``(s, belief)``, the belief updated after every step."""
+    def belief_policy(self, task: torch.Tensor | None = None) -> BeliefPolicy:
+        """The Bayes-adaptive policy: the agent on ``(s, belief)``, the belief updated after every step (the oracle:
+        on ``(s, task)``, ``task`` the true task's parameters)."""
         return BeliefPolicy(self.vae.encoder, self.agent, self.family.discrete_actions, horizon=self._horizon(),
-                            belief_input=self.belief_input())
+                            belief_input=self.belief_input(task))
 
     def _horizon(self) -> int | None:
         return self.family.horizon if self.hparams.episode_time else None
