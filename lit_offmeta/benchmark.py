@@ -177,6 +177,9 @@ def evaluate(model: Any, datamodule: Any, evaluation: dict[str, Any], curve: boo
     out = {"return": float(np.mean([rows[t]["return"] for t in task_ids])),
            "score": float(np.mean([rows[t]["score"] for t in task_ids])),
            "per_task_return": {str(t): rows[t]["return"] for t in task_ids}}
+    if all(rows[t]["success"] is not None for t in task_ids):  # families that define success (Meta-World's)
+        out["per_task_success"] = {str(t): rows[t]["success"] for t in task_ids}
+        out["success"] = float(np.mean(list(out["per_task_success"].values())))
     if curve and steps:
         random = np.array([rows[t]["random_return"] for t in task_ids])
         best = np.array([rows[t]["best_behaviour_return"] for t in task_ids])
@@ -332,17 +335,24 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def summary_table(suite: Suite, results: list[dict[str, Any]], family: str, setting: str) -> str:
-    """Markdown: one row per method, held-out return and normalised score, mean +- s.e. over seeds."""
-    lines = ["| method | held-out return | normalised score | seeds | train s / seed |", "|---|---|---|---|---|"]
-    for method in suite.methods:
-        rows = [r for r in results if (r["method"], r["family"], r["setting"]) == (method, family, setting)]
+    """Markdown: one row per method, held-out return and normalised score (and success rate, where the family
+    defines success), mean +- s.e. over seeds."""
+    selected = {method: [r for r in results if (r["method"], r["family"], r["setting"]) == (method, family, setting)]
+                for method in suite.methods}
+    with_success = any("success" in r for rows in selected.values() for r in rows)
+    lines = ["| method | held-out return | normalised score |" + (" success rate |" if with_success else "")
+             + " seeds | train s / seed |", "|---|---|---|---|---|" + ("---|" if with_success else "")]
+
+    def text(values: list[float], digits: int) -> str:
+        mean, se = mean_se(values)
+        return f"{mean:.{digits}f} ± {se:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"  # 1 seed: no s.e.
+
+    for method, rows in selected.items():
         if not rows:  # not run yet (a partial report)
             continue
-        (ret, ret_se), (score, score_se) = mean_se([r["return"] for r in rows]), mean_se([r["score"] for r in rows])
-        ret_text = f"{ret:.2f} ± {ret_se:.2f}" if len(rows) > 1 else f"{ret:.2f}"  # one seed: no standard error
-        score_text = f"{score:.3f} ± {score_se:.3f}" if len(rows) > 1 else f"{score:.3f}"
-        lines.append(f"| {method} | {ret_text} | {score_text} | {len(rows)} "
-                     f"| {np.mean([r['train_seconds'] for r in rows]):.0f} |")
+        success = f" {text([r['success'] for r in rows], 3)} |" if with_success else ""
+        lines.append(f"| {method} | {text([r['return'] for r in rows], 2)} | {text([r['score'] for r in rows], 3)} |"
+                     f"{success} {len(rows)} | {np.mean([r['train_seconds'] for r in rows]):.0f} |")
     return "\n".join(lines)
 
 

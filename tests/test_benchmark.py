@@ -59,6 +59,11 @@ def test_summary_table_rows_are_means_over_seeds(tmp_path, data_dir):
     table = summary_table(suite, rows, "point_robot", "two_train_goals")
     assert "| MACAW | -5.00 ± 1.00 | 0.600 ± 0.100 | 2 | 10 |" in table
     assert "| Meta-BC | -8.00 ± 0.00 | 0.100 ± 0.000 | 2 | 4 |" in table
+    assert "success" not in table
+    rows = [dict(r, success=s) for r, s in zip(rows, (0.25, 0.75, 1.0, 1.0))]  # a family that defines success
+    table = summary_table(suite, rows, "point_robot", "two_train_goals")
+    assert "| method | held-out return | normalised score | success rate | seeds | train s / seed |" in table
+    assert "| MACAW | -5.00 ± 1.00 | 0.600 ± 0.100 | 0.500 ± 0.250 | 2 | 10 |" in table
 
 
 @pytest.mark.slow
@@ -71,6 +76,9 @@ def test_a_tiny_suite_runs_resumes_and_reports(tmp_path, data_dir, monkeypatch):
         assert set(result["learning"]) == {"2", "4"} and set(result["adaptation"]) == {"0", "1"}
         assert result["learning"]["4"]["return"] == result["return"]
         assert result["adaptation"]["1"]["return"] == pytest.approx(result["return"])  # both tiny configs adapt 1 step
+        # PointRobot defines success (within 0.2 of the goal): the held-out tasks' mean is kept beside the return
+        assert set(result["per_task_success"]) == set(result["per_task_return"]) == {"2"}
+        assert result["success"] == result["per_task_success"]["2"] and 0 <= result["success"] <= 1
     report = (out / "report.md").read_text()
     assert "## point_robot, two_train_goals" in report and "| MACAW |" in report and "| Meta-BC |" in report
     assert (out / "point_robot_two_train_goals_learning.png").is_file()
