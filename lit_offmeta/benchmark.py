@@ -5,7 +5,9 @@
 A suite (YAML) names:
 
 * ``methods``: name -> a ``lit-offmeta fit`` config (model and data blocks); ``{family}`` in the path is replaced
-  by the family's name, so one entry serves every family;
+  by the family's name, so one entry serves every family. Or name -> ``{config: PATH, data: {...}}``, where
+  ``data`` replaces datamodule arguments for that method only (e.g. PEARL's 16 tasks per batch on a split with 13
+  training tasks); a setting's arguments replace them in turn;
 * ``families``: name -> ``{data: DIR}``, the data root written by ``lit-offmeta collect``;
 * ``settings``: name -> datamodule arguments that replace the config's (``split``, ``window``,
   ``window_trajectories``, ``train_ids``/``test_ids``, ...); ``{}`` keeps the config's own;
@@ -89,6 +91,7 @@ class Suite:
     evaluation: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     root: Path = Path(".")
+    method_data: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         return [Cell(m, f, s, seed) for f in self.families for s in self.settings for m in self.methods
@@ -97,6 +100,13 @@ class Suite:
     def config_path(self, method: str, family: str) -> Path:
         path = Path(self.methods[method].format(family=family))
         return path if path.is_absolute() else self.root / path
+
+    def data_arguments(self, cell: Cell) -> dict[str, Any]:
+        """The datamodule arguments that replace the config's for ``cell``: the method's, then the setting's, then
+        the family's data folder, the meta-update budget and the seed."""
+        return {**self.method_data.get(cell.method, {}), **self.settings[cell.setting],
+                "data_dir": str(self.families[cell.family]["data"]), "batches_per_epoch": self.meta_updates,
+                "seed": cell.seed}
 
 
 def _slug(name: str) -> str:
@@ -134,16 +144,35 @@ def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None) -
         if not isinstance(spec, dict) or "data" not in spec:
             raise ValueError(f"--suite: {path}: family {family!r} needs {{data: DIR}}")
         families[family] = spec
-    suite = Suite(name=str(raw.get("name", path.stem)), methods={str(k): str(v) for k, v in raw["methods"].items()},
+    methods, method_data = {}, {}
+    for name, spec in raw["methods"].items():
+        if isinstance(spec, dict):
+            if set(spec) - {"config", "data"} or not isinstance(spec.get("config"), str) or not isinstance(
+                    spec.get("data", {}), dict):
+                raise ValueError(f"--suite: {path}: method {name!r} must be a config path or {{config: PATH, data: "
+                                 f"{{ARGUMENT: VALUE}}}}, got {spec!r}")
+            methods[str(name)], method_data[str(name)] = spec["config"], dict(spec.get("data") or {})
+        else:
+            methods[str(name)] = str(spec)
+    suite = Suite(name=str(raw.get("name", path.stem)), methods=methods,
                   families=families, settings=raw.get("settings") or {"default": {}},
                   seeds=[int(s) for s in raw["seeds"]], meta_updates=int(raw["meta_updates"]),
                   curve_at=sorted(int(c) for c in raw.get("curve_at") or []), evaluation=evaluation,
-                  description=str(raw.get("description", "")), root=Path(root or "."))
+                  description=str(raw.get("description", "")), root=Path(root or "."), method_data=method_data)
     for method in suite.methods:
         for family in suite.families:
             if not suite.config_path(method, family).is_file():
                 raise ValueError(f"--suite: {path}: method {method!r} has no config "
                                  f"{suite.config_path(method, family)} for family {family!r}")
+            config = yaml.safe_load(suite.config_path(method, family).read_text())
+            for setting in suite.settings:
+                # the datamodule checks its split, ids and batch sizes on construction, without reading data: a
+                # cell that cannot run stops the suite now, not hours into it
+                try:
+                    instantiate(config["data"], **suite.data_arguments(Cell(method, family, setting, suite.seeds[0])))
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"--suite: {path}: method {method!r} on family {family!r} in setting "
+                                     f"{setting!r}: {err}") from None
     return suite
 
 
@@ -227,9 +256,7 @@ def run_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
     config = yaml.safe_load(suite.config_path(cell.method, cell.family).read_text())
     pl.seed_everything(cell.seed, verbose=False)
     model = instantiate(config["model"])
-    data_overrides = {**suite.settings[cell.setting], "data_dir": str(suite.families[cell.family]["data"]),
-                      "batches_per_epoch": suite.meta_updates, "seed": cell.seed}
-    datamodule = instantiate(config["data"], **data_overrides)
+    datamodule = instantiate(config["data"], **suite.data_arguments(cell))
     learning: dict[str, dict[str, float]] = {}
     eval_seconds = [0.0]
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lit_offmeta import benchmark
-from lit_offmeta.benchmark import Cell, load_suite, mean_se, run_suite, summary_table
+from lit_offmeta.benchmark import Cell, Suite, load_suite, mean_se, run_suite, summary_table
 from lit_offmeta.cli import main as cli_main
 from lit_offmeta.collect import collect, get_preset
 
@@ -114,6 +114,26 @@ def test_bad_suites_are_refused_naming_the_problem(tmp_path, data_dir):
         load_suite(_suite_file(tmp_path, data_dir, methods={"X": "configs/none/{family}.yaml"}))
     with pytest.raises(ValueError, match="unknown evaluation key"):
         load_suite(_suite_file(tmp_path, data_dir, evaluation={"episode": 3}))
+    macaw = str(REPO / "configs/macaw/{family}_tiny.yaml")
+    with pytest.raises(ValueError, match="method 'MACAW' must be a config path or"):
+        load_suite(_suite_file(tmp_path, data_dir, methods={"MACAW": {"config": macaw, "model": {}}}))
+    # a cell that cannot run is refused before any cell runs, naming it: a quality window without its size
+    with pytest.raises(ValueError, match="method 'MACAW' on family 'point_robot' in setting 'two_train_goals': "
+                                         ".*needs window_trajectories >= 1"):
+        load_suite(_suite_file(tmp_path, data_dir, methods={"MACAW": {"config": macaw, "data": {"window": "last"}}}))
+    with pytest.raises(ValueError, match="in setting 'two_train_goals': tasks_per_batch=3 exceeds the 2 training"):
+        load_suite(_suite_file(tmp_path, data_dir, settings={"two_train_goals": {
+            "train_ids": [0, 1], "test_ids": [2], "split": None, "tasks_per_batch": 3}}))
+
+
+def test_a_methods_data_arguments_come_before_the_settings_and_the_cells_own():
+    suite = Suite(name="s", methods={"A": "a.yaml", "B": "b.yaml"}, families={"f": {"data": "D"}},
+                  settings={"one": {"split": "x", "support_size": 8}}, seeds=[3], meta_updates=7,
+                  method_data={"A": {"support_size": 4, "tasks_per_batch": 2, "seed": 99}})
+    assert suite.data_arguments(Cell("A", "f", "one", 3)) == {
+        "support_size": 8, "tasks_per_batch": 2, "split": "x", "data_dir": "D", "batches_per_epoch": 7, "seed": 3}
+    assert suite.data_arguments(Cell("B", "f", "one", 3)) == {
+        "split": "x", "support_size": 8, "data_dir": "D", "batches_per_epoch": 7, "seed": 3}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/benchmarks").glob("*.yaml")), ids=lambda p: p.stem)

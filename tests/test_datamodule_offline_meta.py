@@ -269,6 +269,17 @@ def test_sizes_larger_than_a_task_are_refused(data_dir):
         _dm(data_dir).adaptation_batch(6, size=80, window="first", num_trajectories=4)
 
 
+def test_a_split_that_evaluates_on_its_training_tasks_is_kept_and_explicit_overlaps_are_refused(tmp_path):
+    """Cheetah-Dir's protocol (PEARL, MACAW) trains and evaluates on its two tasks; its split says so. The same
+    overlap given by hand is a mistake."""
+    dm = OfflineMetaDataModule("cheetah_dir", tmp_path, tasks_per_batch=2)
+    assert dm.train_task_ids == dm.test_task_ids == (0, 1)
+    with pytest.raises(ValueError, match=r"share tasks \[0, 1\]"):
+        OfflineMetaDataModule("cheetah_dir", tmp_path, tasks_per_batch=2, train_ids=[0, 1], test_ids=[0, 1])
+    with pytest.raises(ValueError, match="tasks_per_batch=5 exceeds the 2 training tasks"):
+        OfflineMetaDataModule("cheetah_dir", tmp_path)
+
+
 def test_bad_arguments_are_refused(data_dir):
     with pytest.raises(ValueError, match="tasks_per_batch=7 exceeds the 6 training tasks"):
         OfflineMetaDataModule(FAMILY, data_dir, train_ids=TRAIN, test_ids=TEST, tasks_per_batch=7)

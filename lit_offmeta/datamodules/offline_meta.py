@@ -214,10 +214,13 @@ class OfflineMetaDataModule(LightningDataModule):
     def _resolve_ids(
         self, split: str | None, train_ids: Sequence[int] | None, test_ids: Sequence[int] | None
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        allow_overlap = False
         if train_ids is None or test_ids is None:
             named = self._family.split(split)
             train = named.train if train_ids is None else train_ids
             test = named.test if test_ids is None else test_ids
+            # a protocol that evaluates on its training tasks (Cheetah-Dir's two) says so on its split
+            allow_overlap = named.allow_overlap and train_ids is None and test_ids is None
         else:
             train, test = train_ids, test_ids
         train, test = tuple(int(i) for i in train), tuple(int(i) for i in test)
@@ -226,7 +229,7 @@ class OfflineMetaDataModule(LightningDataModule):
         if not train:
             raise ValueError("train_ids is empty; meta-training needs at least one task")
         overlap = sorted(set(train) & set(test))
-        if overlap:
+        if overlap and not allow_overlap:
             raise ValueError(f"train_ids and test_ids share tasks {overlap}; held-out tasks must be unseen")
         if self.tasks_per_batch > len(train):
             raise ValueError(
