@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lit_offmeta.algorithms.macaw import MACAW
+from lit_offmeta.algorithms.pearl import OfflinePEARL
 from lit_offmeta.callbacks.finetune import GradientFineTuner, episodes_to_transitions, online_finetune
 from lit_offmeta.nn import NetConfig
 from lit_offmeta.rollout import rollout
@@ -137,3 +138,54 @@ def test_fine_tuner_stays_finite_on_large_returns():
         outputs[extra_step_lr] = tuner.policy()(x)
     assert torch.isfinite(outputs[1e-5]).all()
     assert not torch.isfinite(outputs[None]).all()
+
+
+def tiny_pearl() -> OfflinePEARL:
+    torch.manual_seed(0)
+    return OfflinePEARL(obs_dim=2, action_dim=2, latent_dim=3, hidden=[16], encoder_hidden=[16])
+
+
+def test_pearl_fine_tuner_starts_from_the_adapted_policy_and_takes_sac_steps_by_hand():
+    """Offline PEARL+FT: z is the offline posterior mean; one step is one Adam step of the critics on the soft
+    Bellman error (target from the pre-step actor and target critics), the actor then moves, the module does not."""
+    model, ctx, x = tiny_pearl(), context(), torch.randn(7, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuner = model.fine_tuner(ctx)
+    adapted = model.adapt(ctx)
+    adapted.reset(7)
+    torch.testing.assert_close(tuner.policy()(x), adapted(x))  # before any step: PEARL's own adaptation
+    torch.testing.assert_close(tuner.z, adapted.posterior()[0][0])
+
+    # the critics' gradient at the start, with the target drawn from the same random stream as the step's
+    critic = {n: p.detach().clone().requires_grad_() for n, p in model.critic.named_parameters()}
+    z = tuner.z.expand(32, -1)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        next_a, next_log_pi = model.policy.sample(torch.cat([ctx["next_obs"], z], -1))
+        nq1, nq2 = model.critic_target(torch.cat([ctx["next_obs"], z], -1), next_a)
+        target = ctx["rewards"] + 0.99 * (torch.min(nq1, nq2) - 0.2 * next_log_pi)  # no terminals in ctx
+    q1, q2 = torch.func.functional_call(model.critic, critic, (torch.cat([ctx["obs"], z], -1), ctx["actions"]))
+    loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+    grads = dict(zip(critic, torch.autograd.grad(loss, list(critic.values()))))
+    torch.manual_seed(5)
+    actor_before = {n: p.detach().clone() for n, p in tuner.actor.named_parameters()}
+    out = tuner.step(ctx)
+    assert out["loss_critic"] == pytest.approx(float(loss), rel=1e-5)
+    for name, p in tuner.critic.named_parameters():  # Adam's first step: -lr * g / (|g| + eps)
+        g = grads[name]
+        torch.testing.assert_close(p.detach(), critic[name].detach() - 3e-4 * g / (g.abs() + 1e-8), atol=1e-7, rtol=0)
+    assert any(not torch.equal(p, actor_before[n]) for n, p in tuner.actor.named_parameters())
+    assert tuner.num_steps == 1
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_online_finetune_runs_pearl_from_its_offline_posterior():
+    """The same schedule with offline PEARL: the 0-step point is its adapted policy, no gradient step yet."""
+    family, model, ctx = get_family("point_robot"), tiny_pearl(), context()
+    task = {"goal": [0.0, 1.0]}
+    result = online_finetune(model, family, task, ctx, [20, 60], gradient_steps_per_rollout=2, batch_size=16, seed=3)
+    assert result.env_steps == [0, 20, 60] and result.gradient_steps == [0, 2, 6]
+    offline_only = rollout(model.adapt(ctx), family, [task], seed=3 + 10_000).task_returns()[0]
+    assert result.returns[0] == pytest.approx(offline_only, abs=1e-5)
+    assert all(np.isfinite(result.returns))

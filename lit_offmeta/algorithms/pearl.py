@@ -342,6 +342,86 @@ class OfflinePEARL(TrainingGuards, LightningModule):
         :class:`~lit_offmeta.datamodules.AdaptationBatch`; return the adapted policy and its actions."""
         return predict_adapted_policy(self, batch)
 
+    def fine_tuner(self, context: dict[str, Tensor]) -> PearlFineTuner:
+        """Offline PEARL + fine-tuning (MACAW App. C.2): :class:`PearlFineTuner` from the task's offline batch."""
+        return PearlFineTuner(self, context)
+
+
+class PearlFineTuner:
+    """Offline PEARL+FT of one task (Mitchell et al. 2021, App. C.2): "after receiving an initial small batch of
+    offline data for task inference, we alternate between performing rollouts of the task-conditioned policy to
+    collect additional data from the test task and perform gradient descent on the PEARL policy and value function
+    objectives with this off-policy data".
+
+    Construction is the offline adaptation: ``z`` is the posterior mean of the offline batch, as
+    :meth:`OfflinePEARL.adapt` infers it, and stays fixed (the encoder is not fine-tuned: the task is the one being
+    solved). Each :meth:`step` is one SAC update of copies of the twin critics (soft Bellman regression) and then
+    of the actor, on ``(s, z)``, with the module's own losses, rates, temperature and Polyak rate; the module is
+    not modified. :class:`~lit_offmeta.callbacks.OnlineFineTuning` drives it like MACAW's gradient fine-tuner.
+    """
+
+    def __init__(self, module: OfflinePEARL, context: dict[str, Tensor]) -> None:
+        hp = module.hparams
+        self.gamma, self.tau, self.reward_scale = float(hp.gamma), float(hp.tau), float(hp.reward_scale)
+        self.alpha = float(module.alpha.detach())
+        with torch.inference_mode(False):  # Lightning's test loop runs in inference mode; these copies train
+            belief = module.adapt(context)
+            belief.reset(1)
+            device = module.device
+            self.z = belief.posterior()[0][0].detach().clone().to(device)  # [latent]
+            self.actor = copy.deepcopy(module.policy).requires_grad_(True)
+            self.critic = copy.deepcopy(module.critic).requires_grad_(True)
+            self.critic_target = copy.deepcopy(module.critic_target).requires_grad_(False)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp.lr_critic)
+            self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=hp.lr_policy)
+        self.num_steps = 0
+
+    def _with_z(self, obs: Tensor) -> Tensor:
+        return torch.cat([obs, self.z.expand(*obs.shape[:-1], -1)], dim=-1)
+
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One SAC update on ``batch`` (one task's transitions ``[B, ...]``: ``obs``, ``actions``, ``rewards``,
+        ``next_obs``, ``terminals``). Returns the critic and actor losses before their steps."""
+        with torch.inference_mode(False), torch.enable_grad():
+            b = {k: torch.as_tensor(batch[k], dtype=torch.float32).to(self.z.device)
+                 for k in ("obs", "actions", "rewards", "next_obs", "terminals")}
+            obs_z, next_obs_z = self._with_z(b["obs"]), self._with_z(b["next_obs"])
+            with torch.no_grad():
+                next_actions, next_log_pi = self.actor.sample(next_obs_z)
+                target = soft_td_target(self.reward_scale * b["rewards"], b["terminals"],
+                                        *self.critic_target(next_obs_z, next_actions), next_log_pi, self.alpha,
+                                        self.gamma)
+            loss_critic = critic_loss(*self.critic(obs_z, b["actions"]), target)
+            self.critic_optimizer.zero_grad()
+            loss_critic.backward()
+            self.critic_optimizer.step()
+            new_actions, log_pi = self.actor.sample(obs_z)
+            frozen = {n: p.detach() for n, p in self.critic.named_parameters()}
+            loss_actor = actor_loss(log_pi, *functional_call(self.critic, frozen, (obs_z, new_actions)), self.alpha)
+            self.actor_optimizer.zero_grad()
+            loss_actor.backward()
+            self.actor_optimizer.step()
+            polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
+        self.num_steps += 1
+        return {"loss_critic": float(loss_critic.detach()), "loss_actor": float(loss_actor.detach())}
+
+    def policy(self) -> nn.Module:
+        """The current deterministic policy, ``obs [N, obs_dim] -> tanh-squashed mean action`` with ``z`` attached."""
+        return _FixedTaskPolicy(copy.deepcopy(self.actor).eval(), self.z.detach().clone())
+
+
+class _FixedTaskPolicy(nn.Module):
+    """PEARL's actor on ``(s, z)`` for one fixed ``z``, as a plain ``obs -> action`` module."""
+
+    def __init__(self, actor: SquashedGaussianActor, z: Tensor) -> None:
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("z", z)
+
+    @torch.no_grad()
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.actor.deterministic(torch.cat([obs.to(self.z.dtype), self.z.expand(obs.shape[0], -1)], dim=-1))
+
 
 def _check_context(context: dict[str, Tensor], use_next_obs: bool) -> dict[str, Tensor]:
     keys = ["obs", "actions", "rewards"] + (["next_obs"] if use_next_obs else [])

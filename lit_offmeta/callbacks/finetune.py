@@ -9,7 +9,11 @@ App. C.2): after the offline adaptation step on a small batch of the test task's
 
 and report the policy's return after given numbers of environment steps (the paper: 20k and 200k).
 
-How the gradient steps are taken: by :class:`~lit_offmeta.algorithms.finetuning.GradientFineTuner`, the same
+Offline PEARL+FT (the paper's comparison in Table 1) brings its own fine-tuner,
+:class:`~lit_offmeta.algorithms.pearl.PearlFineTuner` (``module.fine_tuner(offline_batch)``): the task posterior
+from the offline batch, then SAC steps of its critics and actor on the same aggregate buffer.
+
+How MACAW's gradient steps are taken: by :class:`~lit_offmeta.algorithms.finetuning.GradientFineTuner`, the same
 steps ``MACAW.adapt(context, steps)`` takes (Algorithm 2's learned-rate steps for the meta-trained ones, then Adam
 at ``extra_step_lr``), so the first step on the offline batch is exactly ``module.adapt(batch, steps=1)`` (a test
 proves it) and every further step continues from the fine-tuned parameters. The discount of the online data's
@@ -89,7 +93,8 @@ def online_finetune(
     """Offline adaptation step, then alternate one rollout with ``K`` gradient steps (paper App. C.2).
 
     Args:
-        module: the meta-trained MACAW-like module (copied, not modified).
+        module: the meta-trained module (copied, not modified): MACAW-like (its gradient steps), or one with
+            ``fine_tuner(offline_batch)`` (offline PEARL+FT: SAC steps with the inferred task fixed).
         family: the task family.
         task: the test task.
         offline_batch: the initial offline adaptation batch, ``TRANSITION_KEYS`` -> ``[B, ...]``.
@@ -117,10 +122,13 @@ def online_finetune(
 
 def _online_finetune(module, family, task, offline_batch, targets, gradient_steps_per_rollout, batch_size,
                      discount, explore_std, eval_episodes, seed) -> FineTuneResult:
-    tuner = GradientFineTuner(module)
     space = family.action_space
     offline = {k: torch.as_tensor(offline_batch[k]).detach().cpu().float() for k in TRANSITION_KEYS}
-    tuner.step(offline)  # the offline adaptation step (Alg. 2 with one step)
+    if hasattr(module, "fine_tuner"):  # the module's own (offline PEARL+FT): built by its offline adaptation
+        tuner = module.fine_tuner(offline)
+    else:
+        tuner = GradientFineTuner(module)
+        tuner.step(offline)  # the offline adaptation step (Alg. 2 with one step)
     result = FineTuneResult()
 
     def evaluate(env_steps: int) -> None:
