@@ -377,7 +377,9 @@ def summary_table(suite: Suite, results: list[dict[str, Any]], family: str, sett
     for method, rows in selected.items():
         if not rows:  # not run yet (a partial report)
             continue
-        success = f" {text([r['success'] for r in rows], 3)} |" if with_success else ""
+        # cells written before success was recorded have none: the rate is over the seeds that have it
+        measured = [r["success"] for r in rows if "success" in r]
+        success = (f" {text(measured, 3)} |" if measured else " – |") if with_success else ""
         lines.append(f"| {method} | {text([r['return'] for r in rows], 2)} | {text([r['score'] for r in rows], 3)} |"
                      f"{success} {len(rows)} | {np.mean([r['train_seconds'] for r in rows]):.0f} |")
     return "\n".join(lines)

@@ -115,9 +115,10 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
                              f"or 'task_bins', got {self.vae.decoder_kind!r}")
         cfg = self.rl_config
         self.rl_algorithm = cfg.resolve(fam.name, fam.discrete_actions)
-        # every task's parameters, the oracle's belief input (a buffer: it moves with the module to the GPU)
-        self.register_buffer("task_table", torch.as_tensor(np.stack([task_features(t) for t in fam.default_tasks()])),
-                             persistent=False)
+        # the oracle's belief input: every task's parameters (a buffer: it moves with the module to the GPU); only
+        # for the oracle, since not every family's tasks are numbers (Meta-World's are environment names)
+        table = np.stack([task_features(t) for t in fam.default_tasks()]) if belief_input == "oracle" else None
+        self.register_buffer("task_table", None if table is None else torch.as_tensor(table), persistent=False)
         if belief_input == "latent":
             belief_dim = 2 * self.vae.encoder.latent_dim
         else:
