@@ -61,6 +61,67 @@ def test_elbo_loss_sums_all_beliefs_and_transitions_and_masks_padding():
     assert loss.item() == pytest.approx(recon + 0.05 * kl_term)
 
 
+def test_elbo_loss_over_a_subset_of_beliefs_scales_their_reconstruction_and_keeps_every_kl():
+    nll = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2)  # the case above
+    kl = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    valid = torch.tensor([[True, True], [True, False]])
+    loss, metrics = elbo_loss(nll[[0, 2]], kl, valid, kl_weight=0.05, belief_index=torch.tensor([0, 2]),
+                              recon_scale=1.5)
+    # trial 0: beliefs 0 and 2 x 2 transitions: 0 + 2 + 8 + 10 = 20; trial 1: belief 0 x transition 0 = 1 (belief 2
+    # follows the padded step); the KL term is the full one, (9 + 6) / 2
+    assert metrics["reward_nll"].item() == pytest.approx(1.5 * 21 / 2)
+    assert loss.item() == pytest.approx(1.5 * 21 / 2 + 0.05 * 7.5)
+
+
+def _cheetah_trials(steps: int = 6, trials: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    valid = torch.ones(steps, trials, dtype=torch.bool)
+    valid[-2:, 0] = False  # trial 0 is 2 steps shorter
+    return {"obs": torch.randn(steps, trials, 20, generator=g), "next_obs": torch.randn(steps, trials, 20, generator=g),
+            "actions": torch.rand(steps, trials, 6, generator=g) * 2 - 1,
+            "rewards": torch.randn(steps, trials, generator=g), "valid": valid}
+
+
+def test_subsampled_elbo_decodes_the_drawn_beliefs_and_transitions_scaled_to_the_full_sum():
+    vae = BeliefVAE("cheetah_vel", hidden_dim=16, elbo_subsample=3, decode_subsample=2)
+    batch = _cheetah_trials()
+    steps, trials = batch["valid"].shape
+    torch.manual_seed(5)
+    loss, metrics = vae.compute_loss(batch, subsample=True)
+    # by hand: the same latent sample, then the two draws the module makes (beliefs, then transitions)
+    torch.manual_seed(5)
+    mu, logvar = vae.encoder(batch["actions"], batch["next_obs"], batch["rewards"], batch["valid"])
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    beliefs = torch.randperm(steps + 1)[:3].sort().values
+    picked = torch.randperm(steps)[:2].sort().values
+    nll = vae.reward_nll(z, batch)  # [L + 1, L, B], every pair
+    valid = batch["valid"].float()
+    belief_valid = torch.cat([torch.ones(1, trials), valid])
+    recon = 0.0
+    for t in beliefs.tolist():
+        for j in picked.tolist():
+            for b in range(trials):
+                recon += (nll[t, j, b] * belief_valid[t, b] * valid[j, b]).item()
+    recon *= (steps + 1) / 3 * steps / 2 / trials
+    kl = float((kl_to_previous(mu, logvar) * belief_valid).sum() / trials)
+    assert metrics["reward_nll"].item() == pytest.approx(recon, rel=1e-5)
+    assert loss.item() == pytest.approx(recon + 0.05 * kl, rel=1e-5)
+
+
+def test_subsamples_that_cover_the_trial_or_evaluation_give_the_full_elbo():
+    batch = _cheetah_trials()
+    full = BeliefVAE("cheetah_vel", hidden_dim=16)
+    covering = BeliefVAE("cheetah_vel", hidden_dim=16, elbo_subsample=7, decode_subsample=6)
+    partial = BeliefVAE("cheetah_vel", hidden_dim=16, elbo_subsample=2, decode_subsample=2)
+    covering.load_state_dict(full.state_dict())
+    partial.load_state_dict(full.state_dict())
+    torch.manual_seed(0)
+    expected = full.compute_loss(batch)[0]
+    for vae, subsample in ((full, True), (covering, True), (partial, False)):
+        torch.manual_seed(0)
+        assert torch.equal(vae.compute_loss(batch, subsample=subsample)[0], expected)
+
+
 def test_elbo_without_kl_weight_ignores_a_non_finite_kl():
     nll, valid = torch.ones(2, 1, 1), torch.ones(1, 1, dtype=torch.bool)
     loss, metrics = elbo_loss(nll, torch.tensor([[0.5], [float("nan")]]), valid, kl_weight=0.0)
@@ -212,6 +273,12 @@ def test_vae_validates_arguments():
         BeliefVAE("walker_params", decoder="task_bins")
     with pytest.raises(ValueError, match="task_bins must be >= 2"):
         BeliefVAE("point_robot_sparse", decoder="task_bins", task_bins=1)
+    with pytest.raises(ValueError, match="elbo_subsample must be >= 1"):
+        BeliefVAE("cheetah_vel", elbo_subsample=0)
+    with pytest.raises(ValueError, match="decode_subsample subsamples the trial's transitions"):
+        BeliefVAE("point_robot_sparse", decoder="task_bins", decode_subsample=10)
+    with pytest.raises(ValueError, match="decode_subsample subsamples the trial's transitions"):
+        BeliefVAE("grid_navi", cell_targets="all", decode_subsample=10)
     with pytest.raises(ValueError, match="goal_classes needs"):
         _ = BeliefVAE("point_robot_sparse").goal_classes
 

@@ -340,9 +340,9 @@ def test_pipeline_vae_lr_decay_anneals_the_vae_rate_over_its_stage(tmp_path):
     rates = []
     original = model.vae.compute_loss
 
-    def spy(batch):
+    def spy(batch, subsample=False):
         rates.append(model.optimizers()[0].param_groups[0]["lr"])
-        return original(batch)
+        return original(batch, subsample)
 
     model.vae.compute_loss = spy
     Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -45,6 +45,7 @@ from lit_offmeta.algorithms.sac import (
     TwinCritic,
     actor_loss,
     critic_loss,
+    sac_update,
     soft_td_target,
     temperature_loss,
 )
@@ -385,25 +386,14 @@ class PearlFineTuner:
         with torch.inference_mode(False), torch.enable_grad():
             b = {k: torch.as_tensor(batch[k], dtype=torch.float32).to(self.z.device)
                  for k in ("obs", "actions", "rewards", "next_obs", "terminals")}
-            obs_z, next_obs_z = self._with_z(b["obs"]), self._with_z(b["next_obs"])
-            with torch.no_grad():
-                next_actions, next_log_pi = self.actor.sample(next_obs_z)
-                target = soft_td_target(self.reward_scale * b["rewards"], b["terminals"],
-                                        *self.critic_target(next_obs_z, next_actions), next_log_pi, self.alpha,
-                                        self.gamma)
-            loss_critic = critic_loss(*self.critic(obs_z, b["actions"]), target)
-            self.critic_optimizer.zero_grad()
-            loss_critic.backward()
-            self.critic_optimizer.step()
-            new_actions, log_pi = self.actor.sample(obs_z)
-            frozen = {n: p.detach() for n, p in self.critic.named_parameters()}
-            loss_actor = actor_loss(log_pi, *functional_call(self.critic, frozen, (obs_z, new_actions)), self.alpha)
-            self.actor_optimizer.zero_grad()
-            loss_actor.backward()
-            self.actor_optimizer.step()
-            polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
+            step = sac_update(self.actor, self.critic, self.critic_target, self.critic_optimizer,
+                              self.actor_optimizer,
+                              {"obs": self._with_z(b["obs"]), "actions": b["actions"],
+                               "rewards": self.reward_scale * b["rewards"], "next_obs": self._with_z(b["next_obs"]),
+                               "terminals": b["terminals"]},
+                              self.alpha, self.gamma, self.tau)
         self.num_steps += 1
-        return {"loss_critic": float(loss_critic.detach()), "loss_actor": float(loss_actor.detach())}
+        return {"loss_critic": float(step.loss_critic), "loss_actor": float(step.loss_actor)}
 
     def policy(self) -> nn.Module:
         """The current deterministic policy, ``obs [N, obs_dim] -> tanh-squashed mean action`` with ``z`` attached."""

@@ -1,19 +1,22 @@
-"""Soft Actor-Critic's math (Haarnoja et al. 2018, arXiv:1812.05905): the losses and the two networks.
+"""Soft Actor-Critic's math (Haarnoja et al. 2018, arXiv:1812.05905): the losses, the two networks and one update.
 
 One copy shared by every SAC in the project: the MuJoCo behaviour agent (:mod:`lit_offmeta.collect.sac`),
-offline PEARL (:mod:`lit_offmeta.algorithms.pearl`) and BOReL's SAC on hyper-states. Each loss is a small pure
-function (tensors in, scalar out) so that the tests can check it against a hand computation.
+offline PEARL's fine-tuning (:mod:`lit_offmeta.algorithms.pearl`) and BOReL's SAC on hyper-states. Each loss is a
+small pure function (tensors in, scalar out) so that the tests can check it against a hand computation;
+:func:`sac_update` is the order in which those agents apply them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lit_offmeta.nn.mlp import mlp
+from lit_offmeta.nn.polyak import polyak_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range of the actor's log standard deviation (squashed into it with tanh, as CleanRL does)."""
@@ -138,3 +141,69 @@ class TwinCritic(nn.Module):
     def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([obs, actions], dim=-1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+# --- the update -------------------------------------------------------------------------------------------
+
+
+class SACUpdate(NamedTuple):
+    """What one :func:`sac_update` computed, detached: the two losses (before their steps), ``Q_1(s, a)`` ``[B]``
+    on the batch's actions, and ``log pi(a|s)`` ``[B]`` of the actor's fresh actions (for a temperature step)."""
+
+    loss_critic: Tensor
+    loss_actor: Tensor
+    q1: Tensor
+    log_pi: Tensor
+
+
+def sac_update(
+    actor: SquashedGaussianActor,
+    critic: TwinCritic,
+    critic_target: TwinCritic,
+    critic_optimizer: torch.optim.Optimizer,
+    actor_optimizer: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    alpha: float | Tensor,
+    discount: float,
+    tau: float,
+    critic_penalty: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> SACUpdate:
+    """One SAC update in the paper's order: soft TD target from the target critics (no gradient), a twin-critic
+    step, an actor step with the critics held fixed, then Polyak averaging of the target critics.
+
+    Args:
+        actor, critic, critic_target: the networks; ``critic_target`` is updated in place.
+        critic_optimizer, actor_optimizer: their optimisers.
+        batch: ``obs``, ``actions``, ``next_obs`` ``[B, ...]`` and ``rewards``, ``terminals`` ``[B]`` (1 only at
+            a true end of the MDP).
+        alpha: entropy temperature, a constant here (a learned one is stepped by the caller with ``log_pi``).
+        discount: gamma.
+        tau: Polyak rate.
+        critic_penalty: ``(obs, q1, q2) -> scalar`` added to the critic loss (e.g. CQL's, weighted); ``None``: none.
+        backward: how a loss is back-propagated (a LightningModule's ``manual_backward``, so that precision and
+            strategy plug-ins see it).
+    """
+    obs = batch["obs"]
+    with torch.no_grad():
+        next_actions, next_log_pi = actor.sample(batch["next_obs"])
+        target = soft_td_target(batch["rewards"], batch["terminals"], *critic_target(batch["next_obs"], next_actions),
+                                next_log_pi, alpha, discount)
+    q1, q2 = critic(obs, batch["actions"])
+    loss_critic = critic_loss(q1, q2, target)
+    loss = loss_critic if critic_penalty is None else loss_critic + critic_penalty(obs, q1, q2)
+    critic_optimizer.zero_grad(set_to_none=True)
+    backward(loss)
+    critic_optimizer.step()
+
+    actions_pi, log_pi = actor.sample(obs)
+    critic.requires_grad_(False)  # the actor step must not leave gradients on the critics
+    try:
+        loss_actor = actor_loss(log_pi, *critic(obs, actions_pi), alpha)
+    finally:
+        critic.requires_grad_(True)
+    actor_optimizer.zero_grad(set_to_none=True)
+    backward(loss_actor)
+    actor_optimizer.step()
+    polyak_update(critic_target.parameters(), critic.parameters(), tau)
+    return SACUpdate(loss_critic.detach(), loss_actor.detach(), q1.detach(), log_pi.detach())

@@ -1,8 +1,8 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1812.05905), pure torch: the MuJoCo behaviour agent.
 
-The update reads in the paper's order: soft TD target under ``no_grad``, twin-critic regression, actor,
-temperature, Polyak averaging of the target critics. The losses and networks are the project's one copy in
-:mod:`lit_offmeta.algorithms.sac`; this module adds the agent (config, optimisers, update step). MACAW
+The update is the project's one SAC update (:func:`lit_offmeta.algorithms.sac.sac_update`: soft TD target under
+``no_grad``, twin-critic regression, actor, Polyak averaging of the target critics), then a step of the learned
+temperature; this module adds the agent (config, optimisers, temperature). MACAW
 (arXiv:2008.06043, App. D) collected its data with per-task SAC (TD3 for Cheetah-Vel); we use SAC throughout,
 conditioned on the task (see
 :mod:`lit_offmeta.collect.sac_collect`).
@@ -18,15 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lit_offmeta.algorithms.sac import (
-    SquashedGaussianActor,
-    TwinCritic,
-    actor_loss,
-    critic_loss,
-    soft_td_target,
-    temperature_loss,
-)
-from lit_offmeta.nn.polyak import polyak_update
+from lit_offmeta.algorithms.sac import SquashedGaussianActor, TwinCritic, sac_update, temperature_loss
 
 # --- agent ------------------------------------------------------------------------------------------------
 
@@ -125,34 +117,14 @@ class SAC(nn.Module):
             Float diagnostics keyed ``losses/...`` and ``charts/...``.
         """
         alpha = self.alpha
-        with torch.no_grad():  # soft TD target from the target critics
-            next_actions, next_log_pi = self.actor.sample(batch["next_obs"])
-            next_q1, next_q2 = self.critic_target(batch["next_obs"], next_actions)
-            target = soft_td_target(batch["rewards"], batch["terminals"], next_q1, next_q2, next_log_pi, alpha,
-                                    self.config.discount)
-        q1, q2 = self.critic(batch["obs"], batch["actions"])
-        loss_critic = critic_loss(q1, q2, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss_critic.backward()
-        self.critic_optimizer.step()
-
-        actions_pi, log_pi = self.actor.sample(batch["obs"])
-        self.critic.requires_grad_(False)  # the actor step must not leave gradients on the critics
-        q1_pi, q2_pi = self.critic(batch["obs"], actions_pi)
-        self.critic.requires_grad_(True)
-        loss_actor = actor_loss(log_pi, q1_pi, q2_pi, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        loss_actor.backward()
-        self.actor_optimizer.step()
-
-        metrics = {"losses/critic": loss_critic.item(), "losses/actor": loss_actor.item(),
-                   "charts/q_mean": q1.detach().mean().item(), "charts/alpha": alpha.item()}
+        step = sac_update(self.actor, self.critic, self.critic_target, self.critic_optimizer, self.actor_optimizer,
+                          batch, alpha, self.config.discount, self.config.tau)
+        metrics = {"losses/critic": step.loss_critic.item(), "losses/actor": step.loss_actor.item(),
+                   "charts/q_mean": step.q1.mean().item(), "charts/alpha": alpha.item()}
         if self.config.autotune_alpha:
-            loss_alpha = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+            loss_alpha = temperature_loss(self.log_alpha, step.log_pi, self.target_entropy)
             self.alpha_optimizer.zero_grad(set_to_none=True)
             loss_alpha.backward()
             self.alpha_optimizer.step()
             metrics["losses/alpha"] = loss_alpha.item()
-
-        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.config.tau)
         return metrics

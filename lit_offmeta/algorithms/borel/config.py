@@ -35,6 +35,9 @@ class VAEConfig(TypedConfig):
         state_one_hot: grid families: the encoder embeds the cell's one-hot, not its coordinates.
         aggregator: the encoder's summary of the history: ``"gru"`` (reference), ``"max"`` or ``"sum"``.
         task_bins: ``"task_bins"`` decoder: number of bins.
+        elbo_subsample, decode_subsample: in training, the beliefs per batch whose reconstruction terms enter the
+            ELBO and the transitions each of them decodes, drawn uniformly and scaled to an unbiased estimate
+            (VariBAD's ``vae_subsample_elbos`` / ``vae_subsample_decodes``); ``None``: all.
     """
 
     decoder: Literal["auto", "cells", "next_obs", "transition", "task_bins"] = "auto"
@@ -52,6 +55,8 @@ class VAEConfig(TypedConfig):
     state_one_hot: bool = False
     aggregator: Literal["gru", "max", "sum"] = "gru"
     task_bins: int = 20
+    elbo_subsample: int | None = None
+    decode_subsample: int | None = None
 
     block = "vae"
 

@@ -215,7 +215,7 @@ class OfflineVariBAD(TrainingGuards, LightningModule):
         if not self.in_rl_stage:
             if self.vae_config.lr_decay:
                 cosine_lr_decay_([vae_opt], int(self.updates) / hp.vae_steps)
-            loss, metrics = self.vae.compute_loss(batch)  # stage 1: VAE on (reward-relabelled) trials
+            loss, metrics = self.vae.compute_loss(batch, subsample=True)  # stage 1: VAE on (reward-relabelled) trials
             vae_opt.zero_grad()
             self.manual_backward(loss)
             vae_opt.step()

@@ -17,10 +17,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lit_offmeta.algorithms.guards import TrainingGuards
-from lit_offmeta.algorithms.sac import SquashedGaussianActor, TwinCritic, soft_td_target
-from lit_offmeta.algorithms.sac import actor_loss as sac_actor_loss
-from lit_offmeta.algorithms.sac import critic_loss as twin_critic_loss
-from lit_offmeta.nn.polyak import polyak_update
+from lit_offmeta.algorithms.sac import SquashedGaussianActor, TwinCritic, sac_update
 
 
 # --- pure losses -------------------------------------------------------------------------------------------------
@@ -95,34 +92,15 @@ class HyperStateSAC(TrainingGuards, LightningModule):
         self.critics_target.load_state_dict(self.critics.state_dict())
         self.critics_target.requires_grad_(False)
 
-    def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        hp = self.cfg
-        obs, actions = batch["obs"], batch["actions"]
-        with torch.no_grad():
-            next_a, next_log_pi = self.actor.sample(batch["next_obs"])
-            q1_t, q2_t = self.critics_target(batch["next_obs"], next_a)
-            # terminals are true ends only (a goal reached is not one)
-            target = soft_td_target(batch["rewards"], batch["terminals"], q1_t, q2_t, next_log_pi, hp.alpha, hp.gamma)
-        q_data = self.critics(obs, actions)
-        loss = twin_critic_loss(*q_data, target)
-        metrics = {"loss_critic": loss.detach(), "q_mean": q_data[0].mean().detach()}
-        if hp.cql_alpha > 0:
-            k, b = hp.cql_samples, obs.shape[0]
-            rand = torch.rand(k, b, hp.action_dim, device=obs.device) * 2 - 1
-            obs_k = obs.unsqueeze(0).expand(k, -1, -1)
-            penalty = sum(
-                cql_uniform_penalty(q_random, q, hp.action_dim)
-                for q_random, q in zip(self.critics(obs_k, rand), q_data)
-            )
-            loss = loss + hp.cql_alpha * penalty
-            metrics["cql_penalty"] = penalty.detach()
-        return loss, metrics
-
-    def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        action, log_pi = self.actor.sample(batch["obs"])
-        q1, q2 = self.critics(batch["obs"], action)
-        loss = sac_actor_loss(log_pi, q1, q2, self.cfg.alpha)
-        return loss, {"loss_actor": loss.detach(), "entropy": -log_pi.mean().detach()}
+    def cql_penalty(self, obs: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+        """The CQL penalty summed over both critics, at ``cql_samples`` uniform actions per state of ``obs``."""
+        k, b = self.cfg.cql_samples, obs.shape[0]
+        rand = torch.rand(k, b, self.cfg.action_dim, device=obs.device) * 2 - 1
+        obs_k = obs.unsqueeze(0).expand(k, -1, -1)
+        return sum(
+            cql_uniform_penalty(q_random, q, self.cfg.action_dim)
+            for q_random, q in zip(self.critics(obs_k, rand), (q1, q2))
+        )
 
     def update(
         self,
@@ -130,20 +108,21 @@ class HyperStateSAC(TrainingGuards, LightningModule):
         optimizers: Sequence[torch.optim.Optimizer],
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, torch.Tensor]:
-        """Critic step, actor step (critics held fixed), then the soft target update, in the paper's order."""
+        """One :func:`~lit_offmeta.algorithms.sac.sac_update` (critic step, actor step with the critics held fixed,
+        soft target update), the CQL penalty on the critics when ``cql_alpha > 0``."""
+        hp = self.cfg
         critic_opt, actor_opt = optimizers
-        loss_c, metrics = self.critic_loss(batch)
-        critic_opt.zero_grad()
-        backward(loss_c)
-        critic_opt.step()
-        self.critics.requires_grad_(False)
-        loss_a, metrics_a = self.actor_loss(batch)
-        actor_opt.zero_grad()
-        backward(loss_a)
-        actor_opt.step()
-        self.critics.requires_grad_(True)
-        polyak_update(self.critics_target.parameters(), self.critics.parameters(), self.cfg.tau)
-        return {**metrics, **metrics_a}
+        metrics: dict[str, torch.Tensor] = {}
+
+        def penalty(obs: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+            value = self.cql_penalty(obs, q1, q2)
+            metrics["cql_penalty"] = value.detach()
+            return hp.cql_alpha * value
+
+        step = sac_update(self.actor, self.critics, self.critics_target, critic_opt, actor_opt, batch, hp.alpha,
+                          hp.gamma, hp.tau, critic_penalty=penalty if hp.cql_alpha > 0 else None, backward=backward)
+        return {"loss_critic": step.loss_critic, "q_mean": step.q1.mean(), **metrics, "loss_actor": step.loss_actor,
+                "entropy": -step.log_pi.mean()}
 
     @torch.no_grad()
     def act(self, hyper_obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

@@ -103,6 +103,8 @@ def elbo_loss(
     valid: torch.Tensor,
     kl_weight: float = 0.05,
     target_valid: torch.Tensor | None = None,
+    belief_index: torch.Tensor | None = None,
+    recon_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative ELBO over all beliefs, each decoding all transitions (past and future).
 
@@ -114,6 +116,10 @@ def elbo_loss(
             transition ``t - 1`` does; the prior always does.
         kl_weight: ``beta`` (reference 0.05).
         target_valid: ``[K, B]``, which of the ``K`` targets exist (``None``: the transitions, ``valid``).
+        belief_index: ``[E]``, the beliefs whose reconstruction terms ``reward_nll`` holds (then ``[E, K, B]``);
+            ``None``: all ``L + 1``. The KL term always covers every belief.
+        recon_scale: factor on the reconstruction term (``n / k`` per subsampled axis makes a uniform subsample
+            an unbiased estimate of the full sum).
 
     Returns:
         ``(loss, metrics)``: the scalar loss (summed over ELBO and reconstruction terms, mean over trials) and
@@ -122,9 +128,10 @@ def elbo_loss(
     valid = valid.float()
     belief_valid = torch.cat([torch.ones_like(valid[:1]), valid])  # [L + 1, B]
     targets = valid if target_valid is None else target_valid.float()
-    pair_valid = belief_valid[:, None, :] * targets[None, :, :]  # [L + 1, K, B]
+    decoding = belief_valid if belief_index is None else belief_valid[belief_index]
+    pair_valid = decoding[:, None, :] * targets[None, :, :]  # [E, K, B]
     batch = valid.shape[1]
-    recon = (reward_nll * pair_valid).sum() / batch
+    recon = recon_scale * (reward_nll * pair_valid).sum() / batch
     kl_term = (kl * belief_valid).sum() / batch
     # kl_weight 0: leave the KL out of the loss (with no pull on it, logvar can run to -inf and the KL to nan)
     loss = recon + kl_weight * kl_term if kl_weight > 0 else recon
@@ -168,6 +175,13 @@ class BeliefVAE(TrainingGuards, LightningModule):
         aggregator: the encoder's summary of the history, ``"gru"`` (reference), ``"max"`` (running max of
             per-transition features) or ``"sum"`` (running sum of per-transition evidence), see
             :class:`~lit_offmeta.nn.belief.BeliefEncoder`.
+        elbo_subsample: in training, the ELBO's reconstruction terms of only this many beliefs per batch, drawn
+            uniformly without replacement and scaled to an unbiased estimate (VariBAD's ``vae_subsample_elbos``);
+            ``None``: all ``L + 1``. Decoding costs ``(L + 1) x L`` per trial, 160k terms for a 2-episode
+            Cheetah-Vel trial, which this and ``decode_subsample`` cut.
+        decode_subsample: in training, each belief decodes only this many of the trial's transitions, drawn the
+            same way (VariBAD's ``vae_subsample_decodes``); ``None``: all. Needs ``cell_targets="visited"`` and a
+            decoder of transitions (not ``"task_bins"``).
 
     Example:
         >>> vae = BeliefVAE("grid_navi", state_embed_dim=32, action_embed_dim=0, reward_embed_dim=8,
@@ -193,6 +207,8 @@ class BeliefVAE(TrainingGuards, LightningModule):
         state_one_hot: bool = False,
         aggregator: Literal["gru", "max", "sum"] = "gru",
         task_bins: int = 20,
+        elbo_subsample: int | None = None,
+        decode_subsample: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -213,6 +229,8 @@ class BeliefVAE(TrainingGuards, LightningModule):
             state_one_hot=state_one_hot,
             aggregator=aggregator,
             task_bins=task_bins,
+            elbo_subsample=elbo_subsample,
+            decode_subsample=decode_subsample,
         )
         fam: TaskFamily = get_family(family)
         self.family = fam
@@ -234,6 +252,14 @@ class BeliefVAE(TrainingGuards, LightningModule):
             raise ValueError(f"BeliefVAE: cell_targets={cell_targets!r} needs decoder='cells', got {decoder!r}")
         if kl_weight < 0:
             raise ValueError(f"BeliefVAE: kl_weight must be >= 0, got {kl_weight}")
+        for name, value in (("elbo_subsample", elbo_subsample), ("decode_subsample", decode_subsample)):
+            if value is not None and value < 1:
+                raise ValueError(f"BeliefVAE: {name} must be >= 1 or null (no subsampling), got {value}")
+        if decode_subsample is not None and (cell_targets != "visited" or decoder == "task_bins"):
+            raise ValueError(
+                f"BeliefVAE: decode_subsample subsamples the trial's transitions, which decoder={decoder!r} with "
+                f"cell_targets={cell_targets!r} does not decode; leave it null"
+            )
         if state_one_hot and fam.name != "grid_navi":
             raise ValueError(f"BeliefVAE: state_one_hot needs a grid family (grid_navi), got {fam.name!r}")
         self.decoder_kind = decoder
@@ -299,23 +325,37 @@ class BeliefVAE(TrainingGuards, LightningModule):
         predicted = self.decoder(z[:, None], x[None])  # [L + 1, L, B]
         return (predicted - rewards[None]).pow(2)
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The negative ELBO of a batch of trials (time-major, see :func:`trials_to_batch`)."""
+    def compute_loss(
+        self, batch: dict[str, torch.Tensor], subsample: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The negative ELBO of a batch of trials (time-major, see :func:`trials_to_batch`); ``subsample``: draw
+        ``elbo_subsample`` beliefs and ``decode_subsample`` transitions for it (training)."""
         valid = batch["valid"]
         mu, logvar = self.encoder(batch["actions"], batch["next_obs"], batch["rewards"], valid)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised sample of every q_t
         kl = kl_to_previous(mu, logvar)
+        beliefs = _draw(z.shape[0], self.cfg.elbo_subsample, z.device) if subsample else None
+        scale = 1.0
+        if beliefs is not None:
+            z, scale = z[beliefs], z.shape[0] / len(beliefs)
+        kwargs = {"belief_index": beliefs, "recon_scale": scale}
         if self.cfg.cell_targets == "goal" or self.decoder_kind == "task_bins":
-            nll = self.goal_nll(z, batch["task_index"])[:, None]  # [L + 1, 1, B]: one target per belief
-            return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]))
+            nll = self.goal_nll(z, batch["task_index"])[:, None]  # [E, 1, B]: one target per belief
+            return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=torch.ones_like(nll[0]), **kwargs)
         if self.cfg.cell_targets == "visited":
-            return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight)
-        nll = self.all_cells_nll(z, batch["task_index"])  # [L + 1, C, B]
+            steps = _draw(valid.shape[0], self.cfg.decode_subsample, z.device) if subsample else None
+            if steps is None:
+                return elbo_loss(self.reward_nll(z, batch), kl, valid, self.cfg.kl_weight, **kwargs)
+            part = {k: v[steps] for k, v in batch.items() if k in ("obs", "actions", "rewards", "next_obs")}
+            kwargs["recon_scale"] = scale * valid.shape[0] / len(steps)
+            return elbo_loss(self.reward_nll(z, part), kl, valid, self.cfg.kl_weight, target_valid=valid[steps],
+                             **kwargs)
+        nll = self.all_cells_nll(z, batch["task_index"])  # [E, C, B]
         target_valid = torch.ones_like(nll[0])
         if self.cfg.cell_targets == "both":  # the visited transitions' terms, then the C cells' terms
             nll = torch.cat([self.reward_nll(z, batch), nll], dim=1)
             target_valid = torch.cat([valid.float(), target_valid])
-        return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=target_valid)
+        return elbo_loss(nll, kl, valid, self.cfg.kl_weight, target_valid=target_valid, **kwargs)
 
     def all_cells_nll(self, z: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
         """``cell_targets="all"``: ``-log p(goal at c = task's | z_t)`` for every latent ``z [L+1, B, D]`` and cell
@@ -360,13 +400,21 @@ class BeliefVAE(TrainingGuards, LightningModule):
 
     # --- Lightning ---------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.compute_loss(batch)
+        loss, metrics = self.compute_loss(batch, subsample=True)
         self.log("train/vae/loss", loss, prog_bar=True)
         self.log_dict({f"train/vae/{k}": v for k, v in metrics.items()})
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+
+
+def _draw(n: int, k: int | None, device: torch.device) -> torch.Tensor | None:
+    """``k`` of ``range(n)`` uniformly without replacement, sorted (global torch RNG); ``None`` when ``k`` is ``None``
+    or covers them all."""
+    if k is None or k >= n:
+        return None
+    return torch.randperm(n, device=device)[:k].sort().values
 
 
 def posterior_entropy(logvar: torch.Tensor) -> torch.Tensor:
